@@ -1,0 +1,72 @@
+"""``featreg synth`` and ``featreg preprocess``: argument parsing only."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def _synth(args: argparse.Namespace) -> int:
+    from featreg.data.synthetic import write_cohort
+
+    write_cohort(args.out, args.patients, seed=args.seed, start=args.start, with_4d=args.with_4d)
+    return 0
+
+
+def _preprocess(args: argparse.Namespace) -> int:
+    from featreg.data.preprocess import PreprocessOptions, preprocess_cohort
+
+    options = PreprocessOptions(
+        spacing_mm=args.spacing,
+        size=args.size,
+        crop_reference=args.crop_reference,
+        clip_percentiles=tuple(args.clip_percentiles) if args.clip_percentiles else None,
+    )
+    preprocess_cohort(args.root, args.out, args.patients or args.split, options)
+    return 0
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    synth = subparsers.add_parser(
+        "synth",
+        help="write a synthetic cardiac MRI cohort in the ACDC layout",
+        description="Write patients START..START+N-1 of the synthetic cohort SEED; patient k depends only on (SEED, k).",
+    )
+    synth.add_argument("--out", type=Path, required=True, help="cohort root (gets database/training, database/testing)")
+    synth.add_argument("--patients", type=_positive_int, required=True, help="number of patients N")
+    synth.add_argument("--seed", type=int, default=0, help="cohort seed (default 0)")
+    synth.add_argument("--start", type=_positive_int, default=1, help="number of the first patient (default 1)")
+    synth.add_argument(
+        "--4d",
+        dest="with_4d",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="also write patientNNN_4d.nii.gz (ED/ES blend; slow, unused by featreg; default --no-4d)",
+    )
+    synth.set_defaults(func=_synth)
+
+    pre = subparsers.add_parser(
+        "preprocess",
+        help="extract fixed (ED) / moving (ES) 2D pairs from an ACDC-layout folder",
+        description="Resample in-plane, crop around the ED heart, take the middle slice, scale to [0, 1].",
+    )
+    pre.add_argument("--root", type=Path, required=True, help="ACDC root (with or without database/)")
+    pre.add_argument("--out", type=Path, required=True, help="pairs folder; writes OUT/<patient>/")
+    pre.add_argument("--split", choices=("test", "val", "train", "all"), default="test", help="default: test (121-150)")
+    pre.add_argument("--patients", nargs="+", metavar="PATIENT", help="explicit patient ids (override --split)")
+    pre.add_argument("--spacing", type=float, default=1.8, help="in-plane spacing in mm (default 1.8)")
+    pre.add_argument("--size", type=int, default=128, help="output size in pixels (default 128)")
+    pre.add_argument(
+        "--crop-reference", choices=("heart", "slice"), default="heart", help="ED bounding box to centre on"
+    )
+    pre.add_argument(
+        "--clip-percentiles", type=float, nargs=2, metavar=("LOW", "HIGH"), help="clip before min-max (default none)"
+    )
+    pre.set_defaults(func=_preprocess)

@@ -1,0 +1,273 @@
+"""Feature analyses of the paper: principal components (Fig. 2), distance against rigid motion (Fig. 3),
+and encode-then-warp against warp-then-encode (Fig. 6). Library functions; PNGs via matplotlib (Agg)."""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+from featreg.data.nifti import atomic_path  # noqa: E402
+from featreg.encoders.features import FeatureEncoder  # noqa: E402
+
+log = logging.getLogger(__name__)
+
+# The paper's Fig. 3 protocol.
+ROTATION_STEP = math.pi / 32
+ROTATION_MAX = math.pi / 2
+TRANSLATION_STEP_MM = 1.2
+TRANSLATION_MAX_MM = 57.6
+
+
+# --- principal components ---------------------------------------------------------------------
+
+def pca_basis(features: torch.Tensor, k: int = 3) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mean (C,), components (k, C)) of a ``(C, g, g)`` map's pixels as samples."""
+    x = _pixels(features)
+    mean = x.mean(0)
+    _, _, v = torch.linalg.svd(x - mean, full_matrices=False)
+    return mean, v[:k]
+
+
+def pca_project(features: torch.Tensor, basis: tuple[torch.Tensor, torch.Tensor]) -> np.ndarray:
+    """Project a ``(C, g, g)`` map on a basis: ``(k, g, g)`` scores."""
+    mean, comps = basis
+    g = features.shape[-2:]
+    return ((_pixels(features) - mean) @ comps.T).T.reshape(-1, *g).numpy()
+
+
+def to_unit(x: np.ndarray, lo: np.ndarray | None = None, hi: np.ndarray | None = None) -> np.ndarray:
+    """Min–max each leading-axis slice to [0, 1] (with the given bounds, if any)."""
+    axes = tuple(range(1, x.ndim))
+    lo = x.min(axis=axes, keepdims=True) if lo is None else lo
+    hi = x.max(axis=axes, keepdims=True) if hi is None else hi
+    return np.clip((x - lo) / np.maximum(hi - lo, 1e-12), 0, 1)
+
+
+def _pixels(features: torch.Tensor) -> torch.Tensor:
+    f = features.detach().float().cpu()
+    f = f[0] if f.ndim == 4 else f
+    if f.ndim != 3:
+        raise ValueError(f"expected features of shape (C, g, g) or (1, C, g, g), got {tuple(features.shape)}")
+    return f.reshape(f.shape[0], -1).T
+
+
+def plot_pca(image: np.ndarray, features: Mapping[str, torch.Tensor], out: str | Path, n_components: int = 5) -> Path:
+    """Fig. 2: per encoder (row), the image, the first 3 components as RGB, then each of ``n_components``."""
+    rows = len(features)
+    fig, axes = plt.subplots(rows, 2 + n_components, figsize=(2 * (2 + n_components), 2 * rows), squeeze=False)
+    for row, (name, f) in enumerate(features.items()):
+        scores = to_unit(pca_project(f, pca_basis(f, max(3, n_components))))
+        axes[row, 0].imshow(np.asarray(image).T, cmap="gray", origin="lower")
+        axes[row, 0].set_ylabel(name)
+        axes[row, 1].imshow(np.moveaxis(scores[:3], 0, -1).transpose(1, 0, 2), origin="lower")
+        axes[row, 1].set_title("PC 1–3 (RGB)" if row == 0 else "")
+        for c in range(n_components):
+            axes[row, 2 + c].imshow(scores[c].T, cmap="viridis", origin="lower")
+            axes[row, 2 + c].set_title(f"PC {c + 1}" if row == 0 else "")
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    return _save(fig, out)
+
+
+# --- warping (array axes as in docs/design.md: (B, C, X, Y), displacements (B, 2, X, Y) in mm) ---
+
+def warp_image(image: torch.Tensor, displacement_mm: torch.Tensor, spacing: Sequence[float]) -> torch.Tensor:
+    """M(x + u(x)), bilinear, ``align_corners=True``, border padding; ``u`` in mm on the image's pixels."""
+    X, Y = image.shape[-2:]
+    scale = torch.tensor([2 / ((X - 1) * spacing[0]), 2 / ((Y - 1) * spacing[1])], dtype=image.dtype)
+    base = torch.stack(torch.meshgrid(torch.linspace(-1, 1, X), torch.linspace(-1, 1, Y), indexing="ij"))
+    pos = base + displacement_mm * scale.view(1, 2, 1, 1).to(displacement_mm)
+    return F.grid_sample(image, pos.flip(1).permute(0, 2, 3, 1), mode="bilinear", padding_mode="border", align_corners=True)
+
+
+def warp_features(features: torch.Tensor, displacement_mm: torch.Tensor, spacing: Sequence[float]) -> torch.Tensor:
+    """Warp a ``(B, C, g, g)`` map that covers the image's field of view by an image-grid displacement.
+
+    Feature cell j sits at image pixel (j + ½)·X/g − ½ (bilinear resizing,
+    ``align_corners=False``), so both maps share the normalised coordinate
+    (2p + 1)/X − 1 of image pixel p; the field is resampled to the cells.
+    """
+    X, Y = displacement_mm.shape[-2:]
+    g = features.shape[-2:]
+    u = F.interpolate(displacement_mm, size=g, mode="bilinear", align_corners=False)
+    scale = torch.tensor([2 / (X * spacing[0]), 2 / (Y * spacing[1])], dtype=u.dtype).view(1, 2, 1, 1)
+    axes = [(2 * torch.arange(n, dtype=u.dtype) + 1) / n - 1 for n in g]
+    base = torch.stack(torch.meshgrid(*axes, indexing="ij"))
+    pos = base + u * scale
+    return F.grid_sample(features, pos.flip(1).permute(0, 2, 3, 1), mode="bilinear", padding_mode="border", align_corners=False)
+
+
+def rotation_field(shape: tuple[int, int], spacing: Sequence[float], angle: float) -> torch.Tensor:
+    """``(1, 2, X, Y)`` mm field of a rotation by ``angle`` (rad) about the image centre: x + u = R x."""
+    coords = [(torch.arange(n, dtype=torch.float32) - (n - 1) / 2) * s for n, s in zip(shape, spacing)]
+    x = torch.stack(torch.meshgrid(*coords, indexing="ij"))
+    c, s = math.cos(angle), math.sin(angle)
+    rx = torch.stack([c * x[0] - s * x[1], s * x[0] + c * x[1]])
+    return (rx - x)[None]
+
+
+def translation_field(shape: tuple[int, int], shift_mm: float, axis: int = 0) -> torch.Tensor:
+    """``(1, 2, X, Y)`` constant field of ``shift_mm`` along array ``axis``."""
+    u = torch.zeros(1, 2, *shape)
+    u[:, axis] = shift_mm
+    return u
+
+
+# --- distances (the paper normalises each feature map to [0, 1] first) ---------------------------
+
+def normalise01(features: torch.Tensor) -> torch.Tensor:
+    """Min–max each map of a ``(B, C, g, g)`` batch to [0, 1] over all its channels and pixels."""
+    lo = features.amin(dim=(1, 2, 3), keepdim=True)
+    hi = features.amax(dim=(1, 2, 3), keepdim=True)
+    return (features - lo) / (hi - lo).clamp_min(1e-12)
+
+
+def cosine_dissimilarity(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Minus the mean over pixels of the cosine across channels, per batch item: ``(B,)``."""
+    return -F.cosine_similarity(a, b, dim=1, eps=1e-8).mean(dim=(1, 2))
+
+
+def l1_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Mean absolute difference over channels and pixels, per batch item: ``(B,)``."""
+    return (a - b).abs().mean(dim=(1, 2, 3))
+
+
+@torch.no_grad()
+def _curve(encoder: FeatureEncoder, image: torch.Tensor, fields: list[torch.Tensor], spacing, batch_size: int, desc: str):
+    ref = normalise01(encoder(image))
+    cos, l1 = [], []
+    for i in tqdm(range(0, len(fields), batch_size), desc=desc, unit="batch"):
+        u = torch.cat(fields[i : i + batch_size])
+        moved = warp_image(image.expand(u.shape[0], -1, -1, -1), u, spacing)
+        f = normalise01(encoder(moved))
+        cos.append(cosine_dissimilarity(f, ref.expand_as(f)).cpu())
+        l1.append(l1_distance(f, ref.expand_as(f)).cpu())
+    return torch.cat(cos).numpy(), torch.cat(l1).numpy()
+
+
+def distance_curves(
+    encoder: FeatureEncoder,
+    image: np.ndarray | torch.Tensor,
+    spacing: Sequence[float],
+    *,
+    axis: int = 0,
+    rotation_step: float = ROTATION_STEP,
+    translation_step_mm: float = TRANSLATION_STEP_MM,
+    translation_max_mm: float = TRANSLATION_MAX_MM,
+    batch_size: int = 8,
+) -> pd.DataFrame:
+    """Fig. 3: cosine and L1 feature distances between an ``(X, Y)`` image and its rotated / translated copies.
+
+    Rotations span ±90° in ``rotation_step`` (π/32); translations ±57.6 mm along
+    ``axis`` in 1.2 mm steps. Columns: motion (rotation|translation), amount
+    (degrees or mm), cosine, l1.
+    """
+    img = torch.as_tensor(np.asarray(image), dtype=torch.float32)
+    if img.ndim != 2:
+        raise ValueError(f"expected a 2D image, got shape {tuple(img.shape)}")
+    shape = tuple(img.shape)
+    img = img[None, None]
+    n_rot = round(ROTATION_MAX / rotation_step)
+    angles = [k * rotation_step for k in range(-n_rot, n_rot + 1)]
+    n_tr = round(translation_max_mm / translation_step_mm)
+    shifts = [k * translation_step_mm for k in range(-n_tr, n_tr + 1)]
+    rc, rl = _curve(encoder, img, [rotation_field(shape, spacing, a) for a in angles], spacing, batch_size, "rotation")
+    tc, tl = _curve(encoder, img, [translation_field(shape, s, axis) for s in shifts], spacing, batch_size, "translation")
+    return pd.DataFrame(
+        {
+            "motion": ["rotation"] * len(angles) + ["translation"] * len(shifts),
+            "amount": [math.degrees(a) for a in angles] + shifts,
+            "cosine": np.concatenate([rc, tc]),
+            "l1": np.concatenate([rl, tl]),
+        }
+    )
+
+
+def plot_distance_curves(curves: Mapping[str, pd.DataFrame], out: str | Path) -> Path:
+    """Fig. 3: rows rotation / translation, columns cosine / L1, one line per encoder."""
+    fig, axes = plt.subplots(2, 2, figsize=(10, 7), squeeze=False)
+    for r, (motion, unit) in enumerate((("rotation", "degrees"), ("translation", "mm"))):
+        for c, measure in enumerate(("cosine", "l1")):
+            ax = axes[r, c]
+            for name, df in curves.items():
+                part = df[df["motion"] == motion]
+                ax.plot(part["amount"], part[measure], marker=".", label=name)
+            ax.set_xlabel(f"{motion} ({unit})")
+            ax.set_ylabel("cosine dissimilarity" if measure == "cosine" else "L1 distance")
+            ax.grid(alpha=0.3)
+    axes[0, 0].legend()
+    return _save(fig, out)
+
+
+# --- encode-then-warp vs warp-then-encode ---------------------------------------------------------
+
+@torch.no_grad()
+def commutativity(
+    encoder: FeatureEncoder, image: np.ndarray | torch.Tensor, displacement_mm: np.ndarray | torch.Tensor, spacing: Sequence[float]
+) -> dict[str, torch.Tensor]:
+    """Fig. 6: features of the image, those features warped, features of the warped image, and their
+    per-cell cosine dissimilarity (1 − cos). Image ``(X, Y)``, field ``(2, X, Y)`` in mm."""
+    img = torch.as_tensor(np.asarray(image), dtype=torch.float32)[None, None]
+    u = torch.as_tensor(np.asarray(displacement_mm), dtype=torch.float32)[None]
+    if u.shape[1:] != (2, *img.shape[-2:]):
+        raise ValueError(f"expected a displacement of shape (2, {img.shape[-2]}, {img.shape[-1]}), got {tuple(u.shape[1:])}")
+    encoded = encoder(img).cpu()
+    warped_features = warp_features(encoded, u, spacing)
+    warped_image = warp_image(img, u, spacing)
+    encoded_warped = encoder(warped_image).cpu()
+    difference = 1 - F.cosine_similarity(warped_features, encoded_warped, dim=1)
+    return {
+        "image": img[0, 0],
+        "warped_image": warped_image[0, 0],
+        "encoded": encoded[0],
+        "warped_features": warped_features[0],
+        "encoded_warped": encoded_warped[0],
+        "difference": difference[0],
+    }
+
+
+def plot_commutativity(results: Mapping[str, Mapping[str, torch.Tensor]], out: str | Path) -> Path:
+    """Fig. 6, one row per encoder: image, encoded, warped features, encoded warped image, difference.
+    Feature maps share the PCA basis and colour range of the encoded image."""
+    fig, axes = plt.subplots(len(results), 5, figsize=(15, 3 * len(results)), squeeze=False)
+    titles = ("image", "encoded image", "warped features", "encoded warped image", "difference (1 − cos)")
+    for row, (name, r) in enumerate(results.items()):
+        basis = pca_basis(r["encoded"], 3)
+        ref = pca_project(r["encoded"], basis)
+        lo, hi = ref.min(axis=(1, 2), keepdims=True), ref.max(axis=(1, 2), keepdims=True)
+        panels = [r["image"].numpy().T]
+        for key in ("encoded", "warped_features", "encoded_warped"):
+            panels.append(to_unit(pca_project(r[key], basis), lo, hi).transpose(2, 1, 0))
+        for col, panel in enumerate(panels):
+            axes[row, col].imshow(panel, cmap="gray" if col == 0 else None, origin="lower")
+        im = axes[row, 4].imshow(r["difference"].numpy().T, cmap="magma", origin="lower")
+        fig.colorbar(im, ax=axes[row, 4], fraction=0.046)
+        axes[row, 0].set_ylabel(name)
+        for col, title in enumerate(titles):
+            axes[row, col].set_title(title if row == 0 else "")
+            axes[row, col].set_xticks([])
+            axes[row, col].set_yticks([])
+    return _save(fig, out)
+
+
+def _save(fig: plt.Figure, out: str | Path) -> Path:
+    out = Path(out)
+    fig.tight_layout()
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
+    plt.close(fig)
+    log.info("wrote %s", out)
+    return out

@@ -1,0 +1,168 @@
+"""Encoder specs (named config entries) and the factory table that builds them."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import yaml
+
+from featreg.errors import ConfigError
+
+if TYPE_CHECKING:
+    from featreg.encoders.features import Backbone, FeatureEncoder
+
+NORMALISATIONS = ("none", "imagenet")
+DTYPES = ("float32", "bf16")
+
+# kind -> "module:function"; imported on first use so that building MIND never imports timm.
+_FACTORIES: dict[str, str | Callable[["EncoderSpec"], "Backbone"]] = {
+    "dinov2": "featreg.encoders.dinov2:build_dinov2",
+    "sam": "featreg.encoders.sam:build_sam",
+    "timm": "featreg.encoders.timm_encoder:build_timm",
+    "litemedsam": "featreg.encoders.litemedsam:build_litemedsam",
+    "mind": "featreg.encoders.mind:build_mind",
+}
+# Kinds whose features mean nothing without weights: no checkpoint and no random_init is an error.
+NEEDS_CHECKPOINT = {"dinov2", "sam", "timm"}
+# Kinds without learnt weights.
+WEIGHTLESS = {"mind"}
+
+
+def known_kinds() -> list[str]:
+    return sorted(_FACTORIES)
+
+
+def register_kind(kind: str, factory: Callable[["EncoderSpec"], "Backbone"], *, needs_checkpoint: bool = True) -> None:
+    """Add a kind: ``factory(spec) -> Backbone``."""
+    if kind in _FACTORIES:
+        raise ConfigError(f"encoder kind {kind!r} is already registered")
+    _FACTORIES[kind] = factory
+    if needs_checkpoint:
+        NEEDS_CHECKPOINT.add(kind)
+
+
+@dataclass(frozen=True)
+class EncoderSpec:
+    """One encoder as named in the config.
+
+    ``input_size`` is the side of the square image the backbone sees (None: the
+    kind's default; for MIND the image's own size). ``grid`` is the side of the
+    common feature grid (None: the backbone's native output size).
+    """
+
+    name: str
+    kind: str
+    checkpoint: Path | None = None
+    sha256: str | None = None
+    input_size: int | None = None
+    grid: int | None = 64
+    normalisation: str = "none"
+    random_init: bool = False
+    seed: int = 0
+    arch: dict[str, Any] = field(default_factory=dict)
+    model: str | None = None
+    dtype: str = "float32"
+
+    @classmethod
+    def from_dict(cls, name: str, d: Mapping[str, Any]) -> "EncoderSpec":
+        """Validate a config entry; every problem raises ``ConfigError`` naming the encoder."""
+        where = f"encoder {name!r}"
+        if not isinstance(d, Mapping):
+            raise ConfigError(f"{where}: expected a mapping, got {type(d).__name__}")
+        allowed = [f.name for f in dataclasses.fields(cls) if f.name != "name"]
+        unknown = sorted(set(d) - set(allowed))
+        if unknown:
+            raise ConfigError(f"{where}: unknown field(s) {', '.join(unknown)}; known fields: {', '.join(allowed)}")
+        if "kind" not in d:
+            raise ConfigError(f"{where}: missing field 'kind'; known kinds: {', '.join(known_kinds())}")
+        kind = d["kind"]
+        if kind not in _FACTORIES:
+            raise ConfigError(f"{where}: unknown kind {kind!r}; known kinds: {', '.join(known_kinds())}")
+        values = dict(d)
+        for key in ("input_size", "grid"):
+            v = values.get(key)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+                raise ConfigError(f"{where}: {key} must be a positive integer or null, got {v!r}")
+        if not isinstance(values.get("seed", 0), int) or isinstance(values.get("seed", 0), bool):
+            raise ConfigError(f"{where}: seed must be an integer, got {values['seed']!r}")
+        if not isinstance(values.get("random_init", False), bool):
+            raise ConfigError(f"{where}: random_init must be true or false, got {values['random_init']!r}")
+        if values.get("normalisation", "none") not in NORMALISATIONS:
+            raise ConfigError(
+                f"{where}: normalisation must be one of {', '.join(NORMALISATIONS)}, got {values['normalisation']!r}"
+            )
+        if values.get("dtype", "float32") not in DTYPES:
+            raise ConfigError(f"{where}: dtype must be one of {', '.join(DTYPES)}, got {values['dtype']!r}")
+        if not isinstance(values.get("arch", {}), Mapping):
+            raise ConfigError(f"{where}: arch must be a mapping, got {values['arch']!r}")
+        values["arch"] = dict(values.get("arch", {}))
+        if values.get("checkpoint") is not None:
+            values["checkpoint"] = Path(values["checkpoint"]).expanduser()
+        spec = cls(name=name, **values)
+        spec._check_weights()
+        return spec
+
+    def _check_weights(self) -> None:
+        where = f"encoder {self.name!r}"
+        if self.kind in WEIGHTLESS:
+            if self.random_init or self.checkpoint is not None:
+                raise ConfigError(f"{where}: kind {self.kind!r} has no weights; remove checkpoint and random_init")
+            if self.normalisation != "none":
+                raise ConfigError(f"{where}: kind {self.kind!r} takes normalisation 'none' only")
+            return
+        if self.random_init and self.checkpoint is not None:
+            raise ConfigError(f"{where}: random_init is true, so checkpoint must be null (a random control never loads weights)")
+        if not self.random_init and self.checkpoint is None and self.kind in NEEDS_CHECKPOINT:
+            raise ConfigError(
+                f"{where}: kind {self.kind!r} needs a checkpoint; set checkpoint to the weights file, "
+                "or random_init: true for a random-weight control (featreg never falls back to random weights)"
+            )
+        if self.kind == "timm" and not self.model:
+            raise ConfigError(f"{where}: kind 'timm' needs model (a timm model name)")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d.pop("name")
+        d["checkpoint"] = str(self.checkpoint) if self.checkpoint is not None else None
+        return d
+
+
+def load_encoder_specs(path: str | Path) -> dict[str, EncoderSpec]:
+    """Read specs from a YAML/JSON file: either ``{encoders: {name: {...}}}`` or ``{name: {...}}``."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"encoder config {path} does not exist")
+    try:
+        text = path.read_text()
+        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (OSError, ValueError, yaml.YAMLError) as exc:
+        raise ConfigError(f"encoder config {path} is unreadable: {exc}") from exc
+    if isinstance(data, Mapping) and "encoders" in data:
+        data = data["encoders"]
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"encoder config {path}: expected a mapping of encoder names to entries")
+    return {name: EncoderSpec.from_dict(name, entry) for name, entry in data.items()}
+
+
+def _factory(kind: str) -> Callable[[EncoderSpec], "Backbone"]:
+    target = _FACTORIES[kind]
+    if callable(target):
+        return target
+    module, func = target.split(":")
+    return getattr(importlib.import_module(module), func)
+
+
+def build_encoder(spec: EncoderSpec, device: str = "cpu") -> "FeatureEncoder":
+    """Build the frozen, eval-mode feature encoder that ``spec`` describes, on ``device``."""
+    from featreg.encoders.features import FeatureEncoder
+
+    if spec.kind not in _FACTORIES:
+        raise ConfigError(f"encoder {spec.name!r}: unknown kind {spec.kind!r}; known kinds: {', '.join(known_kinds())}")
+    backbone = _factory(spec.kind)(spec)
+    return FeatureEncoder(spec, backbone).to(device)

@@ -1,0 +1,133 @@
+"""One metrics row from a preprocessed pair and a registration result on disk.
+
+Files follow docs/design.md ("A preprocessed pair on disk", "A registration
+result on disk"). A row holds :data:`ROW_COLUMNS`; the workflow adds the
+method columns (method, encoder, distance, variant, alpha) when it gathers
+rows into metrics.csv.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from featreg.data import LABELS
+from featreg.data.nifti import read_nifti
+from featreg.errors import InputError
+from featreg.evaluation.metrics import METRIC_COLUMNS, evaluate_arrays
+
+logger = logging.getLogger(__name__)
+
+RUN_COLUMNS: tuple[str, ...] = ("seconds", "peak_memory_mb", "iterations")
+ROW_COLUMNS: tuple[str, ...] = ("patient", "status", "reason", *METRIC_COLUMNS, *RUN_COLUMNS)
+"""Columns of one row, in the order of metrics.csv without the method columns."""
+
+SPACING_TOLERANCE_MM = 1e-4
+SPACING_DECIMALS = 6
+"""pixdim is float32 (1.8 reads as 1.7999999523): spacings are rounded to 1e-6 mm."""
+
+
+def _read(path: Path, patient: str) -> tuple[np.ndarray, tuple[float, ...]]:
+    data, spacing = read_nifti(path, patient=patient)
+    return data, tuple(round(s, SPACING_DECIMALS) for s in spacing)
+
+
+def _read_label(path: Path, patient: str) -> tuple[np.ndarray, tuple[float, ...]]:
+    data, spacing = _read(path, patient)
+    if data.ndim != 2:
+        raise InputError(f"expected a 2D label map (X, Y), got shape {data.shape}", path=path, patient=patient)
+    values = np.unique(data)
+    if not np.isin(values, [0, *LABELS]).all():
+        raise InputError(
+            f"label values must be in {[0, *LABELS]}, found {values[~np.isin(values, [0, *LABELS])].tolist()}",
+            path=path,
+            patient=patient,
+        )
+    return data.astype(np.uint8), spacing
+
+
+def _read_displacement(path: Path, patient: str, shape: tuple[int, ...]) -> tuple[np.ndarray, tuple[float, ...]]:
+    data, spacing = _read(path, patient)
+    if data.shape != (*shape, 1, 1, 2):
+        raise InputError(f"expected a displacement of shape {(*shape, 1, 1, 2)}, got {data.shape}", path=path, patient=patient)
+    if not np.isfinite(data).all():
+        raise InputError("displacement has non-finite values", path=path, patient=patient)
+    return np.moveaxis(data[:, :, 0, 0, :], -1, 0).astype(np.float64), spacing[:2]
+
+
+def _check_spacing(path: Path, patient: str, spacing: tuple[float, ...], expected: tuple[float, ...]) -> None:
+    if not np.allclose(spacing, expected, rtol=0, atol=SPACING_TOLERANCE_MM):
+        raise InputError(f"spacing {spacing} mm differs from the fixed label's {expected} mm", path=path, patient=patient)
+
+
+def read_run(path: str | Path, *, patient: str | None = None) -> dict[str, Any]:
+    """Read a run.json and check its status (``ok`` or ``failed``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError("file is missing", path=path, patient=patient)
+    try:
+        run = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise InputError(f"unreadable JSON ({exc})", path=path, patient=patient) from exc
+    if not isinstance(run, dict) or run.get("status") not in ("ok", "failed"):
+        raise InputError('expected a JSON object with "status" "ok" or "failed"', path=path, patient=patient)
+    if patient is not None and run.get("patient", patient) != patient:
+        raise InputError(f"run is for patient {run['patient']!r}, not {patient!r}", path=path, patient=patient)
+    return run
+
+
+def _run_number(run: dict[str, Any], key: str) -> float:
+    value = run.get(key)
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else float("nan")
+
+
+def evaluate_result(pair_dir: str | Path, result_dir: str | Path | None = None) -> dict[str, Any]:
+    """The metrics row of one registration result, or of the unregistered pair.
+
+    ``pair_dir`` is ``<pairs>/<patient>/`` (its name is the patient). With
+    ``result_dir`` the prediction is its ``warped_label.nii.gz`` and the field
+    its ``displacement.nii.gz``; seconds, peak memory and iterations come from
+    its ``run.json``. A run whose status is ``failed`` gives a row with NaN
+    metrics, status ``failed`` and the run's reason. Without ``result_dir``
+    (method ``initial``) the prediction is the moving label, the field zero,
+    and the run columns NaN. Missing or malformed files raise InputError.
+    """
+    pair_dir = Path(pair_dir)
+    patient = pair_dir.name
+    run: dict[str, Any] = {}
+    if result_dir is not None:
+        result_dir = Path(result_dir)
+        run = read_run(result_dir / "run.json", patient=patient)
+        if run["status"] == "failed":
+            logger.info("%s: run failed (%s), metrics are NaN", patient, run.get("reason", ""))
+            row = {column: float("nan") for column in ROW_COLUMNS}
+            row.update(patient=patient, status="failed", reason=str(run.get("reason") or ""), hd95_empty="")
+            row.update({key: _run_number(run, key) for key in RUN_COLUMNS})
+            return row
+
+    fixed_path = pair_dir / "fixed_label.nii.gz"
+    fixed_label, spacing = _read_label(fixed_path, patient)
+    if result_dir is None:
+        warped_path = pair_dir / "moving_label.nii.gz"
+        displacement = np.zeros((2, *fixed_label.shape))
+    else:
+        warped_path = result_dir / "warped_label.nii.gz"
+        displacement_path = result_dir / "displacement.nii.gz"
+        displacement, field_spacing = _read_displacement(displacement_path, patient, fixed_label.shape)
+        _check_spacing(displacement_path, patient, field_spacing, spacing)
+    warped_label, warped_spacing = _read_label(warped_path, patient)
+    if warped_label.shape != fixed_label.shape:
+        raise InputError(
+            f"shape {warped_label.shape} differs from the fixed label's {fixed_label.shape}", path=warped_path, patient=patient
+        )
+    _check_spacing(warped_path, patient, warped_spacing, spacing)
+
+    row: dict[str, Any] = {"patient": patient, "status": "ok", "reason": ""}
+    row.update(evaluate_arrays(fixed_label, warped_label, displacement, spacing))
+    row.update({key: _run_number(run, key) for key in RUN_COLUMNS})
+    logger.info("%s: dice_mean %.3f, hd95_mean %.2f mm", patient, row["dice_mean"], row["hd95_mean"])
+    return row

@@ -1,0 +1,267 @@
+"""Batched B-spline FFD registration: B pairs optimised jointly, each on its own Adam trajectory.
+
+The loss that is back-propagated is the sum over pairs of each pair's
+objective, and a pair's parameters only enter its own objective; Adam is
+element-wise, so each pair follows exactly the trajectory of its single run.
+A pair whose loss becomes non-finite (or that meets the early-stop criterion)
+is frozen: its gradient is zeroed and its parameters are held, while the
+others carry on. Loss history stays on the device and is read once at the end.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import resource
+import sys
+import time
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from featreg.registration.bspline import BSplineTransform, displacement_to_mm, warp_image, warp_image_inside
+from featreg.registration.losses import FEATURE_DISTANCES, IMAGE_DISTANCES
+from featreg.registration.regularizers import regulariser
+from featreg.registration.settings import EARLY_STOP_WINDOW, RegistrationSettings
+
+logger = logging.getLogger(__name__)
+
+LOSS_COLUMNS = ("total", "image", "feature", "regulariser")
+"""Columns of :attr:`RegistrationResult.loss`: J and its unweighted terms (NaN for a term not computed)."""
+
+Encoder = Callable[[torch.Tensor], torch.Tensor]
+
+
+@dataclasses.dataclass
+class RegistrationResult:
+    """Per pair (first axis B) results of :func:`register_pairs`, and run-wide cost.
+
+    ``loss[b, :evaluations[b]]`` holds pair b's evaluated iterations;
+    ``iterations[b]`` counts the optimiser steps applied to it.
+    """
+
+    displacement_mm: np.ndarray  # (B, 2, X, Y) float32, mm, component c along array axis c
+    warped: np.ndarray  # (B, 1, X, Y) float32, the warped moving images
+    loss: np.ndarray  # (B, T, 4) float32, columns LOSS_COLUMNS
+    evaluations: np.ndarray  # (B,) int
+    iterations: np.ndarray  # (B,) int
+    status: list[str]  # "ok" | "failed"
+    reason: list[str]  # "" when ok
+    seconds: float
+    peak_memory_mb: float
+    device: str
+    spacing: tuple[float, float]
+    settings: RegistrationSettings
+
+    @property
+    def batch(self) -> int:
+        return len(self.status)
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """``"auto"`` is CUDA when available, else CPU; ``"cuda"`` without a GPU is an error."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' requested but no CUDA device is available")
+    if device.type not in ("cpu", "cuda"):
+        raise ValueError(f"device must be 'cpu', 'cuda' or 'auto', got {str(device)!r}")
+    return device
+
+
+def _as_batch(name: str, value: np.ndarray | torch.Tensor) -> torch.Tensor:
+    tensor = torch.as_tensor(np.asarray(value) if not isinstance(value, torch.Tensor) else value)
+    if tensor.ndim != 4 or tensor.shape[1] != 1:
+        raise ValueError(f"{name} must have shape (B, 1, X, Y), got {tuple(tensor.shape)}")
+    if tensor.shape[0] < 1 or min(tensor.shape[2:]) < 2:
+        raise ValueError(f"{name} must hold at least one image of at least 2x2 pixels, got {tuple(tensor.shape)}")
+    return tensor.detach().to(torch.float32)
+
+
+def pair_objective(
+    displacement: torch.Tensor,
+    fixed: torch.Tensor,
+    moving: torch.Tensor,
+    settings: RegistrationSettings,
+    spacing: Sequence[float],
+    *,
+    encoder: Encoder | None = None,
+    fixed_features: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per pair ``(J, D_I, D_F, R)``, each ``(B,)``: J = (1-α)·D_I + α·D_F + λ·R.
+
+    D_I is skipped (NaN) when α = 1, D_F (and the encoder) when α = 0.
+    """
+    warped, inside = warp_image_inside(moving, displacement)
+    reg = regulariser(settings.regulariser, displacement, spacing)
+    total = settings.lam * reg
+    nan = torch.full_like(reg, float("nan"))
+    image = feature = nan
+    if settings.alpha < 1:
+        image = IMAGE_DISTANCES[settings.image_distance](fixed, warped, inside)
+        total = total + (1 - settings.alpha) * image
+    if settings.alpha > 0:
+        warped_features = encoder(warped)
+        if warped_features.shape != fixed_features.shape:
+            raise ValueError(
+                f"encoder output {tuple(warped_features.shape)} does not match fixed_features {tuple(fixed_features.shape)}"
+            )
+        feature = FEATURE_DISTANCES[settings.feature_distance](fixed_features, warped_features)
+        total = total + settings.alpha * feature
+    return total, image, feature, reg
+
+
+def _peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
+    return rss / 2**20 if sys.platform == "darwin" else rss / 2**10
+
+
+def register_pairs(
+    fixed: np.ndarray | torch.Tensor,
+    moving: np.ndarray | torch.Tensor,
+    settings: RegistrationSettings,
+    *,
+    spacing: Sequence[float] = (1.8, 1.8),
+    encoder: Encoder | None = None,
+    fixed_features: np.ndarray | torch.Tensor | None = None,
+    device: str | torch.device = "auto",
+    progress: bool = True,
+) -> RegistrationResult:
+    """Register B moving images onto B fixed images (``(B, 1, X, Y)``, [0, 1]) jointly.
+
+    ``encoder`` maps an image batch ``(B, 1, X, Y)`` to features ``(B, C, g, g)``
+    and must be differentiable; it is needed when ``settings.alpha > 0``.
+    ``fixed_features`` are the fixed images' features (computed once by the
+    encoder without gradients when not given). ``spacing`` (mm) converts the
+    result to mm and feeds the ``physical`` regulariser. Peak memory is
+    ``torch.cuda.max_memory_allocated`` on GPU, the process's peak RSS on CPU
+    (since process start). ``settings.seed`` seeds torch (for encoders with
+    randomness; the engine itself is deterministic, starting from the identity).
+    """
+    if not isinstance(settings, RegistrationSettings):
+        raise TypeError(f"settings must be a RegistrationSettings, got {type(settings).__name__}")
+    fixed_t = _as_batch("fixed", fixed)
+    moving_t = _as_batch("moving", moving)
+    if fixed_t.shape != moving_t.shape:
+        raise ValueError(f"fixed and moving shapes differ: {tuple(fixed_t.shape)} vs {tuple(moving_t.shape)}")
+    spacing = tuple(float(s) for s in spacing)
+    if len(spacing) != 2 or not all(s > 0 for s in spacing):
+        raise ValueError(f"spacing must be two positive numbers (mm), got {spacing}")
+    if settings.alpha > 0 and encoder is None:
+        raise ValueError(f"alpha = {settings.alpha} needs an encoder")
+    dev = resolve_device(device)
+    B, _, X, Y = fixed_t.shape
+    torch.manual_seed(settings.seed)
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(dev)
+    start = time.perf_counter()
+
+    fixed_t, moving_t = fixed_t.to(dev), moving_t.to(dev)
+    feats = None
+    if settings.alpha > 0:
+        if fixed_features is None:
+            with torch.no_grad():
+                feats = encoder(fixed_t)
+        else:
+            feats = torch.as_tensor(np.asarray(fixed_features) if not isinstance(fixed_features, torch.Tensor) else fixed_features)
+        feats = feats.detach().to(dev, torch.float32)
+        if feats.ndim != 4 or feats.shape[0] != B:
+            raise ValueError(f"fixed_features must have shape ({B}, C, g, g), got {tuple(feats.shape)}")
+
+    transform = BSplineTransform(
+        (X, Y),
+        lattice=settings.lattice,
+        control_spacing_px=settings.control_spacing_px,
+        order=settings.order,
+        diffeomorphic=settings.diffeomorphic,
+        squaring_steps=settings.squaring_steps,
+        device=dev,
+    )
+    params = transform.zeros(B).requires_grad_(True)
+    optimizer = torch.optim.Adam([params], lr=settings.lr, fused=True)
+    T = settings.iterations
+    history = torch.full((T, B, 4), float("nan"), device=dev)
+    stepped = torch.zeros((T, B), dtype=torch.bool, device=dev)  # pair b took the step of iteration t
+    active = torch.ones(B, dtype=torch.bool, device=dev)
+    on_cpu = dev.type == "cpu"
+    check_every = 1 if on_cpu else 50
+    logger.info("registering %d pair(s) of %dx%d on %s, lattice %s, %d iterations", B, X, Y, dev, transform.lattice, T)
+
+    ran = 0
+    for it in tqdm(range(T), disable=not progress, desc="registration", unit="it", leave=False):
+        displacement = transform.displacement(params)
+        total, image, feature, reg = pair_objective(
+            displacement, fixed_t, moving_t, settings, spacing, encoder=encoder, fixed_features=feats
+        )
+        history[it] = torch.stack((total, image, feature, reg), dim=1).detach()
+        active = active & torch.isfinite(total)
+        if settings.early_stop_rtol is not None and it >= EARLY_STOP_WINDOW:
+            before = history[it - EARLY_STOP_WINDOW, :, 0]
+            active = active & ((total.detach() - before).abs() > settings.early_stop_rtol * before.abs())
+        stepped[it] = active
+        ran = it + 1
+        # On CPU reading a flag is free, so the common all-active case skips the masking;
+        # on GPU the masking always runs, so the loop never waits on the host.
+        masking = not on_cpu or not bool(active.all())
+        optimizer.zero_grad(set_to_none=True)
+        (torch.where(active, total, 0.0) if masking else total).sum().backward()
+        with torch.no_grad():
+            if masking:
+                keep = active.view(B, 1, 1, 1)
+                params.grad = torch.where(keep, params.grad, 0.0)
+                held = params.detach().clone()
+                optimizer.step()
+                params.copy_(torch.where(keep, params, held))
+            else:
+                optimizer.step()
+        # A host read stops the loop once every pair stopped: each iteration on CPU (free),
+        # every 50 on GPU and only when early stopping is on.
+        if (on_cpu or settings.early_stop_rtol is not None) and ran % check_every == 0:
+            if not bool(active.any()):
+                logger.info("all pairs stopped at iteration %d", ran)
+                break
+
+    with torch.no_grad():
+        displacement = transform.displacement(params.detach())
+        warped = warp_image(moving_t, displacement)
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+    seconds = time.perf_counter() - start
+
+    history_np = history.permute(1, 0, 2).cpu().numpy()
+    steps = stepped.sum(dim=0).cpu().numpy().astype(int)
+    # A pair that stopped before the loop ended was also evaluated at the iteration that stopped it.
+    evaluations = np.minimum(steps + (steps < ran), ran)
+    status, reason = [], []
+    for b in range(B):
+        history_np[b, evaluations[b]:] = np.nan  # a stopped pair's later rows are not its trajectory
+        last = history_np[b, evaluations[b] - 1, 0]
+        if np.isfinite(last):
+            status.append("ok")
+            reason.append("")
+        else:
+            kind = "NaN" if np.isnan(last) else "infinite"
+            status.append("failed")
+            reason.append(f"loss became {kind} at iteration {evaluations[b]}")
+            logger.warning("pair %d: loss became %s at iteration %d; pair stopped", b, kind, evaluations[b])
+    result = RegistrationResult(
+        displacement_mm=displacement_to_mm(displacement, spacing),
+        warped=warped.cpu().numpy().astype(np.float32),
+        loss=history_np.astype(np.float32),
+        evaluations=evaluations,
+        iterations=steps,
+        status=status,
+        reason=reason,
+        seconds=seconds,
+        peak_memory_mb=_peak_memory_mb(dev),
+        device=str(dev),
+        spacing=spacing,
+        settings=settings,
+    )
+    logger.info("registered %d pair(s) in %.2f s (%d failed)", B, seconds, status.count("failed"))
+    return result

@@ -1,0 +1,1 @@
+"""Reporting: tables, figures and one self-contained HTML report from the metrics table."""

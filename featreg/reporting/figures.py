@@ -1,0 +1,249 @@
+"""Figures as PNG files (matplotlib, Agg): each function takes data and an output path.
+
+Images are drawn with array axis 0 horizontal and axis 1 vertical, origin at
+the bottom left, for every panel alike.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from matplotlib.colors import TwoSlopeNorm
+
+from featreg.data import LABELS
+from featreg.data.nifti import atomic_path, read_nifti
+from featreg.errors import InputError
+from featreg.evaluation.metrics import jacobian_determinant
+from featreg.evaluation.statistics import pareto_mask, summarize
+from featreg.reporting.tables import normalise_metrics, ordered_methods
+
+logger = logging.getLogger(__name__)
+
+LABEL_COLOURS = {1: "tab:red", 2: "tab:green", 3: "tab:blue"}
+ENCODER_CMAPS = ("Blues", "Oranges", "Greens", "Purples", "Reds", "Greys")
+
+
+def dice_boxplot(metrics_df: pd.DataFrame, out_png: str | Path, *, baseline: str = "ncc",
+                 methods: Sequence[str] | None = None) -> Path:
+    """Box plots of Dice per class and mean, one box per method, grouped by class (paper Fig. 4).
+
+    Methods with the same encoder share a colour map with varying hue.
+    """
+    df = normalise_metrics(metrics_df)
+    order = ordered_methods(df, baseline)
+    if methods is not None:
+        order = [m for m in order if m in set(methods)]
+    colours = _method_colours(df, order)
+    columns = [f"dice_{name}" for name in LABELS.values()] + ["dice_mean"]
+    titles = list(LABELS.values()) + ["mean"]
+    fig, axes = plt.subplots(1, len(columns), figsize=(3.2 * len(columns), 4.2), sharey=True)
+    for ax, column, title in zip(axes, columns, titles):
+        data = [_finite(df.loc[df["method"] == m, column]) for m in order]
+        box = ax.boxplot(data, patch_artist=True, widths=0.7, showfliers=True)
+        for patch, method in zip(box["boxes"], order):
+            patch.set_facecolor(colours[method])
+        ax.set_title(title)
+        ax.set_xticks([])
+        ax.grid(axis="y", alpha=0.3)
+    axes[0].set_ylabel("Dice (unitless)")
+    handles = [plt.Rectangle((0, 0), 1, 1, color=colours[m]) for m in order]
+    fig.legend(handles, order, loc="lower center", ncol=min(len(order), 4), fontsize="small", frameon=False)
+    fig.tight_layout(rect=(0, 0.06 * (1 + (len(order) - 1) // 4), 1, 1))
+    return _save(fig, out_png)
+
+
+def alpha_curve(metrics_df: pd.DataFrame, out_png: str | Path, *, encoder: str, distance: str,
+                baseline: str = "ncc") -> Path:
+    """Dice and HD95 (mean ± std) against α for one encoder and distance (paper Fig. 8).
+
+    α = 0 is the baseline method; the other points are that encoder's and
+    distance's feature (α = 1) and combined methods.
+    """
+    df = normalise_metrics(metrics_df)
+    curve = alpha_family(df, encoder=encoder, distance=distance, baseline=baseline)
+    stats = summarize(df[df["method"].isin(curve["method"])], ["dice_mean", "hd95_mean"])
+    curve = curve.merge(stats, on="method").sort_values("alpha")
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.8))
+    for ax, metric, label in zip(axes, ("dice_mean", "hd95_mean"), ("mean Dice (unitless)", "mean HD95 (mm)")):
+        ax.errorbar(curve["alpha"], curve[f"mean_{metric}"], yerr=curve[f"std_{metric}"], marker="o", capsize=3)
+        ax.set_xlabel("α (weight of the feature term)")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    n = int(curve["n_dice_mean"].min())
+    fig.suptitle(f"{encoder}, {distance}: mean ± std over n ≥ {n} pairs")
+    fig.tight_layout()
+    return _save(fig, out_png)
+
+
+def alpha_family(df: pd.DataFrame, *, encoder: str, distance: str, baseline: str = "ncc") -> pd.DataFrame:
+    """Methods (method, alpha) on one α curve: the baseline at α = 0 and the encoder+distance runs."""
+    df = normalise_metrics(df)
+    desc = df.drop_duplicates("method")
+    if baseline not in set(desc["method"]):
+        raise InputError(f"baseline method {baseline!r} is not in the metrics table")
+    runs = desc[(desc["encoder"] == encoder) & (desc["distance"] == distance)
+                & desc["variant"].isin(["feature", "combined"])]
+    if runs.empty:
+        raise InputError(f"no feature or combined methods with encoder {encoder!r} and distance {distance!r}")
+    curve = pd.concat([desc[desc["method"] == baseline].assign(alpha=0.0), runs])[["method", "alpha"]]
+    dup = curve["alpha"].duplicated(keep=False)
+    if dup.any():
+        raise InputError(f"several methods share an α on the {encoder}/{distance} curve: "
+                         f"{', '.join(curve.loc[dup, 'method'])}; pass one method per α")
+    return curve.reset_index(drop=True)
+
+
+def read_displacement(path: str | Path, *, patient: str | None = None) -> tuple[np.ndarray, tuple[float, float]]:
+    """A displacement NIfTI ``(X, Y, 1, 1, 2)`` in mm as ``(2, X, Y)`` and its spacing."""
+    data, spacing = read_nifti(path, patient=patient)
+    if data.ndim != 5 or data.shape[2:4] != (1, 1) or data.shape[4] != 2:
+        raise InputError(f"displacement must have shape (X, Y, 1, 1, 2), got {data.shape}", path=path, patient=patient)
+    return np.moveaxis(data[:, :, 0, 0, :].astype(np.float64), -1, 0), (spacing[0], spacing[1])
+
+
+def jacobian_maps(results_dir: str | Path, methods: Sequence[str], patient: str, out_png: str | Path) -> Path:
+    """Jacobian determinant maps of ``methods`` on one patient (paper Fig. 5).
+
+    Diverging colour map centred on 1: red is shrinkage (J < 1), blue expansion.
+    """
+    if not methods:
+        raise ValueError("jacobian_maps needs at least one method")
+    maps = []
+    for method in methods:
+        u, spacing = read_displacement(Path(results_dir) / method / patient / "displacement.nii.gz", patient=patient)
+        maps.append(jacobian_determinant(u, spacing))
+    low = min(float(j.min()) for j in maps)
+    high = max(float(j.max()) for j in maps)
+    spread = max(1.0 - low, high - 1.0, 1e-3)
+    norm = TwoSlopeNorm(vcenter=1.0, vmin=1.0 - spread, vmax=1.0 + spread)
+    fig, axes = plt.subplots(1, len(maps), figsize=(3.4 * len(maps) + 0.8, 3.6), squeeze=False, layout="constrained")
+    for ax, method, jac in zip(axes[0], methods, maps):
+        image = _show(ax, jac, cmap="RdBu", norm=norm)
+        ax.set_title(f"{method}\nJ in [{jac.min():.2f}, {jac.max():.2f}]", fontsize="small")
+    fig.colorbar(image, ax=axes[0].tolist(), label="Jacobian determinant J (unitless)", shrink=0.85)
+    fig.suptitle(f"{patient}")
+    return _save(fig, out_png)
+
+
+def qualitative_panel(pair_dir: str | Path, result_dir: str | Path, out_png: str | Path, *,
+                      before: Mapping[str, float] | None = None, after: Mapping[str, float] | None = None,
+                      title: str = "") -> Path:
+    """Fixed, moving, warped, |fixed − moving| and |fixed − warped| with label contours (paper Fig. 7).
+
+    ``before`` / ``after``: ``{"dice": ..., "hd95": ...}`` of the initial and
+    registered pair, shown in the title.
+    """
+    pair_dir, result_dir = Path(pair_dir), Path(result_dir)
+    patient = pair_dir.name
+    fixed, _ = read_nifti(pair_dir / "fixed_image.nii.gz", patient=patient)
+    moving, _ = read_nifti(pair_dir / "moving_image.nii.gz", patient=patient)
+    fixed_label, _ = read_nifti(pair_dir / "fixed_label.nii.gz", patient=patient)
+    moving_label, _ = read_nifti(pair_dir / "moving_label.nii.gz", patient=patient)
+    warped, _ = read_nifti(result_dir / "warped_image.nii.gz", patient=patient)
+    warped_label, _ = read_nifti(result_dir / "warped_label.nii.gz", patient=patient)
+    fixed, moving, warped = (np.squeeze(a).astype(float) for a in (fixed, moving, warped))
+    fixed_label, moving_label, warped_label = (np.squeeze(a) for a in (fixed_label, moving_label, warped_label))
+    diff_max = max(float(np.abs(fixed - moving).max()), float(np.abs(fixed - warped).max()), 1e-6)
+    panels = (
+        ("fixed (ED)", fixed, fixed_label, "gray", (0, 1)),
+        ("moving (ES)", moving, moving_label, "gray", (0, 1)),
+        ("warped moving", warped, warped_label, "gray", (0, 1)),
+        ("|fixed − moving|", np.abs(fixed - moving), None, "magma", (0, diff_max)),
+        ("|fixed − warped|", np.abs(fixed - warped), None, "magma", (0, diff_max)),
+    )
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.0 * len(panels), 3.4))
+    for ax, (name, image, label, cmap, (vmin, vmax)) in zip(axes, panels, strict=True):
+        _show(ax, image, cmap=cmap, vmin=vmin, vmax=vmax)
+        if label is not None:
+            _contours(ax, label)
+            if label is not fixed_label:
+                _contours(ax, fixed_label, linestyles="dotted")
+        ax.set_title(name, fontsize="small")
+    text = title or patient
+    if before and after:
+        text += (f" — Dice {before['dice']:.3f} → {after['dice']:.3f}, "
+                 f"HD95 {before['hd95']:.2f} → {after['hd95']:.2f} mm")
+    fig.suptitle(text + "\n(solid: the image's labels; dotted: fixed labels)", fontsize="small")
+    fig.tight_layout()
+    return _save(fig, out_png)
+
+
+def pareto_plot(metrics_df: pd.DataFrame, out_png: str | Path, *,
+                family: Sequence[str] = ("variant", "encoder", "distance"), order_by: str | None = None) -> Path:
+    """Mean Dice against mean sdlogJ and against mean %J≤0, one curve per method family.
+
+    A family is the methods sharing ``family`` columns (its λ or α grid),
+    joined in the order of ``order_by`` (a column such as ``lambda``) or of
+    the x axis. Points on the Pareto front over all methods (maximise Dice,
+    minimise the x metric) are ringed. The initial pair is left out.
+    """
+    df = normalise_metrics(metrics_df)
+    df = df[df["variant"] != "initial"]
+    metrics = ["dice_mean", "sdlogj", "neg_jac_pct"]
+    stats = summarize(df, metrics)
+    keys = list(family) + ([order_by] if order_by else [])
+    stats = stats.merge(df.drop_duplicates("method")[["method", *keys]], on="method")
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.2))
+    for ax, x, xlabel in zip(axes, ("sdlogj", "neg_jac_pct"), ("mean sdlogJ (unitless)", "mean %J≤0 (% of pixels)")):
+        for name, group in stats.groupby(list(family), sort=False):
+            group = group.sort_values(order_by or f"mean_{x}")
+            label = " / ".join(str(v) for v in name if v) if isinstance(name, tuple) else str(name)
+            ax.plot(group[f"mean_{x}"], group["mean_dice_mean"], marker="o", label=label)
+        front = pareto_mask(stats[["mean_dice_mean", f"mean_{x}"]].to_numpy(float), [True, False])
+        ax.scatter(stats.loc[front, f"mean_{x}"], stats.loc[front, "mean_dice_mean"], s=160,
+                   facecolors="none", edgecolors="black", label="Pareto front")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("mean Dice (unitless)")
+        ax.grid(alpha=0.3)
+    axes[1].legend(fontsize="small", loc="best")
+    fig.tight_layout()
+    return _save(fig, out_png)
+
+
+def _method_colours(df: pd.DataFrame, order: Sequence[str]) -> dict[str, tuple]:
+    desc = df.drop_duplicates("method").set_index("method")
+    encoders = list(dict.fromkeys(desc.loc[list(order), "encoder"]))
+    colours = {}
+    for i, encoder in enumerate(encoders):
+        members = [m for m in order if desc.loc[m, "encoder"] == encoder]
+        cmap = plt.get_cmap(ENCODER_CMAPS[i % len(ENCODER_CMAPS)])
+        for j, method in enumerate(members):
+            colours[method] = cmap(0.35 + 0.55 * (j + 1) / (len(members) + 1))
+    return colours
+
+
+def _finite(values: pd.Series) -> np.ndarray:
+    arr = pd.to_numeric(values, errors="coerce").to_numpy(float)
+    return arr[np.isfinite(arr)]
+
+
+def _show(ax: plt.Axes, image: np.ndarray, **kwargs: object) -> matplotlib.image.AxesImage:
+    ax.set_xticks([])
+    ax.set_yticks([])
+    return ax.imshow(np.asarray(image).T, origin="lower", interpolation="nearest", **kwargs)
+
+
+def _contours(ax: plt.Axes, label: np.ndarray, *, linestyles: str = "solid") -> None:
+    for value, colour in LABEL_COLOURS.items():
+        mask = (np.asarray(label) == value).T.astype(float)
+        if mask.any():
+            ax.contour(mask, levels=[0.5], colors=[colour], linewidths=0.8, linestyles=linestyles, origin="lower")
+
+
+def _save(fig: plt.Figure, out_png: str | Path) -> Path:
+    out_png = Path(out_png)
+    try:
+        with atomic_path(out_png) as tmp:
+            fig.savefig(tmp, format="png", dpi=110)
+    finally:
+        plt.close(fig)
+    logger.info("wrote %s", out_png)
+    return out_png

@@ -1,0 +1,88 @@
+"""One self-contained HTML report: images embedded as base64, tables inline, inline CSS."""
+
+from __future__ import annotations
+
+import base64
+import html
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from featreg.data.nifti import atomic_path
+
+logger = logging.getLogger(__name__)
+
+CSS = """
+body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; max-width: 1100px;
+       margin: 2em auto; padding: 0 1em; color: #222; line-height: 1.45; }
+h1 { border-bottom: 2px solid #ddd; padding-bottom: .2em; }
+h2 { margin-top: 2em; border-bottom: 1px solid #eee; }
+figure { margin: 1em 0; }
+img { max-width: 100%; border: 1px solid #eee; }
+figcaption, .caption { font-size: .9em; color: #444; margin-top: .4em; }
+table { border-collapse: collapse; font-size: .85em; margin: .5em 0; }
+th, td { border: 1px solid #ccc; padding: .25em .5em; text-align: right; }
+th { background: #f4f4f4; }
+td:first-child, th:first-child { text-align: left; }
+"""
+
+
+@dataclass(frozen=True)
+class Section:
+    """One block of the report.
+
+    ``kind`` is "figure" (``content``: a PNG path), "table" (a DataFrame) or
+    "text" (a string; blank lines separate paragraphs). ``caption`` is shown
+    under figures and tables and must state definitions, units, n and the
+    mean ± std convention.
+    """
+
+    title: str
+    kind: str
+    content: object
+    caption: str = ""
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("figure", "table", "text"):
+            raise ValueError(f"section kind must be 'figure', 'table' or 'text', got {self.kind!r}")
+        if self.kind in ("figure", "table") and not self.caption.strip():
+            raise ValueError(f"section {self.title!r}: a {self.kind} needs a caption")
+
+
+def render_section(section: Section) -> str:
+    """The HTML of one section."""
+    title = f"<h2>{html.escape(section.title)}</h2>"
+    caption = html.escape(section.caption)
+    if section.kind == "figure":
+        data = base64.b64encode(Path(section.content).read_bytes()).decode("ascii")
+        body = (f'<figure><img src="data:image/png;base64,{data}" alt="{html.escape(section.title)}">'
+                f"<figcaption>{caption}</figcaption></figure>")
+    elif section.kind == "table":
+        frame = section.content
+        if not isinstance(frame, pd.DataFrame):
+            raise TypeError(f"section {section.title!r}: a table needs a DataFrame, got {type(frame).__name__}")
+        body = frame.to_html(index=False, escape=True, na_rep="–", border=0) + f'<p class="caption">{caption}</p>'
+    else:
+        paragraphs = [p for p in str(section.content).split("\n\n") if p.strip()]
+        body = "".join(f"<p>{html.escape(p)}</p>" for p in paragraphs)
+    return f"<section>{title}{body}</section>"
+
+
+def write_report(out_html: str | Path, sections: Sequence[Section], *, title: str = "featreg report") -> Path:
+    """Write ONE self-contained HTML file (no external assets) holding ``sections`` in order."""
+    out_html = Path(out_html)
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>{html.escape(title)}</title><style>{CSS}</style></head><body>",
+        f"<h1>{html.escape(title)}</h1>",
+        *(render_section(s) for s in sections),
+        "</body></html>",
+    ]
+    with atomic_path(out_html) as tmp:
+        tmp.write_text("\n".join(parts), encoding="utf-8")
+    logger.info("wrote %s (%d sections)", out_html, len(sections))
+    return out_html

@@ -1,0 +1,276 @@
+"""The whole report from a metrics table: summary.csv, tables, figures and report.html in one folder."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+from featreg.data.nifti import atomic_path
+from featreg.errors import ConfigError, InputError
+from featreg.evaluation.statistics import TIE_BREAK, compare_to_baseline, select_setting
+from featreg.reporting import figures
+from featreg.reporting.html import Section, write_report
+from featreg.reporting.tables import (
+    CONVENTIONS,
+    PAPER_TABLE1,
+    metric_definitions,
+    read_metrics,
+    read_paper_table,
+    reproduction_caption,
+    reproduction_frame,
+    reproduction_table,
+    summary_table,
+    table1_frame,
+    table1_header,
+    table1_markdown,
+)  # fmt: skip
+
+logger = logging.getLogger(__name__)
+
+TESTED = ("dice_mean", "hd95_mean", "sdlogj", "neg_jac_pct")
+
+
+def build_report(
+    metrics_csv: str | Path,
+    out_dir: str | Path,
+    *,
+    baseline: str = "ncc",
+    pairs_dir: str | Path | None = None,
+    results_dir: str | Path | None = None,
+    config: str | Path | None = None,
+    feature_figures_dir: str | Path | None = None,
+    alpha_family: tuple[str, str] | None = None,
+    paper_csv: str | Path = PAPER_TABLE1,
+    max_neg_jac_pct: float = 0.1,
+    n_resamples: int = 2000,
+    seed: int = 0,
+) -> dict[str, Path]:
+    """Write summary.csv, statistics.csv, table1.md, reproduction.md, the figures and report.html.
+
+    ``alpha_family`` is ``(encoder, distance)`` of the α curve; by default the
+    pair with the most combined α values (at least two) is drawn. Figures that
+    need registration results (``results_dir``) or pairs (``pairs_dir``) are
+    skipped with a logged note when those are not given. Returns the written
+    files by name.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    df = read_metrics(metrics_csv)
+    defs = metric_definitions()
+    n_pairs = df["patient"].nunique()
+    written: dict[str, Path] = {}
+    sections: list[Section] = [Section("How this was computed", "text", _provenance(df, config, results_dir))]
+
+    summary = summary_table(df)
+    written["summary.csv"] = _write_csv(summary, out_dir / "summary.csv")
+    written["table1.md"] = _write_text(table1_markdown(df, baseline), out_dir / "table1.md")
+    sections.append(Section("Table 1", "table", table1_frame(df, baseline), table1_header(df, baseline)))
+
+    tests = pd.concat(
+        [compare_to_baseline(df, m, baseline, n_resamples=n_resamples, seed=seed).assign(metric=m) for m in TESTED],
+        ignore_index=True,
+    )
+    written["statistics.csv"] = _write_csv(tests, out_dir / "statistics.csv")
+    sections.append(Section(
+        f"Paired comparison against {baseline}", "table", tests.round(4),
+        f"Each method against the baseline {baseline!r} per metric: n_pairs patients with a finite value for "
+        f"both; paired two-sided Wilcoxon signed-rank test (scipy.stats.wilcoxon, zero differences dropped, "
+        f"p = 1 for identical samples), p_holm Holm-corrected across the methods per metric; mean_diff = mean "
+        f"of (method − baseline) in the metric's unit with a percentile-bootstrap 95 % CI ({n_resamples} "
+        f"resamples, seed {seed}). Units: Dice unitless, HD95 mm, sdlogJ unitless, %J≤0 percent of pixels.",
+    ))
+
+    written["reproduction.md"] = _write_text(reproduction_table(df, paper_csv), out_dir / "reproduction.md")
+    paper = read_paper_table(paper_csv)
+    sections.append(Section("Reproduction of the paper's Table 1", "table", reproduction_frame(df, paper),
+                            reproduction_caption(paper)))
+
+    selected = _try_select(df, max_neg_jac_pct)
+    sections.append(Section("Selected setting", "text", _selection_text(selected, max_neg_jac_pct)))
+
+    path = figures.dice_boxplot(df, out_dir / "dice_boxplot.png", baseline=baseline)
+    written[path.name] = path
+    sections.append(Section("Dice per class", "figure", path,
+                            f"Dice per class (RV, Myo, LV) and mean over classes, one box per method, over the "
+                            f"{n_pairs} pairs with a finite value (box: quartiles, line: median, whiskers: 1.5 IQR). "
+                            f"{defs['dice']}"))
+
+    path = figures.pareto_plot(df, out_dir / "pareto.png")
+    written[path.name] = path
+    sections.append(Section("Accuracy against smoothness", "figure", path,
+                            f"Per method: mean Dice against mean sdlogJ (left) and mean %J≤0 (right), means over "
+                            f"the pairs with a finite value ({n_pairs} patients); one curve per family (variant, "
+                            f"encoder, distance) across its grid; ringed: the Pareto front (maximise Dice, "
+                            f"minimise the x metric). {defs['sdlogj']} {defs['neg_jac_pct']}"))
+
+    family = alpha_family or _default_alpha_family(df)
+    if family is None:
+        logger.info("α curve skipped: no encoder/distance with at least two combined α values")
+    else:
+        path = figures.alpha_curve(df, out_dir / "alpha_curve.png", encoder=family[0], distance=family[1],
+                                   baseline=baseline)
+        written[path.name] = path
+        sections.append(Section("Influence of α", "figure", path,
+                                f"Mean ± std (sample std, ddof = 1) of mean Dice (unitless) and mean HD95 (mm) over "
+                                f"the pairs with a finite value, against α for encoder {family[0]} with distance "
+                                f"{family[1]}; α = 0 is the baseline {baseline!r}, α = 1 variant 1. {CONVENTIONS}"))
+
+    if results_dir is None:
+        logger.info("Jacobian maps and the qualitative panel skipped: no results folder given (--results)")
+    else:
+        written |= _result_figures(df, Path(results_dir), pairs_dir, out_dir, baseline, selected, sections)
+
+    if feature_figures_dir is not None:
+        sections += _feature_sections(Path(feature_figures_dir))
+
+    written["report.html"] = write_report(out_dir / "report.html", sections)
+    return written
+
+
+FEATURE_FIGURES = {
+    "pca.png": (
+        "Encoder features (paper Fig. 2)",
+        "First principal components of each encoder's features of one fixed image, shown as RGB "
+        "(PCA over the feature grid's pixels, each component min-max scaled to [0, 1]); n = 1 image.",
+    ),
+    "distance_curves.png": (
+        "Feature distance under rigid motion (paper Fig. 3)",
+        "Cosine dissimilarity (minus the mean per-pixel cosine across channels) and L1 distance (mean absolute "
+        "difference over channels and pixels) between the features of one fixed image and of its rotated "
+        "(steps of π/32 over ±90°) or translated (1.2 mm steps over ±57.6 mm) copy; features min-max normalised "
+        "to [0, 1] first, as in the paper; n = 1 image.",
+    ),
+    "commutativity.png": (
+        "Encode-then-warp against warp-then-encode (paper Fig. 6)",
+        "Features of the warped image against the warped features of the image, for the baseline's "
+        "displacement of one pair, with their absolute difference; n = 1 pair.",
+    ),
+}
+
+
+def _feature_sections(folder: Path) -> list[Section]:
+    """Sections for the feature figures written by ``featreg feature-figures`` (those present)."""
+    sections = []
+    for name, (title, caption) in FEATURE_FIGURES.items():
+        if (folder / name).is_file():
+            sections.append(Section(title, "figure", folder / name, caption))
+        else:
+            logger.info("%s not found in %s: section skipped", name, folder)
+    return sections
+
+
+def _result_figures(df: pd.DataFrame, results_dir: Path, pairs_dir: str | Path | None, out_dir: Path,
+                    baseline: str, selected: str | None, sections: list[Section]) -> dict[str, Path]:
+    """Jacobian maps (baseline + up to three feature-only methods) and the qualitative panel."""
+    written: dict[str, Path] = {}
+    desc = df.drop_duplicates("method")
+    methods = [baseline] + list(desc.loc[desc["variant"] == "feature", "method"])[:3]
+    patients = sorted(p for p in df["patient"].unique()
+                      if all((results_dir / m / p / "displacement.nii.gz").is_file() for m in methods))
+    if not patients:
+        logger.info("Jacobian maps skipped: no patient has displacement.nii.gz for %s", ", ".join(methods))
+    else:
+        path = figures.jacobian_maps(results_dir, methods, patients[0], out_dir / "jacobian_maps.png")
+        written[path.name] = path
+        sections.append(Section("Jacobian determinant maps", "figure", path,
+                                f"Jacobian determinant J of x ↦ x + u(x) (u in mm, central differences) on "
+                                f"{patients[0]} (n = 1 pair) for {', '.join(methods)}; colour map centred on "
+                                f"J = 1: red shrinkage, blue expansion, J ≤ 0 folding. Unitless."))
+    if pairs_dir is None:
+        logger.info("qualitative panel skipped: no pairs folder given (--pairs)")
+        return written
+    method = selected or baseline
+    rows = df[(df["method"] == method) & df["dice_mean"].notna()]
+    rows = rows[[(results_dir / method / p / "warped_image.nii.gz").is_file() for p in rows["patient"]]]
+    if rows.empty:
+        logger.info("qualitative panel skipped: no patient of %s has a finite Dice and a warped image", method)
+        return written
+    row = rows.sort_values(["dice_mean", "patient"]).iloc[(len(rows) - 1) // 2]
+    patient = row["patient"]
+    result = results_dir / method / patient
+    initial = df[(df["variant"] == "initial") & (df["patient"] == patient)]
+    before = ({"dice": initial["dice_mean"].iloc[0], "hd95": initial["hd95_mean"].iloc[0]}
+              if not initial.empty else None)
+    path = figures.qualitative_panel(Path(pairs_dir) / patient, result, out_dir / "qualitative.png",
+                                     before=before, after={"dice": row["dice_mean"], "hd95": row["hd95_mean"]},
+                                     title=f"{method}, {patient}")
+    written[path.name] = path
+    sections.append(Section("Qualitative result", "figure", path,
+                            f"One pair (n = 1): {patient}, the patient with the median mean Dice under {method} "
+                            f"(the selected setting, else the baseline) among those with a result folder. Images in [0, 1]; differences are "
+                            f"absolute intensity differences on one colour scale; contours RV red, Myo green, "
+                            f"LV blue. Title: mean Dice (unitless) and mean HD95 (mm) before → after."))
+    return written
+
+
+def _default_alpha_family(df: pd.DataFrame) -> tuple[str, str] | None:
+    combined = df[df["variant"] == "combined"].drop_duplicates("method")
+    if combined.empty:
+        return None
+    counts = combined.groupby(["encoder", "distance"], sort=True)["alpha"].nunique()
+    counts = counts[counts >= 2]
+    if counts.empty:
+        return None
+    encoder, distance = counts.sort_values(ascending=False, kind="stable").index[0]
+    return str(encoder), str(distance)
+
+
+def _try_select(df: pd.DataFrame, max_neg_jac_pct: float) -> str | None:
+    candidates = list(df.loc[df["variant"] != "initial", "method"].unique())
+    try:
+        return select_setting(df, max_neg_jac_pct=max_neg_jac_pct, methods=candidates)
+    except InputError as exc:
+        logger.info("no setting selected: %s", exc)
+        return None
+
+
+def _selection_text(choice: str | None, max_neg_jac_pct: float) -> str:
+    rule = (f"Rule: highest mean Dice among the registered methods whose mean %J≤0 over the pairs is at most "
+            f"{max_neg_jac_pct} %; ties: {TIE_BREAK}.")
+    if choice is None:
+        return f"{rule}\n\nNo method satisfies the constraint."
+    return f"{rule}\n\nSelected: {choice}."
+
+
+def _provenance(df: pd.DataFrame, config: str | Path | None, results_dir: str | Path | None) -> str:
+    config_name = "not given"
+    if config is not None:
+        config = Path(config)
+        if not config.is_file():
+            raise ConfigError(f"config file {config} is missing")
+        loaded = yaml.safe_load(config.read_text(encoding="utf-8")) or {}
+        name = loaded.get("name") if isinstance(loaded, dict) else None
+        config_name = f"{config.name}" + (f" ({name})" if name else "")
+    iterations = "not recorded"
+    if "iterations" in df.columns:
+        registered = df.loc[df["variant"] != "initial", "iterations"].dropna()
+        iterations = ", ".join(f"{int(v)}" for v in sorted(registered.unique())) or "not recorded"
+    devices = "not recorded (pass --results to read run.json)"
+    if results_dir is not None:
+        found = sorted({json.loads(p.read_text(encoding="utf-8")).get("device", "?")
+                        for p in Path(results_dir).glob("*/*/run.json")})
+        devices = ", ".join(map(str, found)) or "no run.json found"
+    failed = int(df["status"].eq("failed").sum()) if "status" in df.columns else 0
+    return (
+        f"Config: {config_name}. Pairs: {df['patient'].nunique()} patients, {df['method'].nunique()} methods "
+        f"(including the unregistered 'initial'), {len(df)} rows, {failed} failed. Iterations per registration: "
+        f"{iterations}. Device: {devices}.\n\n{CONVENTIONS}"
+    )
+
+
+def _write_csv(frame: pd.DataFrame, path: Path) -> Path:
+    with atomic_path(path) as tmp:
+        frame.to_csv(tmp, index=False)
+    logger.info("wrote %s", path)
+    return path
+
+
+def _write_text(text: str, path: Path) -> Path:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    logger.info("wrote %s", path)
+    return path

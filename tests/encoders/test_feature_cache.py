@@ -1,0 +1,79 @@
+import numpy as np
+import pytest
+import torch
+
+from featreg.cli import main
+from featreg.data.nifti import write_nifti
+from featreg.encoders.cache import (
+    CorruptCacheError,
+    MissingCacheError,
+    StaleCacheError,
+    cache_fixed_features,
+    compute_fixed_features,
+    load_features,
+    save_features,
+)
+from featreg.encoders.registry import EncoderSpec, build_encoder
+from featreg.errors import FeatregError
+
+IDENTITY = {"kind": "mind", "name": "mind", "weights": "none", "grid": 16}
+
+
+def test_round_trip(tmp_path):
+    f = torch.randn(1, 12, 16, 16)
+    path = save_features(tmp_path / "f.pt", f, IDENTITY)
+    assert torch.equal(load_features(path, IDENTITY), f)
+
+
+def test_stale_names_file_and_field(tmp_path):
+    path = save_features(tmp_path / "f.pt", torch.zeros(2, 3), IDENTITY)
+    with pytest.raises(StaleCacheError, match=f"feature cache {path} was written by a different encoder \\(differs in: grid\\)"):
+        load_features(path, {**IDENTITY, "grid": 64})
+
+
+def test_corrupt_bytes_and_tampered_tensor(tmp_path):
+    path = save_features(tmp_path / "f.pt", torch.ones(4, 4), IDENTITY)
+    record = torch.load(path, weights_only=True)
+    record["features"][0, 0] = 2.0
+    torch.save(record, tmp_path / "t.pt")
+    with pytest.raises(CorruptCacheError, match="t.pt: tensor bytes fail their sha256"):
+        load_features(tmp_path / "t.pt", IDENTITY)
+    path.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(CorruptCacheError, match=f"feature cache {path} is unreadable"):
+        load_features(path, IDENTITY)
+    with pytest.raises(MissingCacheError):
+        load_features(tmp_path / "none.pt", IDENTITY)
+    assert issubclass(CorruptCacheError, FeatregError)
+
+
+def _pair(root, name, seed):
+    img = np.random.default_rng(seed).random((32, 32)).astype(np.float32)
+    write_nifti(root / name / "fixed_image.nii.gz", img, (1.8, 1.8))
+    return root / name, img
+
+
+def test_cache_fixed_features_writes_reuses_and_rebuilds(tmp_path):
+    spec = EncoderSpec.from_dict("mind", {"kind": "mind", "grid": 16})
+    encoder = build_encoder(spec)
+    (p1, img1), (p2, _) = _pair(tmp_path, "patient001", 1), _pair(tmp_path, "patient002", 2)
+    outs = [tmp_path / "f" / "patient001.pt", tmp_path / "f" / "patient002.pt"]
+    cache_fixed_features(spec, [p1, p2], outs, encoder=encoder)
+    expected = compute_fixed_features(encoder, torch.from_numpy(img1)[None, None])
+    assert expected.shape == (1, 12, 16, 16)
+    torch.testing.assert_close(load_features(outs[0], encoder.identity()), expected)
+    mtime = outs[0].stat().st_mtime_ns
+    outs[1].write_bytes(b"garbage")
+    cache_fixed_features(spec, [p1, p2], outs, encoder=encoder)
+    assert outs[0].stat().st_mtime_ns == mtime  # current cache kept
+    assert load_features(outs[1], encoder.identity()).shape == (1, 12, 16, 16)  # corrupt one rebuilt
+
+
+def test_features_cli(tmp_path, capsys):
+    pair, _ = _pair(tmp_path, "patient003", 3)
+    config = tmp_path / "enc.yaml"
+    config.write_text("encoders:\n  mind: {kind: mind, grid: 8}\n")
+    out = tmp_path / "c.pt"
+    assert main(["features", "--encoders", str(config), "--encoder", "mind", "--pairs", str(pair), "--out", str(out)]) == 0
+    assert torch.load(out, weights_only=True)["features"].shape == (1, 12, 8, 8)
+    assert main(["features", "--encoders", str(config), "--encoder", "dino", "--pairs", str(pair), "--out", str(out)]) == 2
+    assert "encoder(s) dino not in" in capsys.readouterr().err

@@ -1,0 +1,100 @@
+"""B-spline transform: identity, partition of unity, gradients, diffeomorphic mode, unit conversion."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from registration_helpers import jacobian_det_px
+
+from featreg.registration.bspline import (
+    BSplineTransform,
+    basis_matrix,
+    displacement_from_mm,
+    displacement_to_mm,
+    lattice_size,
+    sample_bilinear,
+    warp_image,
+    warp_labels,
+)
+
+
+@pytest.mark.parametrize("order,diffeomorphic", [(3, False), (1, False), (1, True), (3, True)])
+def test_zero_parameters_are_exactly_the_identity(order, diffeomorphic):
+    image = torch.rand(2, 1, 37, 29)
+    transform = BSplineTransform((37, 29), lattice=(8, 7), order=order, diffeomorphic=diffeomorphic)
+    displacement = transform.displacement(transform.zeros(2))
+    assert torch.equal(warp_image(image, displacement), image)
+    labels = torch.randint(0, 4, (2, 1, 37, 29), dtype=torch.uint8)
+    assert torch.equal(warp_labels(labels, displacement), labels)
+
+
+@pytest.mark.parametrize("order,count", [(3, 24), (1, 24), (3, 5), (1, 2)])
+def test_basis_rows_sum_to_one(order, count):
+    n, spacing = 128, lattice_size(128, count=count, order=order)[1]
+    basis = basis_matrix(n, count, spacing, order, dtype=torch.float64)
+    assert torch.allclose(basis.sum(dim=1), torch.ones(n, dtype=torch.float64), atol=1e-12)
+
+
+def test_lattice_by_count_and_by_spacing():
+    assert lattice_size(128, count=24, order=3) == (24, 127 / 21)
+    assert lattice_size(128, count=24, order=1) == (24, 127 / 23)
+    # 127 px at 6 px spacing needs 22 intervals -> 23 points, plus one beyond each end for cubic.
+    assert lattice_size(128, spacing_px=6, order=3) == (25, 6.0)
+    assert lattice_size(128, spacing_px=6, order=1) == (23, 6.0)
+    transform = BSplineTransform((128, 96), lattice=None, control_spacing_px=8.0)
+    assert transform.lattice == (19, 15)
+    with pytest.raises(ValueError, match="order 3 needs at least 4 control points per axis, got 3"):
+        lattice_size(64, count=3, order=3)
+
+
+def test_translation_is_reproduced_and_converted_to_mm():
+    transform = BSplineTransform((33, 17), lattice=(6, 5))
+    params = torch.zeros(1, 2, 6, 5)
+    params[:, 0] = 0.25  # a constant control field is a constant displacement (partition of unity)
+    params[:, 1] = -0.5
+    field = transform.displacement(params)
+    assert torch.allclose(field[:, 0], torch.full((1, 33, 17), 0.25), atol=1e-6)
+    mm = displacement_to_mm(field[0], spacing=(2.0, 1.5))
+    # 0.25 units * (33 - 1) / 2 px * 2 mm = 8 mm; -0.5 * (17 - 1) / 2 * 1.5 = -6 mm.
+    np.testing.assert_allclose(mm[0], 8.0, rtol=1e-6)
+    np.testing.assert_allclose(mm[1], -6.0, rtol=1e-6)
+    np.testing.assert_allclose(displacement_from_mm(mm, (2.0, 1.5)), field[0].numpy(), rtol=1e-6)
+
+
+def test_component_order_follows_array_axes():
+    image = torch.zeros(1, 1, 9, 9)
+    image[0, 0, 5, 3] = 1.0
+    one_px = torch.zeros(1, 2, 9, 9)
+    one_px[:, 0] = 1 / 4  # 1 px along axis 0 (1 unit = 4 px)
+    warped = warp_image(image, one_px)  # warped(x) = image(x + e0)
+    assert warped[0, 0, 4, 3] == 1.0 and warped.sum() == 1.0
+
+
+@pytest.mark.parametrize("order,diffeomorphic", [(3, False), (1, True)])
+def test_transform_gradients_match_finite_differences(order, diffeomorphic):
+    torch.manual_seed(0)
+    transform = BSplineTransform((9, 8), lattice=(5, 5), order=order, diffeomorphic=diffeomorphic, squaring_steps=3,
+                                 dtype=torch.float64)
+    image = torch.rand(1, 1, 9, 8, dtype=torch.float64)
+    params = (0.05 * torch.randn(1, 2, 5, 5, dtype=torch.float64)).requires_grad_()
+    assert torch.autograd.gradcheck(lambda p: warp_image(image, transform.displacement(p)), (params,))
+
+
+def test_sampler_gradients_in_values_and_points():
+    torch.manual_seed(1)
+    values = torch.rand(2, 3, 6, 7, dtype=torch.float64, requires_grad=True)
+    displacement = (0.3 * torch.randn(2, 2, 6, 7, dtype=torch.float64)).requires_grad_()
+    assert torch.autograd.gradcheck(sample_bilinear, (values, displacement))
+
+
+def test_diffeomorphic_mode_does_not_fold_where_a_plain_ffd_does():
+    torch.manual_seed(3)
+    params = 0.05 * torch.randn(1, 2, 24, 24)  # about 3 px per control point, 5.5 px apart
+    plain = BSplineTransform((128, 128), lattice=(24, 24), order=1)
+    diffeo = BSplineTransform((128, 128), lattice=(24, 24), order=1, diffeomorphic=True)
+    scale = 127 / 2
+    j_plain = jacobian_det_px(plain.displacement(params)[0].double().numpy() * scale)
+    j_diffeo = jacobian_det_px(diffeo.displacement(params)[0].double().numpy() * scale)
+    assert (j_plain <= 0).mean() > 0.05  # the deformation is large: the plain field folds
+    assert (j_diffeo <= 0).sum() == 0

@@ -1,0 +1,55 @@
+"""RegistrationSettings: defaults, the paper preset, validation messages, from_dict."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from featreg.errors import ConfigError
+from featreg.registration.settings import RegistrationSettings
+
+
+def test_paper_preset():
+    s = RegistrationSettings.paper()
+    assert (s.order, s.diffeomorphic, s.regulariser, s.lam, s.lr, s.iterations, s.lattice) == (
+        1, True, "airlab", 120.0, 5e-4, 1500, (24, 24))
+    assert RegistrationSettings.paper(iterations=10).iterations == 10
+
+
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        ({"lattice": None}, "give exactly one of lattice and control_spacing_px"),
+        ({"control_spacing_px": 6.0}, "give exactly one of lattice and control_spacing_px"),
+        ({"lattice": None, "control_spacing_px": -1.0}, "control_spacing_px must be positive, got -1.0"),
+        ({"lattice": (24,)}, "lattice must be two integers, got (24,)"),
+        ({"lattice": (3, 24)}, "lattice needs at least 4 control points per axis for order 3, got (3, 24)"),
+        ({"order": 2}, "order must be one of [1, 3], got 2"),
+        ({"squaring_steps": 0}, "squaring_steps must be an integer >= 1, got 0"),
+        ({"regulariser": "bending"}, "regulariser must be one of ['airlab', 'physical'], got 'bending'"),
+        ({"lam": -1.0}, "lam must be >= 0, got -1.0"),
+        ({"lr": 0.0}, "lr must be > 0, got 0.0"),
+        ({"iterations": 0}, "iterations must be an integer >= 1, got 0"),
+        ({"alpha": 1.5}, "alpha must be in [0, 1], got 1.5"),
+        ({"image_distance": "mi"}, "image_distance must be one of ['ncc', 'mse'], got 'mi'"),
+        ({"feature_distance": "l2"}, "feature_distance must be one of ['cosine', 'l1'] or None, got 'l2'"),
+        ({"alpha": 0.3}, "alpha = 0.3 needs a feature_distance (one of ['cosine', 'l1'])"),
+        ({"early_stop_rtol": 0.0}, "early_stop_rtol must be > 0 or None, got 0.0"),
+    ],
+)
+def test_validation_messages(kwargs, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        RegistrationSettings(**kwargs)
+
+
+def test_from_dict_round_trip_and_unknown_keys():
+    s = RegistrationSettings(alpha=0.3, feature_distance="cosine", lattice=(12, 16))
+    assert RegistrationSettings.from_dict(s.to_dict()) == s
+    with pytest.raises(ConfigError, match=re.escape("unknown registration setting(s): lamda, step")):
+        RegistrationSettings.from_dict({"lamda": 1.0, "step": 2})
+
+
+def test_settings_are_frozen():
+    with pytest.raises(AttributeError):
+        RegistrationSettings().lam = 3.0  # type: ignore[misc]

@@ -1,0 +1,39 @@
+"""Diffusion regularisers on hand-computed fields, in both conventions."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from featreg.registration.regularizers import diffusion_airlab, diffusion_physical, regulariser
+
+
+def ramp(X: int, Y: int, a: float, component: int = 0, axis: int = 0) -> torch.Tensor:
+    """u_component = a * (index along axis), normalised units; the other component zero."""
+    field = torch.zeros(1, 2, X, Y, dtype=torch.float64)
+    index = torch.arange(X if axis == 0 else Y, dtype=torch.float64)
+    field[0, component] = a * (index[:, None] if axis == 0 else index[None, :])
+    return field
+
+
+def test_airlab_convention_hand_computed():
+    # u0 = a*i on 4x5: dx = a on the (3, 4) crop, dy = 0; airlab divides by (X-1)*Y*3 = 45.
+    assert diffusion_airlab(ramp(4, 5, 0.1)).item() == pytest.approx(0.01 * 12 / 45)
+    # spacing multiplies (is not squared): along axis 1 with spacing 2.
+    assert diffusion_airlab(ramp(4, 5, 0.1, component=1, axis=1), spacing=(1, 2)).item() == pytest.approx(2 * 0.01 * 12 / 45)
+
+
+def test_physical_convention_hand_computed():
+    # u0 = a*i px-normalised on X = 5: in mm, u0 = a*i*(X-1)/2*s0, so du0/dx0 = a*(X-1)/2 = 0.2 mm/mm.
+    value = diffusion_physical(ramp(5, 4, 0.1), spacing=(1.8, 1.8))
+    assert value.item() == pytest.approx(0.2**2)
+    # A shear u1 = a*i on anisotropic spacing: du1/dx0 = a*(Y-1)/2*s1/s0 = 0.1*1.5*3/1.5 = 0.3.
+    assert diffusion_physical(ramp(5, 4, 0.1, component=1, axis=0), spacing=(1.5, 3.0)).item() == pytest.approx(0.09)
+
+
+def test_constant_field_costs_nothing_and_dispatch():
+    field = torch.full((2, 2, 6, 6), 0.3)
+    assert regulariser("airlab", field, (1.8, 1.8)).tolist() == [0.0, 0.0]
+    assert regulariser("physical", field, (1.8, 1.8)).tolist() == [0.0, 0.0]
+    with pytest.raises(ValueError, match="regulariser must be one of \\('airlab', 'physical'\\), got 'tv'"):
+        regulariser("tv", field, (1.8, 1.8))

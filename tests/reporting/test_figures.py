@@ -1,0 +1,54 @@
+"""Figures decode as PNGs of a sensible size; inputs are checked."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib.image as mpimg
+import pytest
+from reporting_fixtures import write_pair, write_result
+
+from featreg.errors import InputError
+from featreg.reporting import figures
+
+
+def _assert_png(path: Path, min_side: int = 200) -> None:
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    image = mpimg.imread(path)
+    assert min(image.shape[:2]) >= min_side
+    assert image[..., :3].std() > 0.01  # not a blank canvas
+
+
+def test_dice_boxplot_and_pareto(metrics_df, tmp_path):
+    _assert_png(figures.dice_boxplot(metrics_df, tmp_path / "box.png"))
+    _assert_png(figures.pareto_plot(metrics_df, tmp_path / "pareto.png"))
+
+
+def test_alpha_curve(metrics_df, tmp_path):
+    curve = figures.alpha_family(metrics_df, encoder="dinov2", distance="cosine")
+    assert sorted(curve["alpha"]) == [0.0, 0.3, 0.7, 1.0]
+    _assert_png(figures.alpha_curve(metrics_df, tmp_path / "alpha.png", encoder="dinov2", distance="cosine"))
+    with pytest.raises(InputError, match="no feature or combined methods with encoder 'sam' and distance 'cosine'"):
+        figures.alpha_family(metrics_df, encoder="sam", distance="cosine")
+    dup = metrics_df.copy()
+    dup.loc[dup["method"] == "dinov2_cos_a0.7", "alpha"] = 0.3
+    with pytest.raises(InputError, match="several methods share an α"):
+        figures.alpha_family(dup, encoder="dinov2", distance="cosine")
+
+
+def test_jacobian_maps_and_displacement_layout(tmp_path):
+    for method, scale in (("ncc", 1.0), ("dinov2_cos", 2.0)):
+        write_result(tmp_path, method, "patient121", scale)
+    u, spacing = figures.read_displacement(tmp_path / "ncc" / "patient121" / "displacement.nii.gz")
+    assert u.shape == (2, 32, 32) and spacing == pytest.approx((1.8, 1.8))
+    _assert_png(figures.jacobian_maps(tmp_path, ["ncc", "dinov2_cos"], "patient121", tmp_path / "jac.png"))
+    with pytest.raises(InputError, match="file is missing"):
+        figures.jacobian_maps(tmp_path, ["sam_l1"], "patient121", tmp_path / "none.png")
+
+
+def test_qualitative_panel(tmp_path):
+    pair = write_pair(tmp_path / "pairs", "patient121")
+    result = write_result(tmp_path / "results", "ncc", "patient121", 1.0)
+    out = figures.qualitative_panel(pair, result, tmp_path / "panel.png",
+                                    before={"dice": 0.62, "hd95": 7.1}, after={"dice": 0.86, "hd95": 1.3})
+    _assert_png(out)

@@ -1,0 +1,80 @@
+"""The report: one self-contained HTML file, and the ``featreg report`` command."""
+
+from __future__ import annotations
+
+import re
+
+import pandas as pd
+import pytest
+from reporting_fixtures import write_pair, write_result
+
+from featreg.cli import main
+from featreg.reporting.html import Section, write_report
+from featreg.reporting.report import build_report
+
+
+def test_write_report_is_self_contained(tmp_path, metrics_df):
+    png = tmp_path / "x.png"
+    png.write_bytes(b"\x89PNG\r\n\x1a\nfake")
+    out = write_report(tmp_path / "r.html", [
+        Section("A figure", "figure", png, "caption <one>"),
+        Section("A table", "table", pd.DataFrame({"a": [1]}), "caption two"),
+        Section("Text", "text", "para 1\n\npara <2>"),
+    ])
+    text = out.read_text()
+    assert "data:image/png;base64,iVBORw0KGgpmYWtl" in text
+    assert "<figcaption>caption &lt;one&gt;</figcaption>" in text and "caption two" in text
+    assert "<p>para &lt;2&gt;</p>" in text
+    with pytest.raises(ValueError, match="a figure needs a caption"):
+        Section("bare", "figure", png)
+
+
+def test_build_report_with_results(tmp_path, metrics_df):
+    metrics_csv = tmp_path / "metrics.csv"
+    metrics_df.to_csv(metrics_csv, index=False)
+    patients = sorted(metrics_df["patient"].unique())
+    for patient in patients[:2]:
+        write_pair(tmp_path / "pairs", patient)
+        for method, scale in (("ncc", 1.0), ("dinov2_cos", 2.0), ("sam_l1", 0.5), ("dinov2_cos_a0.3", 1.5)):
+            write_result(tmp_path / "results", method, patient, scale)
+    config = tmp_path / "tiny.yaml"
+    config.write_text("name: tiny-test\n")
+    out = tmp_path / "report"
+    written = build_report(metrics_csv, out, pairs_dir=tmp_path / "pairs", results_dir=tmp_path / "results",
+                           config=config, n_resamples=200)
+    expected = {"summary.csv", "statistics.csv", "table1.md", "reproduction.md", "dice_boxplot.png", "pareto.png",
+                "alpha_curve.png", "jacobian_maps.png", "qualitative.png", "report.html"}
+    assert expected <= set(written)
+    html = (out / "report.html").read_text()
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", html)
+    assert "<link" not in html and "<script" not in html
+    figures = re.findall(r"<figure>.*?</figure>", html, flags=re.DOTALL)
+    assert len(figures) == html.count("data:image/png;base64,") == sum(n.endswith(".png") for n in written)
+    assert all("<figcaption>" in f for f in figures)
+    assert html.count('class="caption"') == 3  # Table 1, paired tests, reproduction
+    assert "tiny.yaml (tiny-test)" in html and "Device: cpu" in html and "Iterations per registration: 1500" in html
+    assert "Selected: dinov2_cos_a0.3." in html
+    stats = pd.read_csv(out / "statistics.csv")
+    assert set(stats["metric"]) == {"dice_mean", "hd95_mean", "sdlogj", "neg_jac_pct"}
+
+
+def test_cli_report_without_results(tmp_path, metrics_df, caplog):
+    metrics_csv = tmp_path / "metrics.csv"
+    metrics_df.to_csv(metrics_csv, index=False)
+    out = tmp_path / "out"
+    with caplog.at_level("INFO"):
+        assert main(["report", "--metrics", str(metrics_csv), "--out-dir", str(out), "--bootstrap", "100",
+                     "--alpha-family", "dinov2/cosine"]) == 0
+    assert (out / "report.html").is_file() and (out / "table1.md").is_file()
+    assert not (out / "jacobian_maps.png").exists()
+    assert "skipped: no results folder given" in caplog.text
+
+
+def test_cli_report_errors(tmp_path, metrics_df, capsys):
+    metrics_csv = tmp_path / "metrics.csv"
+    metrics_df.to_csv(metrics_csv, index=False)
+    assert main(["report", "--metrics", str(metrics_csv), "--out-dir", str(tmp_path), "--baseline", "mind"]) == 2
+    assert "baseline method 'mind' is not in the metrics table" in capsys.readouterr().err
+    assert main(["report", "--metrics", str(tmp_path / "no.csv"), "--out-dir", str(tmp_path)]) == 2
+    assert "metrics table is missing" in capsys.readouterr().err
+    assert main(["report", "--metrics", str(metrics_csv), "--out-dir", str(tmp_path), "--alpha-family", "x"]) == 2

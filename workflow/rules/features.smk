@@ -1,0 +1,44 @@
+# Encoders: one spec file per encoder (rewritten only when its entry changes) and the
+# fixed-image features, computed once per encoder and patient, reused by every method.
+
+
+rule encoder_spec:
+    output:
+        f"{RESULTS}/encoders/{{encoder}}.yaml",
+    log:
+        f"logs/{NAME}/encoders/{{encoder}}.log",
+    params:
+        spec=lambda wildcards: {
+            wildcards.encoder: config["encoders"][wildcards.encoder]
+        },
+    run:
+        import yaml
+
+        Path(output[0]).write_text(yaml.safe_dump(params.spec, sort_keys=True))
+
+
+rule cache_features:
+    input:
+        pairs=shard_pair_files,
+        spec=f"{RESULTS}/encoders/{{encoder}}.yaml",
+    output:
+        f"{RESULTS}/features/{{encoder}}/{{shard}}.json",
+    log:
+        f"logs/{NAME}/features/{{encoder}}/{{shard}}.log",
+    conda:
+        "../../envs/featreg.yaml"
+    threads: COMPUTE["threads"]
+    resources:
+        gpu=GPU,
+        mem_mb=COMPUTE["mem_mb"],
+        runtime=COMPUTE["runtime_min"],
+    params:
+        pairs=shard_pair_dirs,
+        features=lambda wildcards: [
+            f"{RESULTS}/features/{wildcards.encoder}/{p}.pt"
+            for p in SHARDS[wildcards.shard]
+        ],
+    shell:
+        "featreg features --encoders {input.spec} --encoder {wildcards.encoder} "
+        "--pairs {params.pairs} --out {params.features} --manifest {output} "
+        "--device {DEVICE} > {log} 2>&1"

@@ -1,0 +1,77 @@
+# Report: the resolved config, tables, figures and one self-contained report.html per config.
+
+
+rule save_config:
+    output:
+        f"{REPORTS}/config.yaml",
+    log:
+        f"logs/{NAME}/save_config.log",
+    params:
+        config=config,
+    run:
+        import yaml
+
+        Path(output[0]).write_text(yaml.safe_dump(params.config, sort_keys=False))
+
+
+rule feature_figures:
+    input:
+        specs=expand(
+            f"{RESULTS}/encoders/{{encoder}}.yaml",
+            encoder=config["figures"]["feature_encoders"],
+        ),
+        pair=f"{pair_dir(FIGURE_PATIENT)}/pair.json",
+        baseline=f"{RESULTS}/registration/{config['baseline']}/shards/{shard_of(FIGURE_PATIENT)}.json",
+    output:
+        multiext(
+            f"{REPORTS}/features/",
+            "pca.png",
+            "distance_curves.png",
+            "commutativity.png",
+        ),
+    log:
+        f"logs/{NAME}/feature_figures.log",
+    conda:
+        "../../envs/featreg.yaml"
+    resources:
+        gpu=GPU,
+        mem_mb=COMPUTE["mem_mb"],
+        runtime=COMPUTE["runtime_min"],
+    params:
+        pair=pair_dir(FIGURE_PATIENT),
+        field=f"{RESULTS}/registration/{config['baseline']}/{FIGURE_PATIENT}/displacement.nii.gz",
+    shell:
+        "featreg feature-figures --encoders {input.specs} --pair {params.pair} "
+        "--displacement {params.field} --out {REPORTS}/features --device {DEVICE} > {log} 2>&1"
+
+
+rule report:
+    input:
+        metrics=f"{REPORTS}/metrics.csv",
+        config=f"{REPORTS}/config.yaml",
+        features=rules.feature_figures.output if FEATURE_FIGURES else [],
+    output:
+        html=report(
+            f"{REPORTS}/report.html",
+            caption="../report/report.rst",
+            category="Report",
+        ),
+        summary=f"{REPORTS}/summary.csv",
+        table=f"{REPORTS}/table1.md",
+    log:
+        f"logs/{NAME}/report.log",
+    conda:
+        "../../envs/featreg.yaml"
+    params:
+        baseline=config["baseline"],
+        features=f"--feature-figures {REPORTS}/features" if FEATURE_FIGURES else "",
+        alpha_family=(
+            f"--alpha-family {config['alpha_sweep']['encoder']}/{config['alpha_sweep']['distance']}"
+            if config.get("alpha_sweep")
+            else ""
+        ),
+    shell:
+        "featreg report --metrics {input.metrics} --config {input.config} "
+        "--out-dir {REPORTS} --baseline {params.baseline} {params.alpha_family} "
+        "--pairs {RESULTS}/pairs --results {RESULTS}/registration "
+        "{params.features} > {log} 2>&1"

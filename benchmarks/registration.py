@@ -1,15 +1,19 @@
 """Registration engine speed against a plain airlab-style baseline, in one process.
 
-    python benchmarks/registration.py [--iterations N] [--device cpu|cuda] [--batches 1 8 32]
+    python benchmarks/registration.py [--iterations N] [--device cpu|cuda] [--batches 1 8 32] [--repeats R] [--threads T]
 
 Two setups on 128x128 pairs with a 24x24 lattice: ``ncc`` (cubic B-spline,
 global NCC + airlab diffusion, λ 120) and ``paper`` (order 1, diffeomorphic,
 7 squaring steps, same objective). The engine (``register_pairs``) optimises
 B pairs jointly; the baseline, written below, is what an airlab-style loop
 does: ``conv_transpose2d`` B-spline, ``grid_sample`` warp, one pair at a time.
-Each figure is the fastest of ``--repeats`` runs. Runs use ``--iterations`` (200 by default, so the whole benchmark takes a few
-minutes); the per-iteration figures extrapolate linearly to the paper's 1500
-(``seconds_per_pair_1500``). Writes reports/benchmarks/registration.csv.
+Each figure is the fastest of ``--repeats`` runs, baseline and engine runs
+interleaved so both see the same load on a shared machine; ``spread`` is the
+slowest over the fastest. Runs use ``--iterations`` (200 by default, so the
+whole benchmark takes a few minutes); the per-iteration figures extrapolate
+linearly to the paper's 1500 (``seconds_per_pair_1500``). Both engines run
+with ``--threads`` torch threads (torch's default when not given). Writes
+reports/benchmarks/registration.csv.
 """
 
 from __future__ import annotations
@@ -110,39 +114,42 @@ def main() -> None:
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--repeats", type=int, default=3, help="runs per measurement; the fastest counts (shared machines are noisy)")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads for both engines (default: torch's)")
     parser.add_argument("--out", type=Path, default=CSV_PATH)
     args = parser.parse_args()
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     n = args.iterations
     rows = []
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {device}, {platform.processor() or platform.machine()}")
     print(f"{n} iterations per run, fastest of {args.repeats}; seconds per pair at 1500 iterations extrapolate linearly\n")
-    header = f"{'setup':6} {'batch':>5} {'engine':9} {'ms/it':>8} {'s/pair':>8} {'s/pair@1500':>11} {'speedup':>8}"
+    header = f"{'setup':6} {'batch':>5} {'engine':9} {'ms/it':>8} {'s/pair':>8} {'s/pair@1500':>11} {'speedup':>8} {'spread':>7}"
     print(header)
     print("-" * len(header))
     for name, (settings, base_kw) in SETUPS.items():
         settings = RegistrationSettings.from_dict({**settings.to_dict(), "iterations": n})
-        fixed, moving = make_pairs(1, seed=99)
-        register_pairs(fixed, moving, RegistrationSettings.from_dict({**settings.to_dict(), "iterations": 10}),
+        base_fixed, base_moving = (t.to(device) for t in make_pairs(1, seed=99))
+        register_pairs(base_fixed, base_moving, RegistrationSettings.from_dict({**settings.to_dict(), "iterations": 10}),
                        device=device, progress=False)  # warm-up
-        baseline_register(fixed.to(device), moving.to(device), iterations=10, **base_kw)
-        base_s = min(baseline_register(fixed.to(device), moving.to(device), iterations=n, **base_kw)
-                     for _ in range(args.repeats))
-        base_per_pair = base_s
-        rows.append(dict(setup=name, batch=1, engine="baseline", iterations=n, ms_per_iteration=1e3 * base_s / n,
-                         seconds_per_pair=base_per_pair, seconds_per_pair_1500=base_per_pair * 1500 / n, speedup=1.0))
-        for batch in args.batches:
-            fixed, moving = make_pairs(batch)
-            seconds = min(register_pairs(fixed, moving, settings, device=device, progress=False).seconds
-                          for _ in range(args.repeats))
-            per_pair = seconds / batch
-            rows.append(dict(setup=name, batch=batch, engine="featreg", iterations=n,
-                             ms_per_iteration=1e3 * seconds / n, seconds_per_pair=per_pair,
-                             seconds_per_pair_1500=per_pair * 1500 / n, speedup=base_per_pair / per_pair))
-        for row in rows:
-            if row["setup"] == name:
-                print(f"{row['setup']:6} {row['batch']:>5} {row['engine']:9} {row['ms_per_iteration']:8.2f} "
-                      f"{row['seconds_per_pair']:8.3f} {row['seconds_per_pair_1500']:11.2f} {row['speedup']:7.1f}x")
+        baseline_register(base_fixed, base_moving, iterations=10, **base_kw)
+        batches = {batch: make_pairs(batch) for batch in args.batches}
+        times: dict[int | None, list[float]] = {None: [], **{batch: [] for batch in batches}}
+        for _ in range(args.repeats):  # interleaved: a load spike hits one repeat of each, not one engine
+            times[None].append(baseline_register(base_fixed, base_moving, iterations=n, **base_kw))
+            for batch, (fixed, moving) in batches.items():
+                times[batch].append(register_pairs(fixed, moving, settings, device=device, progress=False).seconds)
+        base_per_pair = min(times[None])
+        for batch, seconds in times.items():
+            per_pair = min(seconds) / (batch or 1)
+            row = dict(setup=name, batch=batch or 1, engine="featreg" if batch else "baseline", iterations=n,
+                       ms_per_iteration=1e3 * min(seconds) / n, seconds_per_pair=per_pair,
+                       seconds_per_pair_1500=per_pair * 1500 / n, speedup=base_per_pair / per_pair,
+                       spread=max(seconds) / min(seconds))
+            rows.append(row)
+            print(f"{row['setup']:6} {row['batch']:>5} {row['engine']:9} {row['ms_per_iteration']:8.2f} "
+                  f"{row['seconds_per_pair']:8.3f} {row['seconds_per_pair_1500']:11.2f} {row['speedup']:7.1f}x "
+                  f"{row['spread']:7.2f}")
     print("\nbaseline: one pair at a time (its per-pair cost is the same at any batch size); "
           "ms/it is per optimiser iteration of the whole batch")
     with atomic_path(args.out) as tmp, open(tmp, "w", newline="") as handle:

@@ -6,9 +6,12 @@ so the Snakefile and the tests share one expansion.
 
 from __future__ import annotations
 
+import hashlib
+import itertools
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 from featreg.errors import ConfigError
@@ -115,17 +118,18 @@ def method_table(config: Mapping[str, Any]) -> dict[str, Method]:
     return methods
 
 
-def shard_patients(patients: Sequence[str], shard_size: int) -> dict[str, list[str]]:
+def shard_patients(patients: Sequence[str], shard_size: int, *, prefix: str = "s") -> dict[str, list[str]]:
     """Split patients into shards of ``shard_size`` consecutive ids in sorted order.
 
     Shard ``s000`` holds the first ``shard_size`` patients, ``s001`` the next, and so
-    on. Appending patients with higher ids changes only the last shard and adds new
+    on (``prefix`` replaces the ``s``: the validation split's shards are ``v000``, ...).
+    Appending patients with higher ids changes only the last shard and adds new
     ones, so a grown cohort reruns only those.
     """
     if shard_size < 1:
         raise ConfigError(f"shard_size must be at least 1, got {shard_size}")
     ordered = sorted(patients, key=patient_number)
-    return {f"s{i // shard_size:03d}": ordered[i : i + shard_size] for i in range(0, len(ordered), shard_size)}
+    return {f"{prefix}{i // shard_size:03d}": ordered[i : i + shard_size] for i in range(0, len(ordered), shard_size)}
 
 
 def patient_number(patient: str) -> int:
@@ -133,3 +137,278 @@ def patient_number(patient: str) -> int:
     if not patient.startswith("patient") or not patient[7:].isdigit():
         raise ConfigError(f"patient id {patient!r} is not of the form patientNNN")
     return int(patient[7:])
+
+
+# --- Splits --------------------------------------------------------------------------------
+
+ACDC_PATIENTS = 150
+"""Patients in ACDC; a synthetic cohort at least this large takes its roles from the ACDC ranges."""
+
+
+def synthetic_role_number(seed: int, number: int) -> int:
+    """The ACDC patient number whose split role synthetic patient ``number`` takes in a small cohort.
+
+    ``1 + floor(150 * h)`` with ``h`` the first 8 bytes of SHA-256 of ``"<seed>:<number>"``
+    read as a fraction of 2**64: a deterministic function of (seed, number) only, so
+    adding patients never moves an existing one between train, val and test, and the
+    roles keep ACDC's proportions (100 : 20 : 30) on average.
+    """
+    digest = hashlib.sha256(f"{seed}:{number}".encode()).digest()
+    return 1 + (int.from_bytes(digest[:8], "big") * ACDC_PATIENTS >> 64)
+
+
+def split_patients(
+    cohort: Sequence[str], split: str | Sequence[int | str], *, synthetic_seed: int | None = None
+) -> list[str]:
+    """Patients of a split among ``cohort`` (sorted by number for a named split, as given for a list).
+
+    ACDC and synthetic cohorts of at least 150 patients use the ACDC ranges (train 1–100,
+    val 101–120, test 121–150). A synthetic cohort (``synthetic_seed`` given) smaller than
+    that gives patient k the role of ACDC patient :func:`synthetic_role_number` (seed, k).
+    """
+    from featreg.data.acdc import SPLITS, select_patients
+
+    if isinstance(split, str) and split not in SPLITS:
+        raise ConfigError(f"unknown split {split!r}; expected one of {', '.join(sorted(SPLITS))} or a list of patients")
+    if isinstance(split, str) and split != "all" and synthetic_seed is not None and len(cohort) < ACDC_PATIENTS:
+        wanted = SPLITS[split]
+        chosen = [p for p in cohort if synthetic_role_number(synthetic_seed, patient_number(p)) in wanted]
+        return sorted(chosen, key=patient_number)
+    return select_patients(cohort, split)
+
+
+def experiment_patients(
+    config: Mapping[str, Any], cohort: Sequence[str]
+) -> tuple[list[str], list[str]]:
+    """(test patients, validation patients) of a config; validation is empty without a ``tuning`` block.
+
+    Raises ConfigError when a split selects nobody or when the two splits share a patient.
+    """
+    dataset = config["dataset"]
+    seed = dataset.get("synthetic", {}).get("seed", 0) if dataset["kind"] == "synthetic" else None
+    test = split_patients(cohort, dataset["split"], synthetic_seed=seed)
+    if not test:
+        raise ConfigError(f"dataset.split {dataset['split']!r} selects no patient of the cohort ({len(cohort)} patients)")
+    tuning = config.get("tuning")
+    if not tuning:
+        return test, []
+    val = split_patients(cohort, tuning["split"], synthetic_seed=seed)
+    if not val:
+        raise ConfigError(f"tuning.split {tuning['split']!r} selects no patient of the cohort ({len(cohort)} patients)")
+    shared = sorted(set(test) & set(val), key=patient_number)
+    if shared:
+        raise ConfigError(
+            f"tuning.split and dataset.split overlap in {len(shared)} patient(s) ({', '.join(shared[:5])}"
+            f"{', ...' if len(shared) > 5 else ''}): validation patients must never be test patients"
+        )
+    return test, val
+
+
+# --- Tuning ----------------------------------------------------------------------------------
+
+PAPER_SETTINGS: dict[str, Any] = {"lam": 120.0, "lr": 5e-4, "iterations": 1500, "lattice": [24, 24]}
+"""The paper's fixed settings (λ, Adam learning rate, iterations, control-point lattice)."""
+
+TUNABLE = {"lam": "lam", "lr": "lr", "iterations": "it", "lattice": "lat", "alpha": "a"}
+"""Keys a tuning grid may vary, in name order, with their label in grid-point names."""
+
+TUNED_SUFFIX = "@tuned"
+PAPER_SUFFIX = "@paper"
+
+
+def _value_label(value: Any) -> str:
+    if isinstance(value, (list, tuple)):
+        return "x".join(_value_label(v) for v in value)
+    return f"{value:g}" if isinstance(value, (int, float)) else str(value)
+
+
+def _with_settings(method: Method, name: str, values: Mapping[str, Any]) -> Method:
+    """``method`` renamed, with ``values`` (TUNABLE keys) replacing its alpha and settings."""
+    settings = {**method.settings, **{k: v for k, v in values.items() if k != "alpha"}}
+    if "lattice" in values:
+        settings.pop("control_spacing_px", None)
+    return Method(name, float(values.get("alpha", method.alpha)), method.encoder, method.distance, settings)
+
+
+def expand_grid(method: Method, grid: Mapping[str, Sequence[Any]]) -> dict[str, Method]:
+    """Every point of ``grid`` ({key: values}, keys from :data:`TUNABLE`) as a method.
+
+    Names are ``<method>@<label><value>_...`` in :data:`TUNABLE` order, e.g.
+    ``ncc@lam60_lr0.0005``: derived from the values, so adding a value adds names
+    and keeps the others (their results are reused).
+    """
+    unknown = sorted(set(grid) - set(TUNABLE))
+    if unknown:
+        raise ConfigError(f"tuning grid of {method.name}: unknown key(s) {', '.join(unknown)} (tunable: {', '.join(TUNABLE)})")
+    keys = [k for k in TUNABLE if k in grid]
+    for key in keys:
+        labels = [_value_label(v) for v in grid[key]]
+        if not labels:
+            raise ConfigError(f"tuning grid of {method.name}: {key} has no values")
+        if len(set(labels)) != len(labels):
+            raise ConfigError(f"tuning grid of {method.name}: {key} repeats a value ({grid[key]})")
+    points = {}
+    for combo in itertools.product(*(grid[k] for k in keys)):
+        values = dict(zip(keys, combo))
+        name = f"{method.name}@" + "_".join(f"{TUNABLE[k]}{_value_label(v)}" for k, v in values.items())
+        points[name] = _with_settings(method, name, values)
+    return points
+
+
+def grid_values(method: Method, keys: Sequence[str]) -> dict[str, Any]:
+    """The values of ``keys`` (TUNABLE) that ``method`` runs with."""
+    return {k: method.alpha if k == "alpha" else method.settings.get(k) for k in keys}
+
+
+@dataclass(frozen=True)
+class TuningPlan:
+    """The tuning protocol of a config: grids on the validation split, paper and tuned rows on test.
+
+    ``grids`` maps each tuned base method to its grid-point methods (validation
+    split); ``keys`` to the grid keys it varies; ``paper`` to its method at the paper's
+    settings (the base method itself when its settings already are the paper's);
+    ``select`` is the selection rule. The tuned method ``<base>@tuned`` runs on the
+    test split with the settings the selection job wrote.
+    """
+
+    grids: Mapping[str, Mapping[str, Method]]
+    keys: Mapping[str, tuple[str, ...]]
+    paper: Mapping[str, Method]
+    select: Mapping[str, Any]
+
+    @property
+    def tuned(self) -> dict[str, str]:
+        """Tuned method name -> its base method."""
+        return {f"{base}{TUNED_SUFFIX}": base for base in self.grids}
+
+    @property
+    def grid_methods(self) -> dict[str, Method]:
+        return {name: m for grid in self.grids.values() for name, m in grid.items()}
+
+    @property
+    def budget(self) -> int:
+        """Grid points per method (the same for every method)."""
+        return len(next(iter(self.grids.values())))
+
+    def selection_spec(self, base: str) -> dict[str, Any]:
+        """What the selection job of ``base`` needs: its candidates, the rule and the row names."""
+        from featreg.evaluation.statistics import TIE_BREAK
+
+        return {
+            "base": base,
+            "tuned": f"{base}{TUNED_SUFFIX}",
+            "paper": self.paper[base].name,
+            "rule": {**self.select, "folding": "neg_jac_pct", "ties": TIE_BREAK},
+            "candidates": {
+                name: {"values": grid_values(m, self.keys[base]), "method": json.loads(m.to_json())}
+                for name, m in self.grids[base].items()
+            },
+        }
+
+
+def tuning_plan(config: Mapping[str, Any], methods: Mapping[str, Method]) -> TuningPlan | None:
+    """The config's ``tuning`` block expanded over ``methods`` (from :func:`method_table`); None without one.
+
+    Every tuned method must have the same number of grid points (the same budget)
+    and the baseline must be among them; ConfigError otherwise.
+    """
+    tuning = config.get("tuning")
+    if not tuning:
+        return None
+    chosen = tuning.get("methods", "all")
+    bases = list(methods) if chosen == "all" else list(dict.fromkeys(chosen))
+    unknown = [b for b in bases if b not in methods]
+    if unknown:
+        raise ConfigError(f"tuning.methods: unknown method(s) {', '.join(unknown)} (methods: {', '.join(methods)})")
+    reserved = [b for b in bases if "@" in b]
+    if reserved:
+        raise ConfigError(f"tuning.methods: names with '@' are reserved for grid points: {', '.join(reserved)}")
+    baseline = config.get("baseline", "ncc")
+    if baseline not in bases:
+        raise ConfigError(f"tuning.methods must include the baseline {baseline!r}: the verdict compares tuned methods with the tuned baseline")
+    own = tuning.get("grids", {})
+    stray = sorted(set(own) - set(bases))
+    if stray:
+        raise ConfigError(f"tuning.grids names method(s) that are not tuned: {', '.join(stray)} (tuned: {', '.join(bases)})")
+    grids, keys = {}, {}
+    for base in bases:
+        grid = own.get(base, tuning.get("grid", {}))
+        if not grid:
+            raise ConfigError(f"tuning: method {base} has no grid (give tuning.grid or tuning.grids.{base})")
+        grids[base] = expand_grid(methods[base], grid)
+        keys[base] = tuple(k for k in TUNABLE if k in grid)
+    sizes = {base: len(grid) for base, grid in grids.items()}
+    if len(set(sizes.values())) > 1:
+        listed = ", ".join(f"{b} {n}" for b, n in sizes.items())
+        raise ConfigError(f"tuning grids differ in size ({listed} grid points): every method, the baseline included, "
+                          f"needs the same budget")
+    paper_settings = tuning.get("paper_settings", PAPER_SETTINGS)
+    paper = {}
+    for base in bases:
+        method = methods[base]
+        at_paper = _with_settings(method, f"{base}{PAPER_SUFFIX}", paper_settings)
+        paper[base] = method if dict(at_paper.settings) == dict(method.settings) else at_paper
+    select = {"metric": "dice_mean", "max_neg_jac_pct": 0.1, **tuning.get("select", {})}
+    return TuningPlan(grids=grids, keys=keys, paper=paper, select=select)
+
+
+def select_tuned(spec: Mapping[str, Any], metrics: Any) -> dict[str, Any]:
+    """Apply the selection rule of ``spec`` (:meth:`TuningPlan.selection_spec`) to validation metrics.
+
+    ``metrics`` is the per-pair metrics table (a DataFrame) of the candidates.
+    Returns the selection record: the rule, each candidate's means and
+    eligibility, the selected grid point and the tuned method (its settings,
+    renamed ``<base>@tuned``). Raises InputError when a candidate has no rows or
+    the constraint excludes every candidate.
+    """
+    from featreg.errors import InputError
+    from featreg.evaluation.statistics import select_setting, summarize
+
+    rule = spec["rule"]
+    metric, folding = rule["metric"], rule["folding"]
+    candidates = list(spec["candidates"])
+    rows = metrics[metrics["method"].isin(candidates)]
+    missing = [c for c in candidates if c not in set(rows["method"])]
+    if missing:
+        raise InputError(f"validation metrics lack grid point(s) of {spec['base']}: {', '.join(missing)}")
+    choice = select_setting(rows, max_neg_jac_pct=rule["max_neg_jac_pct"], methods=candidates, dice=metric,
+                            folding=folding)
+    table = summarize(rows, [metric, folding, "sdlogj"]).set_index("method")
+    listed = []
+    for name in candidates:
+        row = table.loc[name]
+        listed.append({
+            "method": name,
+            "values": spec["candidates"][name]["values"],
+            "n": int(row[f"n_{metric}"]),
+            f"mean_{metric}": float(row[f"mean_{metric}"]),
+            f"mean_{folding}": float(row[f"mean_{folding}"]),
+            "mean_sdlogj": float(row["mean_sdlogj"]),
+            "eligible": bool(row[f"mean_{folding}"] <= rule["max_neg_jac_pct"]),
+        })
+    chosen = Method(**spec["candidates"][choice]["method"])
+    tuned = Method(spec["tuned"], chosen.alpha, chosen.encoder, chosen.distance, chosen.settings)
+    return {
+        "base": spec["base"],
+        "tuned": spec["tuned"],
+        "paper": spec["paper"],
+        "rule": rule,
+        "selected": choice,
+        "values": spec["candidates"][choice]["values"],
+        "method": json.loads(tuned.to_json()),
+        "candidates": listed,
+    }
+
+
+def load_method_file(path: str | Path) -> Method:
+    """The method of a selection record written by ``featreg select-setting`` (its ``method`` entry)."""
+    from featreg.errors import InputError
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError("selection file is missing", path=path)
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+        return Method(**record["method"])
+    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise InputError(f"not a selection record with a 'method' entry ({exc})", path=path) from exc

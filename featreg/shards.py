@@ -1,11 +1,14 @@
-"""Shard jobs: what one workflow job does with a shard of pairs.
+"""Shard jobs: what one workflow job does with a shard of patients.
 
-A shard is a list of preprocessed pairs (see ``featreg.experiment.shard_patients``).
-Each job loads its encoder once, works through the shard in batches, writes one
-result per patient and finally a manifest (the job's declared output) recording
-each patient's status. A patient whose result already exists with the same
-fingerprint is not redone, so a killed job resumes where it stopped, and one bad
-pair fails alone: its reason goes to its ``run.json`` and the manifest.
+A shard is a list of patients (``featreg.experiment.shard_patients``: consecutive
+patients in sorted order, so appending patients changes only the last shard and
+adds new ones). Every job (synthesize, preprocess, register, evaluate) pays its
+start-up once for the whole shard, writes one output per patient and finally a
+manifest (the job's declared output) recording each patient's status. A patient
+whose output already exists and is current is not redone, so a killed job resumes
+where it stopped and a rerun of a grown shard does only its new patients; one bad
+patient fails alone, with its reason in the manifest and downstream in its
+``run.json`` and metrics row.
 """
 
 from __future__ import annotations
@@ -23,10 +26,17 @@ from tqdm import tqdm
 
 from featreg.data.nifti import atomic_path
 from featreg.errors import FeatregError, InputError
-from featreg.experiment import Method
+from featreg.experiment import Method, patient_number
 
 if TYPE_CHECKING:
+    from featreg.data.preprocess import PreprocessOptions
     from featreg.encoders.registry import EncoderSpec
+
+SYNTHETIC_RECORD = "synthetic.json"
+"""Written last into a synthetic patient's folder by :func:`synthesize_shard`: its seed and number."""
+
+PAIR_FAILURE = "failed.json"
+"""The only file of a pair folder whose preprocessing failed: the patient and the reason."""
 
 log = logging.getLogger(__name__)
 
@@ -45,11 +55,32 @@ def fingerprint(method: Method, encoder_identity: dict[str, Any] | None) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def pair_fingerprint(method_fingerprint: str, pair_dir: str | Path) -> str | None:
+    """The method's fingerprint combined with the pair's ``pair.json`` (None when unreadable).
+
+    ``pair.json`` holds the pair's source files and preprocessing options, so a
+    re-preprocessed pair invalidates its results while an unchanged one keeps them.
+    """
+    try:
+        text = (Path(pair_dir) / "pair.json").read_bytes()
+    except OSError:
+        return None
+    return hashlib.sha256(method_fingerprint.encode() + text).hexdigest()[:16]
+
+
 def _patient_of(pair_dir: Path) -> str:
     return Path(pair_dir).name
 
 
-def _finished(result_dir: Path, expected: str) -> bool:
+def _unreadable_reason(pair_dir: Path, exc: FeatregError) -> str:
+    """Why a pair could not be read: its preprocessing failure when recorded, else the read error."""
+    failure = pair_dir / PAIR_FAILURE
+    if failure.is_file():
+        return f"preprocessing failed: {json.loads(failure.read_text())['reason']}"
+    return str(exc)
+
+
+def _finished(result_dir: Path, expected: str | None) -> bool:
     run_file = result_dir / "run.json"
     if not run_file.is_file():
         return False
@@ -57,7 +88,90 @@ def _finished(result_dir: Path, expected: str) -> bool:
         run = json.loads(run_file.read_text())
     except json.JSONDecodeError:
         return False
-    return run.get("status") == "ok" and run.get("fingerprint") == expected
+    return expected is not None and run.get("status") == "ok" and run.get("fingerprint") == expected
+
+
+def _ok(resumed: bool = False) -> dict[str, Any]:
+    return {"status": "ok", "reason": ""} | ({"resumed": True} if resumed else {})
+
+
+def _synthesized(folder: Path, seed: int, number: int) -> bool:
+    record = folder / SYNTHETIC_RECORD
+    try:
+        return json.loads(record.read_text()) == {"seed": seed, "number": number}
+    except (OSError, json.JSONDecodeError):
+        return False
+
+
+def synthesize_shard(root: str | Path, patients: Sequence[str], manifest: str | Path, *, seed: int) -> Path:
+    """Write the synthetic patients of a shard under ``root`` (ACDC layout), skipping those already written.
+
+    A patient counts as written when its folder holds :data:`SYNTHETIC_RECORD` with
+    this seed and number (written after its images), so a killed job resumes and a
+    root written with another seed is rewritten rather than reused.
+    """
+    from featreg.data.synthetic import synth_patient, write_patient
+
+    statuses: dict[str, dict[str, Any]] = {}
+    for patient in tqdm(patients, desc="synth", unit="patient"):
+        number = patient_number(patient)
+        subset = "training" if number <= 100 else "testing"
+        if _synthesized(Path(root) / "database" / subset / patient, seed, number):
+            statuses[patient] = _ok(resumed=True)
+            continue
+        folder = write_patient(root, synth_patient(seed, number))
+        write_json(folder / SYNTHETIC_RECORD, {"seed": seed, "number": number})
+        statuses[patient] = _ok()
+    return write_json(manifest, {"seed": seed, "patients": statuses})
+
+
+def _preprocessed(pair_dir: Path, options: dict[str, Any]) -> bool:
+    """The pair exists, was made with ``options`` and is newer than each of its source files."""
+    record_path = pair_dir / "pair.json"
+    try:
+        record = json.loads(record_path.read_text())
+        made = record_path.stat().st_mtime
+        return record.get("options") == options and all(Path(f).stat().st_mtime <= made for f in record["source"].values())
+    except (OSError, KeyError, json.JSONDecodeError):
+        return False
+
+
+def preprocess_shard(
+    root: str | Path, patients: Sequence[str], out: str | Path, manifest: str | Path, options: PreprocessOptions
+) -> Path:
+    """Preprocess the patients of a shard into ``out/<patient>/``, skipping pairs already made from the same sources.
+
+    A patient that fails leaves a folder holding only :data:`PAIR_FAILURE` (its
+    reason), which the registration and evaluation of its shard report as that
+    patient's failure; the other patients go on.
+    """
+    import shutil
+    from dataclasses import asdict
+
+    from featreg.data.acdc import read_patient
+    from featreg.data.pairs import write_pair
+    from featreg.data.preprocess import preprocess_patient
+
+    wanted = json.loads(json.dumps(asdict(options)))  # as pair.json stores them (tuples become lists)
+    statuses: dict[str, dict[str, Any]] = {}
+    for patient in tqdm(patients, desc="preprocess", unit="patient"):
+        pair_dir = Path(out) / patient
+        if _preprocessed(pair_dir, wanted):
+            statuses[patient] = _ok(resumed=True)
+            continue
+        try:
+            write_pair(preprocess_patient(read_patient(root, patient), options), pair_dir)
+        except InputError as exc:
+            log.error("%s", exc)
+            shutil.rmtree(pair_dir, ignore_errors=True)
+            write_json(pair_dir / PAIR_FAILURE, {"patient": patient, "reason": str(exc)})
+            statuses[patient] = {"status": "failed", "reason": str(exc)}
+            continue
+        statuses[patient] = _ok()
+    failed = sorted(p for p, s in statuses.items() if s["status"] != "ok")
+    if failed:
+        log.warning("%d of %d patients failed preprocessing: %s", len(failed), len(patients), ", ".join(failed))
+    return write_json(manifest, {"options": wanted, "patients": statuses})
 
 
 def register_shard(
@@ -91,6 +205,11 @@ def register_shard(
     feature_files: dict[str, str] = {}
     identity = None
     if encoder_spec is not None:
+        from featreg.encoders.cache import (
+            CacheError,
+            cache_fixed_features,
+            load_features,
+        )
         from featreg.encoders.registry import build_encoder
 
         spec = encoder_spec
@@ -102,48 +221,61 @@ def register_shard(
     expected = fingerprint(method, identity)
 
     statuses: dict[str, dict[str, Any]] = {}
-    pending: list[Path] = []
+    pending: list[tuple[Path, str | None]] = []
     for pair_dir in map(Path, pair_dirs):
         patient = _patient_of(pair_dir)
-        if _finished(out_dir / patient, expected):
-            statuses[patient] = {"status": "ok", "reason": "", "resumed": True}
+        key = pair_fingerprint(expected, pair_dir)
+        if _finished(out_dir / patient, key):
+            statuses[patient] = _ok(resumed=True)
         else:
-            pending.append(pair_dir)
+            pending.append((pair_dir, key))
     log.info("method %s: %d pairs, %d already done, %d to register on %s", method.name, len(pair_dirs), len(statuses), len(pending), torch_device)
 
     progress = tqdm(total=len(pending), desc=f"register {method.name}", unit="pair")
+
+    def fail(patient: str, reason: str, key: str | None) -> None:
+        log.error("%s: %s", patient, reason)
+        write_failed_result(out_dir / patient, patient=patient, method=method.name, reason=reason, fingerprint=key)
+        statuses[patient] = {"status": "failed", "reason": reason}
+        progress.update()
+
     for start in range(0, len(pending), batch_size):
-        batch, pairs = [], []
-        for pair_dir in pending[start : start + batch_size]:
+        batch, pairs, keys, features = [], [], [], []
+        for pair_dir, key in pending[start : start + batch_size]:
             patient = _patient_of(pair_dir)
             try:
-                pairs.append(load_pair(pair_dir))
-                batch.append(patient)
+                pair = load_pair(pair_dir)
             except InputError as exc:
-                log.error("%s", exc)
-                write_failed_result(out_dir / patient, patient=patient, method=method.name, reason=str(exc), fingerprint=expected)
-                statuses[patient] = {"status": "failed", "reason": str(exc)}
-                progress.update()
+                fail(patient, _unreadable_reason(pair_dir, exc), key)
+                continue
+            if encoder is not None:
+                if patient not in feature_files:
+                    fail(patient, f"no cached features in {features_manifest}", key)
+                    continue
+                try:
+                    features.append(load_features(feature_files[patient], identity))
+                except CacheError as exc:  # unusable cache (truncated, stale): rebuild it with the loaded encoder
+                    cache_fixed_features(spec, [pair_dir], [feature_files[patient]], encoder=encoder)
+                    log.warning("%s; rebuilt", exc)
+                    features.append(load_features(feature_files[patient], identity))
+            batch.append(patient)
+            pairs.append(pair)
+            keys.append(key)
         if not pairs:
             continue
         fixed = np.stack([p.fixed for p in pairs])[:, None]
         moving = np.stack([p.moving for p in pairs])[:, None]
-        fixed_features = None
-        if encoder is not None:
-            from featreg.encoders.cache import load_features
-
-            fixed_features = torch.cat([load_features(feature_files[name], identity) for name in batch])
         result = register_pairs(
             fixed,
             moving,
             settings,
             spacing=pairs[0].spacing,
             encoder=encoder,
-            fixed_features=fixed_features,
+            fixed_features=torch.cat(features) if features else None,
             device=torch_device,
             progress=False,
         )
-        for index, (patient, pair) in enumerate(zip(batch, pairs)):
+        for index, (patient, pair, key) in enumerate(zip(batch, pairs, keys)):
             write_pair_result(
                 out_dir / patient,
                 result,
@@ -152,7 +284,7 @@ def register_shard(
                 method=method.name,
                 spacing=pair.spacing,
                 moving_label=pair.moving_label,
-                fingerprint=expected,
+                fingerprint=key,
             )
             statuses[patient] = {"status": result.status[index], "reason": result.reason[index]}
             progress.update()
@@ -183,15 +315,26 @@ def evaluate_shard(
     method: Method | None = None,
     results_dir: str | Path | None = None,
 ) -> Path:
-    """Metrics of every pair of a shard, before registration (``method`` None) or after it."""
-    from featreg.evaluation.evaluate import evaluate_result
+    """Metrics of every pair of a shard, before registration (``method`` None) or after it.
+
+    A pair or result that cannot be read gives that patient a ``failed`` row with
+    the reason and NaN metrics; the other patients are evaluated.
+    """
+    from featreg.evaluation.evaluate import ROW_COLUMNS, evaluate_result
 
     if (method is None) != (results_dir is None):
         raise FeatregError("give both a method and its results folder, or neither (the initial row)")
     rows = []
     for pair_dir in map(Path, pair_dirs):
-        result_dir = None if results_dir is None else Path(results_dir) / _patient_of(pair_dir)
-        rows.append(method_columns(method) | evaluate_result(pair_dir, result_dir))
+        patient = _patient_of(pair_dir)
+        result_dir = None if results_dir is None else Path(results_dir) / patient
+        try:
+            row = evaluate_result(pair_dir, result_dir)
+        except InputError as exc:
+            reason = _unreadable_reason(pair_dir, exc)
+            log.error("%s: %s", patient, reason)
+            row = {column: np.nan for column in ROW_COLUMNS} | {"patient": patient, "status": "failed", "reason": reason, "hd95_empty": ""}
+        rows.append(method_columns(method) | row)
     with atomic_path(out_csv) as tmp:
         pd.DataFrame(rows).to_csv(tmp, index=False)
     return Path(out_csv)

@@ -5,8 +5,17 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from featreg.errors import ConfigError
+
 
 def _synth(args: argparse.Namespace) -> int:
+    if args.ids:
+        from featreg.shards import synthesize_shard
+
+        if args.manifest is None:
+            raise ConfigError("--ids writes a shard of patients: give --manifest too")
+        synthesize_shard(args.out, args.ids, args.manifest, seed=args.seed)
+        return 0
     from featreg.data.synthetic import write_cohort
 
     write_cohort(args.out, args.patients, seed=args.seed, start=args.start, with_4d=args.with_4d)
@@ -22,6 +31,13 @@ def _preprocess(args: argparse.Namespace) -> int:
         crop_reference=args.crop_reference,
         clip_percentiles=tuple(args.clip_percentiles) if args.clip_percentiles else None,
     )
+    if args.manifest is not None:
+        from featreg.shards import preprocess_shard
+
+        if not args.patients:
+            raise ConfigError("--manifest preprocesses a shard of patients: give --patients too")
+        preprocess_shard(args.root, args.patients, args.out, args.manifest, options)
+        return 0
     preprocess_cohort(args.root, args.out, args.patients or args.split, options)
     return 0
 
@@ -40,9 +56,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         description="Write patients START..START+N-1 of the synthetic cohort SEED; patient k depends only on (SEED, k).",
     )
     synth.add_argument("--out", type=Path, required=True, help="cohort root (gets database/training, database/testing)")
-    synth.add_argument("--patients", type=_positive_int, required=True, help="number of patients N")
+    which = synth.add_mutually_exclusive_group(required=True)
+    which.add_argument("--patients", type=_positive_int, help="number of patients N (from --start)")
+    which.add_argument(
+        "--ids", nargs="+", metavar="PATIENT", help="a shard: these patient ids, skipping those already written"
+    )
     synth.add_argument("--seed", type=int, default=0, help="cohort seed (default 0)")
     synth.add_argument("--start", type=_positive_int, default=1, help="number of the first patient (default 1)")
+    synth.add_argument("--manifest", type=Path, help="with --ids: JSON written last, with each patient's status")
     synth.add_argument(
         "--4d",
         dest="with_4d",
@@ -68,5 +89,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     pre.add_argument(
         "--clip-percentiles", type=float, nargs=2, metavar=("LOW", "HIGH"), help="clip before min-max (default none)"
+    )
+    pre.add_argument(
+        "--manifest",
+        type=Path,
+        help="shard mode (with --patients): skip pairs already made with these options, "
+        "let a bad patient fail alone, write each patient's status here",
     )
     pre.set_defaults(func=_preprocess)

@@ -71,7 +71,8 @@ def _features(args: argparse.Namespace) -> int:
     if args.manifest is not None:
         from featreg.shards import write_json
 
-        write_json(args.manifest, {"encoder": spec.name, "features": {p.name: str(f) for p, f in zip(args.pairs, written)}})
+        features = {pair.name: str(path) for pair, path in written.items()}
+        write_json(args.manifest, {"encoder": spec.name, "features": features})
     return 0
 
 

@@ -27,6 +27,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="α curve to draw, e.g. dinov2/cosine (default: the one with most α values)")
     parser.add_argument("--max-neg-jac-pct", type=float, default=0.1,
                         help="selection rule: at most this mean %% of pixels with J <= 0 (default: 0.1)")
+    parser.add_argument("--validation-metrics", type=Path,
+                        help="a tuning run's validation metrics (grid points × validation patients)")
+    parser.add_argument("--selections", nargs="+", type=Path, default=[],
+                        help="the selection records of `featreg select-setting` (with --validation-metrics)")
     parser.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples (default: 2000)")
     parser.add_argument("--seed", type=int, default=0, help="bootstrap seed (default: 0)")
     parser.set_defaults(func=run)
@@ -44,6 +48,7 @@ def run(args: argparse.Namespace) -> int:
     build_report(
         args.metrics, args.out_dir, baseline=args.baseline, pairs_dir=args.pairs, results_dir=args.results,
         config=args.config, feature_figures_dir=args.feature_figures, alpha_family=family, max_neg_jac_pct=args.max_neg_jac_pct,
-        n_resamples=args.bootstrap, seed=args.seed,
+        n_resamples=args.bootstrap, seed=args.seed, validation_csv=args.validation_metrics,
+        selection_jsons=args.selections,
     )
     return 0

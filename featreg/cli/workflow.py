@@ -1,16 +1,25 @@
-"""Commands the workflow's rules call on a shard of pairs: register, evaluate, collect-metrics."""
+"""Commands the workflow's rules call: register, evaluate, collect-metrics (a shard of pairs), select-setting."""
 
 from __future__ import annotations
 
 import argparse
+import json
+
 from featreg.errors import ConfigError
-from featreg.experiment import Method
+from featreg.experiment import Method, load_method_file
+
+
+def _method(args: argparse.Namespace) -> Method | None:
+    """The method of --method-json or --method-file (a selection record); None when neither is given."""
+    if args.method_file:
+        return load_method_file(args.method_file)
+    return Method.from_json(args.method_json) if args.method_json else None
 
 
 def _register(args: argparse.Namespace) -> int:
     from featreg.shards import register_shard
 
-    method = Method.from_json(args.method_json)
+    method = _method(args)
     spec = None
     if method.encoder is not None:
         from featreg.encoders.registry import load_encoder_specs
@@ -39,7 +48,7 @@ def _register(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     from featreg.shards import evaluate_shard
 
-    method = Method.from_json(args.method_json) if args.method_json else None
+    method = _method(args)
     evaluate_shard(args.pairs, args.out, method=method, results_dir=args.results_dir)
     return 0
 
@@ -51,11 +60,34 @@ def _collect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _select(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from featreg.experiment import select_tuned
+    from featreg.reporting.tables import read_metrics
+    from featreg.shards import write_json
+
+    try:
+        spec = json.loads(args.spec)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"--spec is not JSON: {exc}") from exc
+    metrics = pd.concat([read_metrics(path) for path in args.metrics], ignore_index=True)
+    write_json(args.out, select_tuned(spec, metrics))
+    return 0
+
+
+def _add_method_options(parser: argparse.ArgumentParser, *, required: bool) -> None:
+    group = parser.add_mutually_exclusive_group(required=required)
+    group.add_argument("--method-json", default=None, help="the method as JSON (featreg.experiment.Method)")
+    group.add_argument("--method-file", default=None,
+                       help="a selection record of `featreg select-setting`: its tuned method")
+
+
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     device = {"choices": ["auto", "cpu", "cuda"], "default": "auto", "help": "where to compute (auto: cuda when available)"}
 
     p = subparsers.add_parser("register", help="register preprocessed pairs (batched) with one method")
-    p.add_argument("--method-json", required=True, help="method as JSON (featreg.experiment.Method)")
+    _add_method_options(p, required=True)
     p.add_argument("--encoders", nargs="+", default=None, help="YAML/JSON files with encoder entries, for feature methods")
     p.add_argument("--features", default=None, help="feature manifest written by `featreg features`")
     p.add_argument("--pairs", nargs="+", required=True, help="preprocessed pair folders")
@@ -67,7 +99,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
     p = subparsers.add_parser("evaluate", help="metrics of pairs before (no --results-dir) or after registration")
     p.add_argument("--pairs", nargs="+", required=True, help="preprocessed pair folders")
-    p.add_argument("--method-json", default=None, help="the method whose results are evaluated")
+    _add_method_options(p, required=False)
     p.add_argument("--results-dir", default=None, help="the method's results (RESULTS_DIR/<patient>/)")
     p.add_argument("--out", required=True, help="CSV with one row per pair")
     p.set_defaults(func=_evaluate)
@@ -76,3 +108,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("tables", nargs="+", help="shard CSV files")
     p.add_argument("--out", required=True)
     p.set_defaults(func=_collect)
+
+    p = subparsers.add_parser(
+        "select-setting",
+        help="apply a tuning selection rule to validation metrics; write the selection record",
+        description="Pick one method's grid point from its validation metrics with the rule of --spec "
+        "(highest mean of the rule's metric among the points whose mean %J<=0 is at most max_neg_jac_pct; "
+        "ties broken as featreg.evaluation.statistics.TIE_BREAK) and write a JSON record holding the rule, "
+        "every candidate's means and the tuned method, which `featreg register --method-file` runs.",
+    )
+    p.add_argument("--spec", required=True, help="JSON of featreg.experiment.TuningPlan.selection_spec")
+    p.add_argument("--metrics", nargs="+", required=True, help="validation metric tables of the candidates")
+    p.add_argument("--out", required=True, help="the selection record (JSON)")
+    p.set_defaults(func=_select)

@@ -112,28 +112,35 @@ def cache_fixed_features(
     device: str = "cpu",
     *,
     encoder: FeatureEncoder | None = None,
-) -> list[Path]:
+) -> dict[Path, Path]:
     """Encode ``<pair>/fixed_image.nii.gz`` of each pair into the matching ``out_paths`` file, ``(1, C, g, g)``.
 
     A file that already holds valid features for this encoder is kept; a
     missing, stale or corrupt one is (re)written. The encoder is built once.
+    A pair whose fixed image cannot be read is logged and left out, so one bad
+    pair does not stop the others. Returns pair folder -> feature file.
     """
     if len(pair_dirs) != len(out_paths):
         raise ValueError(f"got {len(pair_dirs)} pair folders but {len(out_paths)} output paths")
     encoder = encoder if encoder is not None else build_encoder(spec, device)
     identity = encoder.identity()
-    written = []
+    written: dict[Path, Path] = {}
     for pair, out in tqdm(list(zip(map(Path, pair_dirs), map(Path, out_paths))), desc=f"features {spec.name}", unit="pair"):
         try:
             load_features(out, identity)
             log.info("%s: cached features are current", out)
-            written.append(out)
+            written[pair] = out
             continue
         except CacheError as exc:
             log.info("%s: rebuilding (%s)", out, exc)
-        image, _ = read_nifti(pair / "fixed_image.nii.gz", patient=pair.name)
+        try:
+            image, _ = read_nifti(pair / "fixed_image.nii.gz", patient=pair.name)
+        except InputError as exc:
+            log.error("%s: no features (%s)", pair.name, exc)
+            continue
         if image.ndim != 2:
-            raise InputError(f"expected a 2D fixed image, got shape {image.shape}", path=pair / "fixed_image.nii.gz", patient=pair.name)
+            log.error("%s: no features (expected a 2D fixed image, got shape %s)", pair.name, image.shape)
+            continue
         tensor = torch.as_tensor(image, dtype=torch.float32)[None, None]
-        written.append(save_features(out, compute_fixed_features(encoder, tensor), identity))
+        written[pair] = save_features(out, compute_fixed_features(encoder, tensor), identity)
     return written

@@ -10,14 +10,23 @@ The dense field is ``Bx · C · Byᵀ`` per component, with basis matrices
 ``Bx (X, Kx)`` and ``By (Y, Ky)`` built once per shape: the fastest form on CPU
 and the one that batches (REFERENCE.md §4).
 
-Images are sampled by our own bilinear interpolation in pixel coordinates
-rather than ``grid_sample``: the identity then samples exactly at integer pixel
-positions, so zero parameters reproduce the image bit for bit (``grid_sample``
-with a linspace grid is off by float rounding). Sample points outside the image
-are clamped onto its border (border replication, as ``grid_sample``'s
-``padding_mode="border"``); the image distance ignores such pixels
-(:func:`inside_mask`). Scaling and squaring composes fields with
-``grid_sample`` (same conventions, faster; a zero field stays exactly zero).
+Two samplers with the same conventions (bilinear, ``align_corners=True``,
+border replication, zero gradient along an axis where the point is clamped):
+
+- the optimisation loop warps with ``grid_sample`` on a sampling grid
+  (:meth:`BSplineTransform.sampling_grid`, :func:`warp_grid_inside`): its fused
+  kernel is several times faster on CPU. Its identity grid is off by float
+  rounding (~1e-7 px), which does not matter inside the loop; the image
+  distance ignores pixels whose sample point lies outside the image.
+- final outputs use our own bilinear interpolation in pixel coordinates
+  (:func:`sample_bilinear`): the identity then samples exactly at integer pixel
+  positions, so zero parameters reproduce the image bit for bit.
+
+Inside the transform, fields are kept with their components in
+``grid_sample``'s order (component 0 along Y, the last axis) so a sampling grid
+is one addition; :meth:`BSplineTransform.displacement` returns the usual order.
+Scaling and squaring composes fields with ``grid_sample`` (a zero field stays
+exactly zero).
 """
 
 from __future__ import annotations
@@ -85,24 +94,15 @@ def pixel_scale(shape: Sequence[int]) -> tuple[float, float]:
     return ((shape[0] - 1) / 2, (shape[1] - 1) / 2)
 
 
-def inside_mask(displacement: torch.Tensor) -> torch.Tensor:
-    """``(B, 1, X, Y)`` bool: the sample point x + u(x) lies inside the image (pixel coordinates in [0, N - 1])."""
-    B, _, X, Y = displacement.shape
-    base, scale, lower, upper, *_ = _pixel_frame(X, Y, displacement.dtype, displacement.device)
-    point = base + displacement * scale
-    inside = (point >= lower) & (point <= upper)
-    return inside[:, :1] & inside[:, 1:]
-
-
 @functools.lru_cache(maxsize=32)
-def _identity_grid(X: int, Y: int, dtype: torch.dtype, device: torch.device | None) -> torch.Tensor:
+def _identity_grid(X: int, Y: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     gx = torch.linspace(-1, 1, X, dtype=dtype, device=device)
     gy = torch.linspace(-1, 1, Y, dtype=dtype, device=device)
-    return torch.stack(torch.meshgrid(gx, gy, indexing="ij"))[None]
+    return torch.stack(torch.meshgrid(gy, gx, indexing="xy"), dim=-1)[None]
 
 
 def identity_grid(shape: Sequence[int], *, dtype=torch.float32, device=None) -> torch.Tensor:
-    """``(1, 2, X, Y)`` normalised coordinates of the pixel centres, component c along axis c (cached; do not modify)."""
+    """``(1, X, Y, 2)`` ``grid_sample`` grid of the pixel centres: ``[..., 0]`` along Y, ``[..., 1]`` along X (cached; do not modify)."""
     return _identity_grid(int(shape[0]), int(shape[1]), dtype, torch.device(device) if device is not None else torch.device("cpu"))
 
 
@@ -128,11 +128,11 @@ class _BilinearSample(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, values: torch.Tensor, point: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(ctx, values: torch.Tensor, point: torch.Tensor) -> torch.Tensor:
         B, C, X, Y = values.shape
         _, _, lower, upper, last_cell, offsets = _pixel_frame(X, Y, point.dtype, point.device)
         clamped = torch.clamp(point, min=lower, max=upper)
-        inside = clamped == point  # (B, 2, X, Y): where the clamp let the gradient through
+        inside = clamped == point  # (B, 2, X, Y): where the clamp lets the gradient through
         corner = torch.minimum(clamped.floor(), last_cell)
         w1 = clamped - corner  # weight of the upper neighbour along each axis
         w0 = 1 - w1
@@ -144,11 +144,10 @@ class _BilinearSample(torch.autograd.Function):
         out = (gathered * weights).sum(dim=2).view(B, C, X, Y)
         ctx.save_for_backward(gathered, w0, w1, weights, index, inside)
         ctx.shape = values.shape
-        ctx.mark_non_differentiable(inside)
-        return out, inside
+        return out
 
     @staticmethod
-    def backward(ctx, grad_out: torch.Tensor, _grad_inside: torch.Tensor | None = None):
+    def backward(ctx, grad_out: torch.Tensor):
         gathered, w0, w1, weights, index, inside = ctx.saved_tensors
         B, C, X, Y = ctx.shape
         grad_values = grad_point = None
@@ -167,18 +166,6 @@ class _BilinearSample(torch.autograd.Function):
         return grad_values, grad_point
 
 
-def sample_bilinear_inside(values: torch.Tensor, displacement: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """:func:`sample_bilinear` and the ``(B, 1, X, Y)`` bool mask of sample points inside the image."""
-    B, C, X, Y = values.shape
-    if X < 2 or Y < 2:
-        raise ValueError(f"images need at least 2 pixels per axis, got {(X, Y)}")
-    if displacement.shape != (B, 2, X, Y):
-        raise ValueError(f"displacement must have shape {(B, 2, X, Y)}, got {tuple(displacement.shape)}")
-    base, scale, *_ = _pixel_frame(X, Y, displacement.dtype, displacement.device)
-    out, inside = _BilinearSample.apply(values.to(displacement.dtype), base + displacement * scale)
-    return out, inside[:, :1] & inside[:, 1:]
-
-
 def sample_bilinear(values: torch.Tensor, displacement: torch.Tensor) -> torch.Tensor:
     """Sample ``values (B, C, X, Y)`` at x + u(x), ``displacement (B, 2, X, Y)`` normalised.
 
@@ -186,7 +173,13 @@ def sample_bilinear(values: torch.Tensor, displacement: torch.Tensor) -> torch.T
     arguments. A zero displacement returns ``values`` exactly: sample points are
     then integer pixel positions and every other corner's weight is exactly 0.
     """
-    return sample_bilinear_inside(values, displacement)[0]
+    B, C, X, Y = values.shape
+    if X < 2 or Y < 2:
+        raise ValueError(f"images need at least 2 pixels per axis, got {(X, Y)}")
+    if displacement.shape != (B, 2, X, Y):
+        raise ValueError(f"displacement must have shape {(B, 2, X, Y)}, got {tuple(displacement.shape)}")
+    base, scale, *_ = _pixel_frame(X, Y, displacement.dtype, displacement.device)
+    return _BilinearSample.apply(values.to(displacement.dtype), base + displacement * scale)
 
 
 def sample_nearest(values: torch.Tensor, displacement: torch.Tensor) -> torch.Tensor:
@@ -201,26 +194,33 @@ def sample_nearest(values: torch.Tensor, displacement: torch.Tensor) -> torch.Te
     return values.flatten(2).gather(2, index).view(B, C, X, Y)
 
 
-def compose_grid_sample(u: torch.Tensor) -> torch.Tensor:
-    """u(x) + u(x + u(x)) for a normalised field ``(B, 2, X, Y)``, sampled with ``grid_sample``.
+def to_grid(field: torch.Tensor) -> torch.Tensor:
+    """Sampling grid ``(B, X, Y, 2)`` of a normalised field ``(B, 2, X, Y)`` whose components are in grid order."""
+    X, Y = field.shape[-2:]
+    return identity_grid((X, Y), dtype=field.dtype, device=field.device) + field.permute(0, 2, 3, 1)
 
-    ``align_corners=True`` and border padding, the same conventions as
-    :func:`sample_bilinear`; ``grid_sample``'s fused kernel is several times
-    faster here. Its identity grid is off by float rounding (~1e-7 px), which
-    does not matter inside a composition, and a zero field stays exactly zero.
-    """
-    X, Y = u.shape[-2:]
-    base = identity_grid((X, Y), dtype=u.dtype, device=u.device)
-    # grid_sample's grid[..., 0] indexes the last dimension (Y), grid[..., 1] the one before (X).
-    grid = torch.stack((base[:, 1] + u[:, 1], base[:, 0] + u[:, 0]), dim=-1)
-    return u + torch.nn.functional.grid_sample(u, grid, mode="bilinear", padding_mode="border", align_corners=True)
+
+def grid_sample(values: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+    """``values (B, C, X, Y)`` at ``grid (B, X, Y, 2)``: bilinear, ``align_corners=True``, border replication."""
+    return torch.nn.functional.grid_sample(values, grid, mode="bilinear", padding_mode="border", align_corners=True)
+
+
+def warp_grid_inside(image: torch.Tensor, grid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The image at ``grid`` (:func:`grid_sample`) and the ``(B, 1, X, Y)`` bool mask of grid points inside the image."""
+    with torch.no_grad():
+        inside = (grid.abs() <= 1).all(dim=-1).unsqueeze(1)
+    return grid_sample(image, grid), inside
 
 
 def scaling_and_squaring(velocity: torch.Tensor, steps: int) -> torch.Tensor:
-    """Displacement exp(v) of a stationary velocity field (normalised units): v / 2^steps, squared ``steps`` times."""
+    """Displacement exp(v) of a stationary velocity ``(B, 2, X, Y)``: v / 2^steps composed with itself ``steps`` times.
+
+    Each step is u(x) + u(x + u(x)); ``velocity`` has its components in grid
+    order (:func:`to_grid`), as the transform keeps its fields.
+    """
     u = velocity / (2**steps)
     for _ in range(steps):
-        u = compose_grid_sample(u)
+        u = u + grid_sample(u, to_grid(u))
     return u
 
 
@@ -283,33 +283,58 @@ class BSplineTransform:
                 sizes.append(lattice_size(n, spacing_px=float(step), order=order))
         self.lattice = (sizes[0][0], sizes[1][0])
         self.control_spacing_px = (sizes[0][1], sizes[1][1])
-        self.basis_x = basis_matrix(self.shape[0], *sizes[0], order, dtype=dtype, device=device)
-        self.basis_y_t = basis_matrix(self.shape[1], *sizes[1], order, dtype=dtype, device=device).T.contiguous()
+        bx = basis_matrix(self.shape[0], *sizes[0], order, dtype=torch.float64)
+        by = basis_matrix(self.shape[1], *sizes[1], order, dtype=torch.float64)
+        self.basis_x = bx.to(dtype=dtype, device=device)
+        self.basis_y_t = by.T.contiguous().to(dtype=dtype, device=device)
+        # Gram matrices of the differenced (Δ) and cropped ([1:]) bases along each axis, for difference_energy.
+        grams = [m.T @ m for b in (bx, by) for m in (b[1:] - b[:-1], b[1:])]
+        self._grams = [g.to(dtype=dtype, device=device) for g in grams]  # Δx, cropped x, Δy, cropped y
 
     def zeros(self, batch: int) -> torch.Tensor:
         """Identity parameters for ``batch`` pairs."""
         return torch.zeros(batch, 2, *self.lattice, dtype=self.basis_x.dtype, device=self.basis_x.device)
 
-    def dense(self, params: torch.Tensor) -> torch.Tensor:
-        """The B-spline field ``Bx · C · Byᵀ`` (the velocity in diffeomorphic mode), ``(B, 2, X, Y)``."""
-        return self.basis_x @ params @ self.basis_y_t
-
-    def displacement(self, params: torch.Tensor) -> torch.Tensor:
-        """Dense displacement ``(B, 2, X, Y)`` in normalised units."""
-        field = self.dense(params)
+    def _field_grid_order(self, params: torch.Tensor) -> torch.Tensor:
+        """Dense displacement ``(B, 2, X, Y)``, components in grid order (:func:`to_grid`)."""
+        field = self.basis_x @ params.flip(1) @ self.basis_y_t
         if self.diffeomorphic:
             field = scaling_and_squaring(field, self.squaring_steps)
         return field
+
+    def displacement(self, params: torch.Tensor) -> torch.Tensor:
+        """Dense displacement ``(B, 2, X, Y)`` in normalised units, component c along axis c."""
+        return self._field_grid_order(params).flip(1)
+
+    def sampling_grid(self, params: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``grid_sample`` grid ``(B, X, Y, 2)`` of x + u(x), and u as :meth:`displacement` returns it.
+
+        The optimisation loop warps with the grid; the displacement (one copy,
+        differentiated only when used) feeds regularisers of the dense field.
+        """
+        field = self._field_grid_order(params)
+        return to_grid(field), field.flip(1)
+
+    def difference_energy(self, params: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        """``Σ_ij weights[i, j] · Σ (Δ_j u_i)²`` per pair, u the (non-diffeomorphic) B-spline field.
+
+        Δ_j is the forward difference along axis j on the crop ``[1:, 1:]``
+        (the diffusion regularisers' layout). u_i = Bx · C_i · Byᵀ is linear in
+        the parameters, so the sum of squares is the quadratic form
+        ``Σ C_i ⊙ (G · C_i · H)`` with Gram matrices of the differenced and
+        cropped bases: lattice-sized work instead of image-sized, same value.
+        """
+        if self.diffeomorphic:
+            raise ValueError("difference_energy needs a non-diffeomorphic transform (the field is not linear in the parameters)")
+        diff_x, crop_x, diff_y, crop_y = self._grams
+        along_x = (diff_x @ params @ crop_y * params).sum(dim=(2, 3))  # (B, 2 components)
+        along_y = (crop_x @ params @ diff_y * params).sum(dim=(2, 3))
+        return along_x @ weights[:, 0] + along_y @ weights[:, 1]
 
 
 def warp_image(image: torch.Tensor, displacement: torch.Tensor) -> torch.Tensor:
     """Warped moving image M(x + u(x)), bilinear with border replication."""
     return sample_bilinear(image, displacement)
-
-
-def warp_image_inside(image: torch.Tensor, displacement: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """:func:`warp_image` and the mask of pixels whose sample point lies inside the image (for the NCC)."""
-    return sample_bilinear_inside(image, displacement)
 
 
 def warp_labels(labels: torch.Tensor, displacement: torch.Tensor) -> torch.Tensor:

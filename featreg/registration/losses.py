@@ -13,25 +13,54 @@ NCC_EPS = 1e-10
 """Added under the square root of the NCC denominator, as the paper's code did."""
 
 
+class _NegativeNCC(torch.autograd.Function):
+    """Masked negative global NCC per pair with a hand-written backward (one autograd node).
+
+    With centred, masked images Fc = m(F - F̄), Mc = m(M - M̄) and
+    D = sqrt(ΣFc² ΣMc² + eps): d(ΣFcMc / D)/dM = Fc / D - ΣFcMc · ΣFc² · Mc / D³
+    (the centring terms vanish because ΣFc = ΣMc = 0), and symmetrically for F.
+    """
+
+    @staticmethod
+    def forward(ctx, fixed: torch.Tensor, warped: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        m = mask.flatten(1).to(fixed.dtype)  # (B, P), broadcast over channels
+        f, w = fixed.flatten(2), warped.flatten(2)  # (B, C, P)
+        count = (m.sum(dim=1) * fixed.shape[1]).clamp(min=1).view(-1, 1, 1)
+        m = m.unsqueeze(1)
+        fc = (f - (f * m).sum(dim=(1, 2), keepdim=True) / count) * m
+        wc = (w - (w * m).sum(dim=(1, 2), keepdim=True) / count) * m
+        cross = (fc * wc).sum(dim=(1, 2))
+        sf, sw = (fc * fc).sum(dim=(1, 2)), (wc * wc).sum(dim=(1, 2))
+        denominator = torch.sqrt(sf * sw + NCC_EPS)
+        ctx.save_for_backward(fc, wc, cross, sf, sw, denominator)
+        ctx.shape = fixed.shape
+        return -cross / denominator
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        fc, wc, cross, sf, sw, denominator = ctx.saved_tensors
+        g = (-grad / denominator).view(-1, 1, 1)
+        k = (cross / denominator**2).view(-1, 1, 1)
+        grad_fixed = grad_warped = None
+        if ctx.needs_input_grad[0]:
+            grad_fixed = (g * (wc - k * sw.view(-1, 1, 1) * fc)).view(ctx.shape)
+        if ctx.needs_input_grad[1]:
+            grad_warped = (g * (fc - k * sf.view(-1, 1, 1) * wc)).view(ctx.shape)
+        return grad_fixed, grad_warped, None
+
+
 def ncc(fixed: torch.Tensor, warped: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
     """Negative global NCC per pair: ``-Σ(F-F̄)(M-M̄) / sqrt(Σ(F-F̄)² Σ(M-M̄)² + 1e-10)``.
 
     Sums and means run over the pixels where ``mask`` (``(B, 1, X, Y)`` bool,
-    e.g. :func:`featreg.registration.bspline.inside_mask`) is true; all pixels
-    when it is None. -1 is a perfect (positive linear) match.
+    e.g. :func:`featreg.registration.bspline.warp_grid_inside`'s) is true; all
+    pixels when it is None. -1 is a perfect (positive linear) match.
     """
     if fixed.shape != warped.shape:
         raise ValueError(f"fixed and warped shapes differ: {tuple(fixed.shape)} vs {tuple(warped.shape)}")
     if mask is None:
         mask = torch.ones_like(fixed[:, :1], dtype=torch.bool)
-    # Centre both images in one tensor (fewer small ops per iteration).
-    both = torch.cat((fixed.flatten(1), warped.flatten(1)), dim=0).view(2, fixed.shape[0], -1)
-    m = mask.expand_as(fixed).flatten(1).to(fixed.dtype)
-    count = m.sum(dim=1, keepdim=True).clamp(min=1)
-    centred = (both - (both * m).sum(dim=2, keepdim=True) / count) * m
-    cross = (centred[0] * centred[1]).sum(dim=1)
-    squares = (centred * centred).sum(dim=2)
-    return -cross / torch.sqrt(squares[0] * squares[1] + NCC_EPS)
+    return _NegativeNCC.apply(fixed, warped, mask)
 
 
 def mse(fixed: torch.Tensor, warped: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:

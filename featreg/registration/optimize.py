@@ -21,9 +21,9 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from featreg.registration.bspline import BSplineTransform, displacement_to_mm, warp_image, warp_image_inside
+from featreg.registration.bspline import BSplineTransform, displacement_to_mm, warp_grid_inside, warp_image
 from featreg.registration.losses import FEATURE_DISTANCES, IMAGE_DISTANCES
-from featreg.registration.regularizers import regulariser
+from featreg.registration.regularizers import diffusion, regulariser_weights
 from featreg.registration.settings import EARLY_STOP_WINDOW, RegistrationSettings
 
 logger = logging.getLogger(__name__)
@@ -82,21 +82,30 @@ def _as_batch(name: str, value: np.ndarray | torch.Tensor) -> torch.Tensor:
 
 
 def pair_objective(
-    displacement: torch.Tensor,
+    transform: BSplineTransform,
+    params: torch.Tensor,
     fixed: torch.Tensor,
     moving: torch.Tensor,
     settings: RegistrationSettings,
-    spacing: Sequence[float],
+    reg_weights: torch.Tensor,
     *,
     encoder: Encoder | None = None,
     fixed_features: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Per pair ``(J, D_I, D_F, R)``, each ``(B,)``: J = (1-α)·D_I + α·D_F + λ·R.
 
+    ``reg_weights`` are the regulariser's :func:`~featreg.registration.regularizers.regulariser_weights`
+    (dtype and device of ``params``). The moving image is warped with
+    ``grid_sample``; R is evaluated on the lattice when the field is linear in
+    the parameters (non-diffeomorphic), on the dense field otherwise.
     D_I is skipped (NaN) when α = 1, D_F (and the encoder) when α = 0.
     """
-    warped, inside = warp_image_inside(moving, displacement)
-    reg = regulariser(settings.regulariser, displacement, spacing)
+    grid, displacement = transform.sampling_grid(params)
+    warped, inside = warp_grid_inside(moving, grid)
+    if transform.diffeomorphic:
+        reg = diffusion(displacement, reg_weights)
+    else:
+        reg = transform.difference_energy(params, reg_weights)
     total = settings.lam * reg
     nan = torch.full_like(reg, float("nan"))
     image = feature = nan
@@ -183,6 +192,7 @@ def register_pairs(
         device=dev,
     )
     params = transform.zeros(B).requires_grad_(True)
+    reg_weights = regulariser_weights(settings.regulariser, (X, Y), spacing).to(dtype=params.dtype, device=dev)
     optimizer = torch.optim.Adam([params], lr=settings.lr, fused=True)
     T = settings.iterations
     history = torch.full((T, B, 4), float("nan"), device=dev)
@@ -194,9 +204,8 @@ def register_pairs(
 
     ran = 0
     for it in tqdm(range(T), disable=not progress, desc="registration", unit="it", leave=False):
-        displacement = transform.displacement(params)
         total, image, feature, reg = pair_objective(
-            displacement, fixed_t, moving_t, settings, spacing, encoder=encoder, fixed_features=feats
+            transform, params, fixed_t, moving_t, settings, reg_weights, encoder=encoder, fixed_features=feats
         )
         history[it] = torch.stack((total, image, feature, reg), dim=1).detach()
         active = active & torch.isfinite(total)

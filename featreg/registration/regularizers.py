@@ -23,40 +23,53 @@ import torch
 
 from featreg.registration.bspline import pixel_scale
 
+REGULARISERS = ("airlab", "physical")
 
-def _forward_differences(displacement: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Differences along axis 0 and axis 1, both on the crop [1:, 1:] (airlab's layout)."""
+
+def diffusion_weights(name: str, shape: Sequence[int], spacing: Sequence[float]) -> torch.Tensor:
+    """``(2, 2)`` float64 ``w`` with regulariser = ``Σ_ij w[i, j] · Σ (Δ_j u_i)²`` (component i, axis j).
+
+    Δ_j is the forward difference of the normalised displacement along axis j
+    on the crop ``[1:, 1:]``. Both conventions are such weighted sums, so the
+    engine can evaluate them on the dense field (:func:`diffusion`) or on the
+    B-spline lattice (:meth:`~featreg.registration.bspline.BSplineTransform.difference_energy`).
+    ``airlab`` takes ``spacing`` as airlab's ``pixel_spacing``; ``physical`` as mm.
+    """
+    X, Y = int(shape[0]), int(shape[1])
+    if name == "airlab":
+        return torch.tensor([spacing[0], spacing[1]], dtype=torch.float64).expand(2, 2) / ((X - 1) * Y * 3)
+    if name == "physical":
+        sx, sy = pixel_scale((X, Y))
+        # u_i in mm is u_i(normalised) * scale_i * spacing_i; a step along axis j is spacing_j mm.
+        unit = torch.tensor([sx * spacing[0], sy * spacing[1]], dtype=torch.float64)
+        step = torch.tensor([spacing[0], spacing[1]], dtype=torch.float64)
+        return (unit[:, None] / step[None, :]) ** 2 / ((X - 1) * (Y - 1))
+    raise ValueError(f"regulariser must be one of {REGULARISERS}, got {name!r}")
+
+
+def regulariser_weights(name: str, shape: Sequence[int], spacing: Sequence[float]) -> torch.Tensor:
+    """:func:`diffusion_weights` of a named regulariser: ``airlab`` ignores the image spacing (airlab's [1, 1])."""
+    return diffusion_weights(name, shape, (1.0, 1.0) if name == "airlab" else spacing)
+
+
+def diffusion(displacement: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """``Σ_ij weights[i, j] · Σ (Δ_j u_i)²`` per pair of a dense normalised displacement ``(B, 2, X, Y)``."""
     dx = displacement[:, :, 1:, 1:] - displacement[:, :, :-1, 1:]
     dy = displacement[:, :, 1:, 1:] - displacement[:, :, 1:, :-1]
-    return dx, dy
+    w = weights.to(displacement.dtype).to(displacement.device)
+    return (dx * dx).sum(dim=(2, 3)) @ w[:, 0] + (dy * dy).sum(dim=(2, 3)) @ w[:, 1]
 
 
 def diffusion_airlab(displacement: torch.Tensor, spacing: Sequence[float] = (1.0, 1.0)) -> torch.Tensor:
     """airlab's diffusion value per pair; ``spacing`` is airlab's ``pixel_spacing`` (the paper: (1, 1))."""
-    B, _, X, Y = displacement.shape
-    dx, dy = _forward_differences(displacement)
-    total = (dx**2 * spacing[0] + dy**2 * spacing[1]).flatten(1).sum(dim=1)
-    return total / ((X - 1) * Y * 3)
+    return diffusion(displacement, diffusion_weights("airlab", displacement.shape[-2:], spacing))
 
 
 def diffusion_physical(displacement: torch.Tensor, spacing: Sequence[float]) -> torch.Tensor:
     """Mean over pixels of ‖∇u‖²_F with u in mm and x in mm (``spacing`` in mm, array-axis order)."""
-    B, _, X, Y = displacement.shape
-    sx, sy = pixel_scale((X, Y))
-    # u_i in mm is u_i(normalised) * scale_i * spacing_i; a step along axis j is spacing_j mm.
-    unit = torch.tensor([sx * spacing[0], sy * spacing[1]], dtype=displacement.dtype, device=displacement.device)
-    dx, dy = _forward_differences(displacement * unit.view(1, 2, 1, 1))
-    total = (dx**2 / spacing[0] ** 2 + dy**2 / spacing[1] ** 2).sum(dim=1)
-    return total.flatten(1).mean(dim=1)
-
-
-REGULARISERS = ("airlab", "physical")
+    return diffusion(displacement, diffusion_weights("physical", displacement.shape[-2:], spacing))
 
 
 def regulariser(name: str, displacement: torch.Tensor, spacing: Sequence[float]) -> torch.Tensor:
-    """Dispatch by name: ``airlab`` ignores the image spacing (airlab's [1, 1]); ``physical`` uses it."""
-    if name == "airlab":
-        return diffusion_airlab(displacement)
-    if name == "physical":
-        return diffusion_physical(displacement, spacing)
-    raise ValueError(f"regulariser must be one of {REGULARISERS}, got {name!r}")
+    """Dispatch by name on a dense displacement (see :func:`regulariser_weights`)."""
+    return diffusion(displacement, regulariser_weights(name, displacement.shape[-2:], spacing))

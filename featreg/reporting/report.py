@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
@@ -14,6 +15,14 @@ from featreg.errors import ConfigError, InputError
 from featreg.evaluation.statistics import TIE_BREAK, compare_to_baseline, select_setting
 from featreg.reporting import figures
 from featreg.reporting.html import Section, write_report
+from featreg.reporting.tuning import (
+    pareto_metrics,
+    read_selections,
+    settings_labels,
+    tuning_frame,
+    values_label,
+    verdict_frame,
+)
 from featreg.reporting.tables import (
     CONVENTIONS,
     PAPER_TABLE1,
@@ -48,8 +57,18 @@ def build_report(
     max_neg_jac_pct: float = 0.1,
     n_resamples: int = 2000,
     seed: int = 0,
+    validation_csv: str | Path | None = None,
+    selection_jsons: Sequence[str | Path] = (),
 ) -> dict[str, Path]:
     """Write summary.csv, statistics.csv, table1.md, reproduction.md, the figures and report.html.
+
+    With a tuning run (``validation_csv``, the grid's validation metrics, and the
+    ``selection_jsons`` of ``featreg select-setting``) also tuning.csv (every grid
+    point with its means, eligibility and Pareto-front membership),
+    pareto_validation.png, verdict.csv (each tuned method against the tuned
+    baseline on test), and the reproduction table lists only the paper-settings
+    and tuned rows; the selection then comes from the validation split, never
+    from the test metrics.
 
     ``alpha_family`` is ``(encoder, distance)`` of the α curve; by default the
     pair with the most combined α values (at least two) is drawn. Figures that
@@ -57,9 +76,12 @@ def build_report(
     skipped with a logged note when those are not given. Returns the written
     files by name.
     """
+    if (validation_csv is None) != (not selection_jsons):
+        raise ConfigError("give both the validation metrics and the selection records of a tuning run, or neither")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     df = read_metrics(metrics_csv)
+    selections = read_selections(selection_jsons)
     defs = metric_definitions()
     n_pairs = df["patient"].nunique()
     written: dict[str, Path] = {}
@@ -69,6 +91,13 @@ def build_report(
     written["summary.csv"] = _write_csv(summary, out_dir / "summary.csv")
     written["table1.md"] = _write_text(table1_markdown(df, baseline), out_dir / "table1.md")
     sections.append(Section("Table 1", "table", table1_frame(df, baseline), table1_header(df, baseline)))
+    failed = df.loc[df["status"].eq("failed"), ["method", "patient", "reason"]]
+    if not failed.empty:
+        sections.append(Section(
+            "Failed pairs", "table", failed.reset_index(drop=True),
+            f"{len(failed)} (method, patient) rows failed and are left out of every statistic (their metrics are "
+            "NaN in metrics.csv); the reason is the error the job recorded for that pair.",
+        ))
 
     tests = pd.concat(
         [compare_to_baseline(df, m, baseline, n_resamples=n_resamples, seed=seed).assign(metric=m) for m in TESTED],
@@ -84,13 +113,19 @@ def build_report(
         f"resamples, seed {seed}). Units: Dice unitless, HD95 mm, sdlogJ unitless, %J≤0 percent of pixels.",
     ))
 
-    written["reproduction.md"] = _write_text(reproduction_table(df, paper_csv), out_dir / "reproduction.md")
+    labels = settings_labels(selections) if selections else None
+    written["reproduction.md"] = _write_text(reproduction_table(df, paper_csv, labels), out_dir / "reproduction.md")
     paper = read_paper_table(paper_csv)
-    sections.append(Section("Reproduction of the paper's Table 1", "table", reproduction_frame(df, paper),
-                            reproduction_caption(paper)))
+    sections.append(Section("Reproduction of the paper's Table 1", "table", reproduction_frame(df, paper, labels),
+                            reproduction_caption(paper, tuned=bool(selections))))
 
-    selected = _try_select(df, max_neg_jac_pct)
-    sections.append(Section("Selected setting", "text", _selection_text(selected, max_neg_jac_pct)))
+    if selections:
+        selected = None
+        written |= _tuning_sections(df, read_metrics(validation_csv), selections, out_dir, baseline,
+                                    n_resamples, seed, sections)
+    else:
+        selected = _try_select(df, max_neg_jac_pct)
+        sections.append(Section("Selected setting", "text", _selection_text(selected, max_neg_jac_pct)))
 
     path = figures.dice_boxplot(df, out_dir / "dice_boxplot.png", baseline=baseline)
     written[path.name] = path
@@ -128,6 +163,50 @@ def build_report(
         sections += _feature_sections(Path(feature_figures_dir))
 
     written["report.html"] = write_report(out_dir / "report.html", sections)
+    return written
+
+
+def _tuning_sections(df: pd.DataFrame, validation: pd.DataFrame, selections: Sequence[dict], out_dir: Path,
+                     baseline: str, n_resamples: int, seed: int, sections: list[Section]) -> dict[str, Path]:
+    """The selections, the validation Pareto fronts and the verdict of a tuning run."""
+    written: dict[str, Path] = {}
+    defs = metric_definitions()
+    rule = selections[0]["rule"]
+    n_val = validation.loc[validation["method"].isin(
+        [c["method"] for r in selections for c in r["candidates"]]), "patient"].nunique()
+    grid = tuning_frame(validation, selections)
+    written["tuning.csv"] = _write_csv(grid, out_dir / "tuning.csv")
+    chosen = "; ".join(f"{r['base']}: {values_label(r['values'])} ({r['selected']})" for r in selections)
+    sections.append(Section(
+        "Tuning on the validation split", "text",
+        f"Every tuned method ran the same number of grid points ({len(selections[0]['candidates'])}) on "
+        f"{n_val} validation patients, disjoint from the test patients. Rule: highest mean {rule['metric']} "
+        f"among the grid points whose mean {rule['folding']} (percent of pixels with J ≤ 0 over the whole "
+        f"field, averaged over the pairs) is at most {rule['max_neg_jac_pct']} %; ties: {rule['ties']}. The "
+        f"selected setting of each method then ran on the test split as '<method>@tuned'.\n\nSelected: "
+        f"{chosen}. Every grid point's means and Pareto-front membership: tuning.csv."))
+    points, order_by = pareto_metrics(validation, selections)
+    path = figures.pareto_plot(points, out_dir / "pareto_validation.png", family=("base", "curve"),
+                               order_by=order_by)
+    written[path.name] = path
+    sections.append(Section(
+        "Accuracy against smoothness on the validation split", "figure", path,
+        f"Per grid point: mean Dice against mean sdlogJ (left) and mean %J≤0 (right), means over the {n_val} "
+        f"validation pairs with a finite value; one curve per method "
+        f"{'across its λ grid (other grid values in the legend)' if order_by else 'across its grid'}; ringed: "
+        f"the Pareto front over all grid points (maximise Dice, minimise the x metric); tuning.csv marks "
+        f"each method's own front. {defs['sdlogj']} {defs['neg_jac_pct']}"))
+    verdict = verdict_frame(df, selections, baseline, n_resamples=n_resamples, seed=seed)
+    written["verdict.csv"] = _write_csv(verdict, out_dir / "verdict.csv")
+    tuned_baseline = next(r["tuned"] for r in selections if r["base"] == baseline)
+    sections.append(Section(
+        f"Verdict: tuned methods against the tuned {baseline}", "table", verdict.round(4),
+        f"On the test split, each method at its tuned settings against {tuned_baseline!r} per metric: n_pairs "
+        f"patients with a finite value for both; paired two-sided Wilcoxon signed-rank test (zero differences "
+        f"dropped, p = 1 for identical samples), p_holm Holm-corrected across the {len(selections) - 1} tuned "
+        f"methods per metric; mean_diff = mean of (method − baseline) with a percentile-bootstrap 95 % CI "
+        f"({n_resamples} resamples, seed {seed}). Dice: higher is better; HD95 (mm), sdlogJ and %J≤0: lower "
+        f"is better."))
     return written
 
 

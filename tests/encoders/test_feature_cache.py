@@ -68,6 +68,16 @@ def test_cache_fixed_features_writes_reuses_and_rebuilds(tmp_path):
     assert load_features(outs[1], encoder.identity()).shape == (1, 12, 16, 16)  # corrupt one rebuilt
 
 
+def test_cache_fixed_features_leaves_out_an_unreadable_pair(tmp_path):
+    spec = EncoderSpec.from_dict("mind", {"kind": "mind", "grid": 8})
+    (good, _), (bad, _) = _pair(tmp_path, "patient001", 1), _pair(tmp_path, "patient002", 2)
+    (bad / "fixed_image.nii.gz").write_bytes(b"not a nifti")
+    outs = [tmp_path / "f" / "patient001.pt", tmp_path / "f" / "patient002.pt"]
+    written = cache_fixed_features(spec, [good, bad], outs)
+    assert written == {good: outs[0]}
+    assert outs[0].is_file() and not outs[1].exists()
+
+
 def test_features_cli(tmp_path, capsys):
     pair, _ = _pair(tmp_path, "patient003", 3)
     config = tmp_path / "enc.yaml"

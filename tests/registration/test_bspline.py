@@ -14,6 +14,7 @@ from featreg.registration.bspline import (
     displacement_to_mm,
     lattice_size,
     sample_bilinear,
+    warp_grid_inside,
     warp_image,
     warp_labels,
 )
@@ -79,6 +80,22 @@ def test_transform_gradients_match_finite_differences(order, diffeomorphic):
     image = torch.rand(1, 1, 9, 8, dtype=torch.float64)
     params = (0.05 * torch.randn(1, 2, 5, 5, dtype=torch.float64)).requires_grad_()
     assert torch.autograd.gradcheck(lambda p: warp_image(image, transform.displacement(p)), (params,))
+
+
+@pytest.mark.parametrize("order,diffeomorphic", [(3, False), (1, True)])
+def test_loop_grid_warp_matches_the_exact_warp(order, diffeomorphic):
+    torch.manual_seed(2)
+    transform = BSplineTransform((31, 23), lattice=(6, 5), order=order, diffeomorphic=diffeomorphic)
+    params = 0.3 * torch.randn(2, 2, 6, 5)  # large enough that some sample points leave the image
+    image = torch.rand(2, 1, 31, 23)
+    grid, displacement = transform.sampling_grid(params)
+    assert torch.allclose(displacement, transform.displacement(params), atol=1e-6)
+    warped, inside = warp_grid_inside(image, grid)
+    assert torch.allclose(warped, warp_image(image, displacement), atol=1e-5)
+    pixel = displacement * torch.tensor([15.0, 11.0]).view(1, 2, 1, 1) + torch.stack(
+        torch.meshgrid(torch.arange(31.0), torch.arange(23.0), indexing="ij"))
+    expected = ((pixel >= 0) & (pixel <= torch.tensor([30.0, 22.0]).view(1, 2, 1, 1))).all(dim=1, keepdim=True)
+    assert 0 < (~inside).sum() and (inside != expected).float().mean() < 1e-3
 
 
 def test_sampler_gradients_in_values_and_points():

@@ -29,6 +29,15 @@ def test_ncc_ignores_masked_pixels_and_is_per_pair():
     assert values.tolist() == pytest.approx([-1.0, -0.5 / math.sqrt(0.75)], abs=1e-9)
 
 
+def test_ncc_gradients_match_finite_differences():
+    torch.manual_seed(0)
+    fixed = torch.rand(2, 1, 5, 6, dtype=torch.float64, requires_grad=True)
+    warped = torch.rand(2, 1, 5, 6, dtype=torch.float64, requires_grad=True)
+    mask = torch.rand(2, 1, 5, 6) > 0.3
+    assert torch.autograd.gradcheck(ncc, (fixed, warped, mask))
+    assert torch.autograd.gradcheck(ncc, (fixed, warped))
+
+
 def test_ncc_of_constant_images_is_zero_not_nan():
     assert ncc(row(1, 1, 1), row(2, 2, 2)).item() == 0.0
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from featreg.registration.regularizers import diffusion_airlab, diffusion_physical, regulariser
+from featreg.registration.bspline import BSplineTransform
+from featreg.registration.regularizers import diffusion_airlab, diffusion_physical, regulariser, regulariser_weights
 
 
 def ramp(X: int, Y: int, a: float, component: int = 0, axis: int = 0) -> torch.Tensor:
@@ -37,3 +38,15 @@ def test_constant_field_costs_nothing_and_dispatch():
     assert regulariser("physical", field, (1.8, 1.8)).tolist() == [0.0, 0.0]
     with pytest.raises(ValueError, match="regulariser must be one of \\('airlab', 'physical'\\), got 'tv'"):
         regulariser("tv", field, (1.8, 1.8))
+
+
+@pytest.mark.parametrize("name,order", [("airlab", 3), ("physical", 3), ("airlab", 1), ("physical", 1)])
+def test_lattice_energy_equals_the_dense_regulariser(name, order):
+    torch.manual_seed(0)
+    transform = BSplineTransform((33, 21), lattice=(7, 6), order=order, dtype=torch.float64)
+    params = 0.1 * torch.randn(3, 2, 7, 6, dtype=torch.float64)
+    weights = regulariser_weights(name, (33, 21), (1.5, 2.5))
+    dense = regulariser(name, transform.displacement(params), (1.5, 2.5))
+    assert torch.allclose(transform.difference_energy(params, weights), dense, rtol=1e-10, atol=0)
+    with pytest.raises(ValueError, match="difference_energy needs a non-diffeomorphic transform"):
+        BSplineTransform((33, 21), lattice=(7, 6), diffeomorphic=True).difference_energy(params.float(), weights.float())

@@ -70,6 +70,17 @@ def test_cli_report_without_results(tmp_path, metrics_df, caplog):
     assert "skipped: no results folder given" in caplog.text
 
 
+def test_report_lists_failed_pairs_with_their_reason(tmp_path, metrics_df):
+    failed = metrics_df.index[metrics_df["method"] != "initial"][0]
+    metrics_df.loc[failed, ["status", "reason", "dice_mean"]] = ["failed", "loss became NaN at iteration 7", float("nan")]
+    metrics_csv = tmp_path / "metrics.csv"
+    metrics_df.to_csv(metrics_csv, index=False)
+    build_report(metrics_csv, tmp_path / "out", n_resamples=0)
+    html = (tmp_path / "out" / "report.html").read_text()
+    assert "Failed pairs" in html and "loss became NaN at iteration 7" in html
+    assert metrics_df.loc[failed, "patient"] in html
+
+
 def test_cli_report_errors(tmp_path, metrics_df, capsys):
     metrics_csv = tmp_path / "metrics.csv"
     metrics_df.to_csv(metrics_csv, index=False)

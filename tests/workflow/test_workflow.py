@@ -103,13 +103,18 @@ def test_paper_config_plans_its_grid_in_seconds(workdir: Path):
     config["dataset"]["root"] = str(root)
     write_config(workdir / "config/paper-here.yaml", config)
     started = time.perf_counter()
-    jobs = planned_jobs(snakemake(workdir, "--configfile", "config/paper-here.yaml", "-n"))
+    proc = snakemake(workdir, "--configfile", "config/paper-here.yaml", "-n")
     elapsed = time.perf_counter() - started
-    # 30 test patients in one shard; ncc + no-upsampling ablation + 3 encoders x 2 distances x 2 variants
-    # + the alpha sweep (0.1..1.0 minus 0.3 and 1.0, already in the grid) = 2 + 12 + 8 methods.
-    assert jobs["preprocess"] == 30
-    assert jobs["register"] == 22
-    assert jobs["cache_features"] == 4
+    jobs = planned_jobs(proc)
+    proc_text = proc.stdout + proc.stderr
+    # One test shard (121-150) and one validation shard (101-120). Test: ncc, the no-upsampling
+    # ablation, 3 encoders x 2 distances x 2 variants and the alpha sweep (0.1..1.0 minus 0.3 and
+    # 1.0, already in the grid) = 22 methods, plus one tuned method per tuned method (13); tuning:
+    # 13 methods x 8 grid points on the validation shard. Features: 4 encoders on test, 3 on val.
+    assert jobs["preprocess"] == 2
+    assert jobs["register"] == 22 + 13 + 13 * 8
+    assert jobs["cache_features"] == 4 + 3
+    assert "3130 registrations" in proc_text
     assert elapsed < 60
 
 

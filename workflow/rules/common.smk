@@ -1,12 +1,20 @@
-# Config validation, the experiment's expansion (patients, shards, methods) and input functions.
+# Config validation, the experiment's expansion (patients, shards, methods, tuning) and input functions.
 import json
 import re
+import shlex
 from pathlib import Path
 
+from snakemake.logging import logger
 from snakemake.utils import validate
 
-from featreg.data.acdc import list_patients, select_patients
-from featreg.experiment import method_table, patient_number, shard_patients
+from featreg.data.acdc import list_patients
+from featreg.experiment import (
+    experiment_patients,
+    method_table,
+    patient_number,
+    shard_patients,
+    tuning_plan,
+)
 
 validate(config, "../schemas/config.schema.yaml")
 
@@ -19,8 +27,20 @@ COMPUTE = config["compute"]
 DEVICE = COMPUTE["device"]
 GPU = 1 if COMPUTE["gpu_jobs"] else 0
 
+# Methods on the test split: the configured ones, and with a tuning block each tuned
+# method at the paper's settings (when those differ from its own) and at its tuned
+# settings (<base>@tuned, read at run time from its selection record). Grid points run
+# on the validation split only.
 METHODS = method_table(config)
-ENCODERS = sorted({m.encoder for m in METHODS.values() if m.encoder is not None})
+TUNING = tuning_plan(config, METHODS)
+TUNED = TUNING.tuned if TUNING else {}
+GRID_METHODS = TUNING.grid_methods if TUNING else {}
+TEST_METHODS = dict(METHODS)
+if TUNING:
+    TEST_METHODS |= {m.name: m for m in TUNING.paper.values()}
+ENCODER_OF = {name: m.encoder for name, m in (TEST_METHODS | GRID_METHODS).items()} | {
+    tuned: METHODS[base].encoder for tuned, base in TUNED.items()
+}
 
 
 def cohort_patients():
@@ -31,8 +51,24 @@ def cohort_patients():
     return list_patients(ROOT)
 
 
-PATIENTS = select_patients(cohort_patients(), DATASET["split"])
+PATIENTS, VAL_PATIENTS = experiment_patients(config, cohort_patients())
 SHARDS = shard_patients(PATIENTS, COMPUTE["shard_size"])
+VAL_SHARDS = shard_patients(VAL_PATIENTS, COMPUTE["shard_size"], prefix="v")
+ALL_SHARDS = SHARDS | VAL_SHARDS
+
+_test_runs = (len(TEST_METHODS) + len(TUNED)) * len(PATIENTS)
+_val_runs = len(GRID_METHODS) * len(VAL_PATIENTS)
+logger.info(
+    f"{_test_runs + _val_runs} registrations ({len(TEST_METHODS) + len(TUNED)} methods "
+    f"x {len(PATIENTS)} test patients"
+    + (
+        f"; tuning: {len(TUNED)} methods x {TUNING.budget} grid points "
+        f"x {len(VAL_PATIENTS)} validation patients = {_val_runs}"
+        if TUNING
+        else ""
+    )
+    + ")"
+)
 
 
 FIGURE_PATIENT = config["figures"]["patient"] or PATIENTS[0]
@@ -54,22 +90,42 @@ def pair_dir(patient):
     return f"{RESULTS}/pairs/{patient}"
 
 
+def pair_manifest(shard):
+    """The preprocess job's manifest of a shard (its pairs are ready once it exists)."""
+    return f"{RESULTS}/pairs/shards/{shard}.json"
+
+
 def shard_pair_files(wildcards):
-    return [f"{pair_dir(p)}/pair.json" for p in SHARDS[wildcards.shard]]
+    return [pair_manifest(wildcards.shard)]
 
 
 def shard_pair_dirs(wildcards):
-    return [pair_dir(p) for p in SHARDS[wildcards.shard]]
+    return [pair_dir(p) for p in ALL_SHARDS[wildcards.shard]]
 
 
-def method_json(wildcards):
-    return METHODS[wildcards.method].to_json()
+def selection_file(base):
+    return f"{RESULTS}/tuning/selected/{base}.json"
+
+
+def method_inputs(wildcards):
+    """A tuned method's selection record (its settings are read from it at run time)."""
+    base = TUNED.get(wildcards.method)
+    return {"selection": selection_file(base)} if base else {}
+
+
+def method_option(wildcards, input):
+    """--method-file for a tuned method, --method-json for every other one."""
+    if wildcards.method in TUNED:
+        return f"--method-file {input.selection}"
+    method = (TEST_METHODS | GRID_METHODS)[wildcards.method]
+    return f"--method-json {shlex.quote(method.to_json())}"
 
 
 def registration_inputs(wildcards):
-    """Pairs of the shard, plus the cached fixed-image features when the method uses an encoder."""
-    inputs = {"pairs": shard_pair_files(wildcards)}
-    encoder = METHODS[wildcards.method].encoder
+    """Pairs of the shard, the cached fixed-image features when the method uses an encoder, and
+    a tuned method's selection record."""
+    inputs = {"pairs": shard_pair_files(wildcards), **method_inputs(wildcards)}
+    encoder = ENCODER_OF[wildcards.method]
     if encoder is not None:
         inputs["features"] = f"{RESULTS}/features/{encoder}/{wildcards.shard}.json"
         inputs["spec"] = f"{RESULTS}/encoders/{encoder}.yaml"
@@ -84,5 +140,47 @@ def encoder_options(wildcards, input):
 
 
 def all_metric_shards():
-    methods = ["initial", *METHODS]
+    """Metric tables of the test split: before registration and per test method."""
+    methods = ["initial", *TEST_METHODS, *TUNED]
     return [f"{RESULTS}/metrics/{m}/{s}.csv" for m in methods for s in SHARDS]
+
+
+def validation_metric_shards(methods):
+    """Metric tables of ``methods`` on the validation split."""
+    return [f"{RESULTS}/metrics/{m}/{s}.csv" for m in methods for s in VAL_SHARDS]
+
+
+def tuning_report_inputs(wildcards):
+    """The validation metrics and every selection record, when the config tunes."""
+    if not TUNING:
+        return {}
+    return {
+        "validation": f"{REPORTS}/tuning/metrics.csv",
+        "selections": [selection_file(base) for base in TUNING.grids],
+    }
+
+
+def tuning_report_options(wildcards, input):
+    if not TUNING:
+        return ""
+    return f"--validation-metrics {input.validation} --selections {' '.join(input.selections)}"
+
+
+def preprocess_options():
+    """Command-line options of `featreg preprocess` from the config's preprocess block."""
+    options = config["preprocess"]
+    clip = options["clip_percentiles"]
+    return " ".join(
+        [
+            f"--spacing {options['spacing_mm']}",
+            f"--size {options['size']}",
+            f"--clip-percentiles {clip[0]} {clip[1]}" if clip else "",
+        ]
+    )
+
+
+def preprocess_sources(wildcards):
+    """The shard's synthetic manifest, or its patients' ACDC folders."""
+    if DATASET["kind"] == "synthetic":
+        return f"{RESULTS}/synthetic/{wildcards.shard}.json"
+    return [source_dir(p) for p in ALL_SHARDS[wildcards.shard]]

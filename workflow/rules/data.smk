@@ -1,53 +1,41 @@
-# Data: the synthetic cohort (when configured) and one preprocessed fixed/moving pair per patient.
+# Data, one job per shard (like every later stage): the synthetic cohort (when configured)
+# and the preprocessed fixed/moving pairs, one folder per patient under {RESULTS}/pairs/.
+# Each job skips the patients already done, records each patient's status in its shard
+# manifest (the declared output) and lets a bad patient fail alone.
 
 
 if DATASET["kind"] == "synthetic":
 
-    rule synthesize_patient:
+    rule synthesize:
         output:
-            directory(f"{ROOT}/database/{{subset}}/{{patient}}"),
+            f"{RESULTS}/synthetic/{{shard}}.json",
         log:
-            f"logs/synthetic/{ROOT.replace('/', '_')}/{{subset}}/{{patient}}.log",
+            f"logs/{NAME}/synthetic/{{shard}}.log",
         conda:
             "../../envs/featreg.yaml"
         params:
+            root=ROOT,
             seed=DATASET["synthetic"]["seed"],
-            number=lambda wildcards: patient_number(wildcards.patient),
+            patients=lambda wildcards: ALL_SHARDS[wildcards.shard],
         shell:
-            "featreg synth --out {ROOT} --start {params.number} --patients 1 "
-            "--seed {params.seed} > {log} 2>&1"
+            "featreg synth --out {params.root} --seed {params.seed} --ids {params.patients} "
+            "--manifest {output} > {log} 2>&1"
 
 
 rule preprocess:
     input:
-        lambda wildcards: source_dir(wildcards.patient),
+        preprocess_sources,
     output:
-        multiext(
-            f"{RESULTS}/pairs/{{patient}}/",
-            "fixed_image.nii.gz",
-            "fixed_label.nii.gz",
-            "moving_image.nii.gz",
-            "moving_label.nii.gz",
-            "pair.json",
-        ),
+        f"{RESULTS}/pairs/shards/{{shard}}.json",
     log:
-        f"logs/{NAME}/preprocess/{{patient}}.log",
+        f"logs/{NAME}/preprocess/{{shard}}.log",
     conda:
         "../../envs/featreg.yaml"
     params:
-        options=lambda wildcards: " ".join(
-            [
-                f"--spacing {config['preprocess']['spacing_mm']}",
-                f"--size {config['preprocess']['size']}",
-                (
-                    "--clip-percentiles {} {}".format(
-                        *config["preprocess"]["clip_percentiles"]
-                    )
-                    if config["preprocess"]["clip_percentiles"]
-                    else ""
-                ),
-            ]
-        ),
+        root=ROOT,
+        pairs=lambda wildcards, output: Path(output[0]).parent.parent,
+        patients=lambda wildcards: ALL_SHARDS[wildcards.shard],
+        options=preprocess_options(),
     shell:
-        "featreg preprocess --root {ROOT} --out {RESULTS}/pairs "
-        "--patients {wildcards.patient} {params.options} > {log} 2>&1"
+        "featreg preprocess --root {params.root} --out {params.pairs} --patients {params.patients} "
+        "{params.options} --manifest {output} > {log} 2>&1"

@@ -1,9 +1,11 @@
-# Evaluation: metrics of every pair of a shard, before registration ("initial") and per method.
+# Evaluation: metrics of every pair of a shard, before registration ("initial") and per method;
+# the test split's tables are collected into metrics.csv, the validation split's (tuning grid)
+# into tuning/metrics.csv, never mixed.
 
 
 wildcard_constraints:
-    method="|".join(re.escape(name) for name in METHODS),
-    shard=r"s\d\d\d+",
+    method="|".join(re.escape(name) for name in TEST_METHODS | TUNED | GRID_METHODS),
+    shard=r"[sv]\d\d\d+",
 
 
 rule evaluate_initial:
@@ -23,6 +25,7 @@ rule evaluate_initial:
 
 rule evaluate:
     input:
+        unpack(method_inputs),
         pairs=shard_pair_files,
         manifest=f"{RESULTS}/registration/{{method}}/shards/{{shard}}.json",
     output:
@@ -32,11 +35,12 @@ rule evaluate:
     conda:
         "../../envs/featreg.yaml"
     params:
-        method=method_json,
+        method=method_option,
         pairs=shard_pair_dirs,
+        results=lambda wildcards: f"{RESULTS}/registration/{wildcards.method}",
     shell:
-        "featreg evaluate --pairs {params.pairs} --method-json {params.method:q} "
-        "--results-dir {RESULTS}/registration/{wildcards.method} --out {output} > {log} 2>&1"
+        "featreg evaluate --pairs {params.pairs} {params.method} "
+        "--results-dir {params.results} --out {output} > {log} 2>&1"
 
 
 rule collect_metrics:
@@ -50,3 +54,37 @@ rule collect_metrics:
         "../../envs/featreg.yaml"
     shell:
         "featreg collect-metrics --out {output} {input} > {log} 2>&1"
+
+
+if TUNING:
+
+    rule collect_validation_metrics:
+        input:
+            validation_metric_shards(["initial", *GRID_METHODS]),
+        output:
+            f"{REPORTS}/tuning/metrics.csv",
+        log:
+            f"logs/{NAME}/collect_validation_metrics.log",
+        conda:
+            "../../envs/featreg.yaml"
+        shell:
+            "featreg collect-metrics --out {output} {input} > {log} 2>&1"
+
+    rule select_setting:
+        input:
+            lambda wildcards: validation_metric_shards(TUNING.grids[wildcards.base]),
+        output:
+            selection_file("{base}"),
+        log:
+            f"logs/{NAME}/tuning/select/{{base}}.log",
+        wildcard_constraints:
+            base="|".join(re.escape(name) for name in TUNING.grids),
+        conda:
+            "../../envs/featreg.yaml"
+        params:
+            spec=lambda wildcards: json.dumps(
+                TUNING.selection_spec(wildcards.base), sort_keys=True
+            ),
+        shell:
+            "featreg select-setting --spec {params.spec:q} --metrics {input} "
+            "--out {output} > {log} 2>&1"

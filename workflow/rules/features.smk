@@ -33,12 +33,13 @@ rule cache_features:
         mem_mb=COMPUTE["mem_mb"],
         runtime=COMPUTE["runtime_min"],
     params:
+        device=DEVICE,
         pairs=shard_pair_dirs,
         features=lambda wildcards: [
             f"{RESULTS}/features/{wildcards.encoder}/{p}.pt"
-            for p in SHARDS[wildcards.shard]
+            for p in ALL_SHARDS[wildcards.shard]
         ],
     shell:
         "featreg features --encoders {input.spec} --encoder {wildcards.encoder} "
         "--pairs {params.pairs} --out {params.features} --manifest {output} "
-        "--device {DEVICE} > {log} 2>&1"
+        "--device {params.device} > {log} 2>&1"

@@ -1,5 +1,7 @@
 # Registration: one job per (method, shard) optimises the shard's pairs in batches and
 # writes one result folder per patient; the shard manifest records each pair's status.
+# Test methods run on the test shards (s000, ...), tuning grid points on the validation
+# shards (v000, ...); a tuned method reads its settings from its selection record.
 
 
 rule register:
@@ -17,12 +19,14 @@ rule register:
         mem_mb=COMPUTE["mem_mb"],
         runtime=COMPUTE["runtime_min"],
     params:
-        method=method_json,
+        method=method_option,
         pairs=shard_pair_dirs,
         encoder=encoder_options,
         batch_size=COMPUTE["batch_size"],
+        out_dir=lambda wildcards: f"{RESULTS}/registration/{wildcards.method}",
+        device=DEVICE,
     shell:
-        "featreg register --method-json {params.method:q} {params.encoder} "
+        "featreg register {params.method} {params.encoder} "
         "--pairs {params.pairs} "
-        "--out-dir {RESULTS}/registration/{wildcards.method} --manifest {output} "
-        "--device {DEVICE} --batch-size {params.batch_size} > {log} 2>&1"
+        "--out-dir {params.out_dir} --manifest {output} "
+        "--device {params.device} --batch-size {params.batch_size} > {log} 2>&1"

@@ -1,4 +1,5 @@
-# Report: the resolved config, tables, figures and one self-contained report.html per config.
+# Report: the resolved config, tables, figures and one self-contained report.html per config;
+# with a tuning block also the validation Pareto fronts, the selections and the verdict.
 
 
 rule save_config:
@@ -20,7 +21,7 @@ rule feature_figures:
             f"{RESULTS}/encoders/{{encoder}}.yaml",
             encoder=config["figures"]["feature_encoders"],
         ),
-        pair=f"{pair_dir(FIGURE_PATIENT)}/pair.json",
+        pair=pair_manifest(shard_of(FIGURE_PATIENT)),
         baseline=f"{RESULTS}/registration/{config['baseline']}/shards/{shard_of(FIGURE_PATIENT)}.json",
     output:
         multiext(
@@ -40,13 +41,16 @@ rule feature_figures:
     params:
         pair=pair_dir(FIGURE_PATIENT),
         field=f"{RESULTS}/registration/{config['baseline']}/{FIGURE_PATIENT}/displacement.nii.gz",
+        out=lambda wildcards, output: Path(output[0]).parent,
+        device=DEVICE,
     shell:
         "featreg feature-figures --encoders {input.specs} --pair {params.pair} "
-        "--displacement {params.field} --out {REPORTS}/features --device {DEVICE} > {log} 2>&1"
+        "--displacement {params.field} --out {params.out} --device {params.device} > {log} 2>&1"
 
 
 rule report:
     input:
+        unpack(tuning_report_inputs),
         metrics=f"{REPORTS}/metrics.csv",
         config=f"{REPORTS}/config.yaml",
         features=rules.feature_figures.output if FEATURE_FIGURES else [],
@@ -65,6 +69,10 @@ rule report:
     params:
         baseline=config["baseline"],
         features=f"--feature-figures {REPORTS}/features" if FEATURE_FIGURES else "",
+        tuning=tuning_report_options,
+        out_dir=lambda wildcards, output: Path(output.html).parent,
+        pairs=f"{RESULTS}/pairs",
+        results=f"{RESULTS}/registration",
         alpha_family=(
             f"--alpha-family {config['alpha_sweep']['encoder']}/{config['alpha_sweep']['distance']}"
             if config.get("alpha_sweep")
@@ -72,6 +80,6 @@ rule report:
         ),
     shell:
         "featreg report --metrics {input.metrics} --config {input.config} "
-        "--out-dir {REPORTS} --baseline {params.baseline} {params.alpha_family} "
-        "--pairs {RESULTS}/pairs --results {RESULTS}/registration "
-        "{params.features} > {log} 2>&1"
+        "--out-dir {params.out_dir} --baseline {params.baseline} {params.alpha_family} "
+        "--pairs {params.pairs} --results {params.results} "
+        "{params.features} {params.tuning} > {log} 2>&1"

@@ -1,0 +1,171 @@
+"""The config expansion: splits, tuning grids, budgets, paper rows and the selection record."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from featreg.errors import ConfigError, InputError
+from featreg.experiment import (
+    PAPER_SETTINGS,
+    Method,
+    expand_grid,
+    experiment_patients,
+    load_method_file,
+    method_table,
+    select_tuned,
+    shard_patients,
+    split_patients,
+    synthetic_role_number,
+    tuning_plan,
+)
+
+REGISTRATION = {"lattice": [24, 24], "order": 3, "lam": 120.0, "lr": 0.002, "iterations": 20}
+
+
+def config(tuned: bool = True, **tuning) -> dict:
+    """A small config; ``tuning`` entries override its tuning block (none when not ``tuned``)."""
+    return {
+        "name": "t",
+        "dataset": {"kind": "synthetic", "root": "r", "split": [1, 2], "synthetic": {"patients": 6, "seed": 0}},
+        "registration": dict(REGISTRATION),
+        "encoders": {"mind": {"kind": "mind"}},
+        "baseline": "ncc",
+        "methods": {"ncc": {"alpha": 0}},
+        "grid": {"encoders": ["mind"], "distances": ["cosine"], "variants": ["feature", "combined"]},
+        **({"tuning": {"split": [3, 4], "grid": {"lam": [30.0, 240.0]}, **tuning}} if tuned else {}),
+    }
+
+
+def cohort(n: int) -> list[str]:
+    return [f"patient{k:03d}" for k in range(1, n + 1)]
+
+
+def test_acdc_ranges_and_explicit_lists():
+    assert split_patients(cohort(150), "val") == [f"patient{k}" for k in range(101, 121)]
+    assert len(split_patients(cohort(150), "test")) == 30
+    assert split_patients(cohort(150), "val", synthetic_seed=3) == split_patients(cohort(150), "val")
+    assert split_patients(cohort(6), [4, "patient002"]) == ["patient004", "patient002"]
+    with pytest.raises(ConfigError, match="unknown split 'dev'"):
+        split_patients(cohort(6), "dev")
+
+
+def test_small_synthetic_cohort_takes_roles_by_seed():
+    roles = {k: synthetic_role_number(0, k) for k in range(1, 25)}
+    assert all(1 <= r <= 150 for r in roles.values())
+    assert synthetic_role_number(0, 5) == roles[5] and synthetic_role_number(1, 5) != roles[5]
+    val = split_patients(cohort(24), "val", synthetic_seed=0)
+    assert val == [f"patient{k:03d}" for k, r in roles.items() if 101 <= r <= 120] and val
+    # a patient's role does not depend on the cohort size
+    assert set(val) <= set(split_patients(cohort(40), "val", synthetic_seed=0))
+    test = split_patients(cohort(24), "test", synthetic_seed=0)
+    assert test and not set(test) & set(val)
+
+
+def test_experiment_patients_refuses_overlap_and_empty_splits():
+    test, val = experiment_patients(config(), cohort(6))
+    assert (test, val) == (["patient001", "patient002"], ["patient003", "patient004"])
+    assert experiment_patients(config(tuned=False), cohort(6))[1] == []
+    with pytest.raises(ConfigError, match=r"overlap in 1 patient\(s\) \(patient002\)"):
+        experiment_patients(config(split=[2, 3]), cohort(6))
+    empty = config()
+    empty["dataset"]["split"] = "test"
+    with pytest.raises(ConfigError, match="dataset.split 'test' selects no patient"):
+        experiment_patients(empty | {"dataset": {**empty["dataset"], "kind": "acdc"}}, cohort(6))
+
+
+def test_validation_shards_have_their_own_prefix():
+    assert shard_patients(["patient103", "patient101", "patient102"], 2, prefix="v") == {
+        "v000": ["patient101", "patient102"], "v001": ["patient103"]}
+
+
+def test_grid_points_are_named_by_their_values():
+    base = Method("mind-cosine-v2", 0.3, "mind", "cosine", {**REGISTRATION, "control_spacing_px": None})
+    points = expand_grid(base, {"lr": [0.0005, 0.002], "lam": [60.0], "lattice": [[12, 12]], "alpha": [0.5]})
+    assert list(points) == ["mind-cosine-v2@lam60_lr0.0005_lat12x12_a0.5", "mind-cosine-v2@lam60_lr0.002_lat12x12_a0.5"]
+    point = points["mind-cosine-v2@lam60_lr0.0005_lat12x12_a0.5"]
+    assert point.alpha == 0.5 and point.variant == "combined" and point.encoder == "mind"
+    assert point.settings["lr"] == 0.0005 and point.settings["lattice"] == [12, 12]
+    assert "control_spacing_px" not in point.settings and point.settings["order"] == 3
+    # adding a value adds a name and keeps the others
+    assert set(expand_grid(base, {"lam": [30.0, 60.0]})) < set(expand_grid(base, {"lam": [30.0, 60.0, 90.0]}))
+    with pytest.raises(ConfigError, match="unknown key"):
+        expand_grid(base, {"beta": [1]})
+    with pytest.raises(ConfigError, match="lam repeats a value"):
+        expand_grid(base, {"lam": [60, 60.0]})
+    with pytest.raises(ConfigError, match="alpha 0.5 > 0 needs an encoder"):
+        expand_grid(Method("ncc"), {"alpha": [0.5]})
+
+
+def test_tuning_plan_same_budget_baseline_and_paper_rows():
+    cfg = config()
+    methods = method_table(cfg)
+    plan = tuning_plan(cfg, methods)
+    assert set(plan.grids) == {"ncc", "mind-cosine-v1", "mind-cosine-v2"} and plan.budget == 2
+    assert plan.tuned == {"ncc@tuned": "ncc", "mind-cosine-v1@tuned": "mind-cosine-v1",
+                          "mind-cosine-v2@tuned": "mind-cosine-v2"}
+    paper = plan.paper["ncc"]
+    assert paper.name == "ncc@paper"
+    assert {k: paper.settings[k] for k in PAPER_SETTINGS} == PAPER_SETTINGS and paper.settings["order"] == 3
+    assert tuning_plan(config(tuned=False), methods) is None
+
+    at_paper = config()
+    at_paper["registration"] |= PAPER_SETTINGS
+    assert tuning_plan(at_paper, method_table(at_paper)).paper["ncc"].name == "ncc"  # already the paper's
+
+    uneven = config(grids={"mind-cosine-v2": {"lam": [30.0, 60.0, 240.0]}})
+    with pytest.raises(ConfigError, match="ncc 2, mind-cosine-v1 2, mind-cosine-v2 3 grid points"):
+        tuning_plan(uneven, methods)
+    same = config(grids={"mind-cosine-v2": {"lam": [30.0], "alpha": [0.3, 0.6]}})
+    assert list(tuning_plan(same, methods).grids["mind-cosine-v2"]) == [
+        "mind-cosine-v2@lam30_a0.3", "mind-cosine-v2@lam30_a0.6"]
+    with pytest.raises(ConfigError, match="must include the baseline 'ncc'"):
+        tuning_plan(config(methods=["mind-cosine-v1"]), methods)
+    with pytest.raises(ConfigError, match="unknown method"):
+        tuning_plan(config(methods=["ncc", "nope"]), methods)
+    with pytest.raises(ConfigError, match="not tuned: mind-cosine-v1"):
+        tuning_plan(config(methods=["ncc"], grids={"mind-cosine-v1": {"lam": [1.0, 2.0]}}), methods)
+
+
+def validation_table(rows: list[tuple[str, float, float, float]], n: int = 3) -> pd.DataFrame:
+    """Per-pair rows of (method, Dice, %J<=0, sdlogJ), identical for the n patients."""
+    return pd.DataFrame([
+        {"method": m, "patient": f"patient{k:03d}", "dice_mean": d, "neg_jac_pct": j, "sdlogj": s}
+        for m, d, j, s in rows for k in range(n)
+    ])
+
+
+def test_selection_record_applies_the_rule(tmp_path):
+    cfg = config(grid={"lam": [30.0, 60.0, 240.0]})
+    spec = tuning_plan(cfg, method_table(cfg)).selection_spec("ncc")
+    table = validation_table([("ncc@lam30", 0.85, 0.5, 0.4), ("ncc@lam60", 0.80, 0.05, 0.3),
+                              ("ncc@lam240", 0.80, 0.02, 0.2), ("other", 0.99, 0.0, 0.1)])
+    record = select_tuned(spec, table)
+    assert record["selected"] == "ncc@lam240"  # lam30 folds too much; 60 and 240 tie on Dice, 240 folds less
+    assert record["values"] == {"lam": 240.0} and record["paper"] == "ncc@paper"
+    assert [c["eligible"] for c in record["candidates"]] == [False, True, True]
+    assert record["rule"]["max_neg_jac_pct"] == 0.1 and "ties" in record["rule"]
+    (tmp_path / "ncc.json").write_text(json.dumps(record))
+    tuned = load_method_file(tmp_path / "ncc.json")
+    assert tuned.name == "ncc@tuned" and tuned.settings["lam"] == 240.0 and tuned.settings["lr"] == 0.002
+
+    folding = validation_table([("ncc@lam30", 0.85, 0.5, 0.4), ("ncc@lam60", 0.8, 0.3, 0.3),
+                                ("ncc@lam240", 0.8, 0.2, 0.2)])
+    with pytest.raises(InputError, match=r"no setting has mean neg_jac_pct <= 0.1 %: the lowest is 0.2 % \(ncc@lam240\)"):
+        select_tuned(spec, folding)
+    with pytest.raises(InputError, match="lack grid point\\(s\\) of ncc: ncc@lam240"):
+        select_tuned(spec, folding[folding["method"] != "ncc@lam240"])
+    with pytest.raises(InputError, match="not a selection record"):
+        load_method_file((tmp_path / "bad.json").write_text("{}") and tmp_path / "bad.json")
+
+
+def test_selection_ignores_nan_dice_of_failed_pairs():
+    cfg = config()
+    spec = tuning_plan(cfg, method_table(cfg)).selection_spec("ncc")
+    table = validation_table([("ncc@lam30", 0.85, 0.0, 0.4), ("ncc@lam240", 0.80, 0.0, 0.2)])
+    table.loc[(table["method"] == "ncc@lam30") & (table["patient"] != "patient000"), "dice_mean"] = np.nan
+    record = select_tuned(spec, table)
+    assert record["selected"] == "ncc@lam30" and record["candidates"][0]["n"] == 1

@@ -1,0 +1,122 @@
+"""Shard jobs: stable shard formation, resuming, failure isolation, and sharded = one job per pair."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from featreg.cli import main
+from featreg.data.preprocess import PreprocessOptions
+from featreg.experiment import Method, shard_patients
+from featreg.registration.io import read_displacement
+from featreg.shards import (
+    PAIR_FAILURE,
+    evaluate_shard,
+    preprocess_shard,
+    register_shard,
+    synthesize_shard,
+)
+
+PATIENTS = ["patient001", "patient002", "patient003"]
+METHOD = Method("ncc", settings={"lattice": [8, 8], "iterations": 6, "lr": 0.01})
+
+
+def ids(numbers) -> list[str]:
+    return [f"patient{k:03d}" for k in numbers]
+
+
+def test_shards_are_stable_when_patients_are_added():
+    before = shard_patients(ids(range(1, 11)), 4)
+    after = shard_patients(list(reversed(ids(range(1, 14)))), 4)  # input order does not matter
+    assert before == {"s000": ids(range(1, 5)), "s001": ids(range(5, 9)), "s002": ids([9, 10])}
+    assert {s: after[s] for s in ("s000", "s001")} == {s: before[s] for s in ("s000", "s001")}
+    assert after["s002"][:2] == before["s002"] and set(after) == {"s000", "s001", "s002", "s003"}
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory) -> Path:
+    """Three synthetic patients (ACDC layout) and their pairs; patient002's ED label is then removed."""
+    root = tmp_path_factory.mktemp("cohort")
+    synthesize_shard(root / "acdc", PATIENTS, root / "synthetic.json", seed=0)
+    preprocess_shard(root / "acdc", PATIENTS, root / "pairs", root / "pairs.json", PreprocessOptions())
+    return root
+
+
+def mtimes(folder: Path) -> dict[str, int]:
+    return {str(p.relative_to(folder)): p.stat().st_mtime_ns for p in folder.rglob("*") if p.is_file()}
+
+
+def test_data_shards_skip_patients_already_done(cohort: Path, tmp_path: Path):
+    acdc, pairs = cohort / "acdc", cohort / "pairs"
+    written, made = mtimes(acdc), mtimes(pairs)
+    synthesize_shard(acdc, PATIENTS, tmp_path / "synthetic.json", seed=0)
+    preprocess_shard(acdc, PATIENTS, pairs, tmp_path / "pairs.json", PreprocessOptions())
+    assert mtimes(acdc) == written and mtimes(pairs) == made
+    for name in ("synthetic.json", "pairs.json"):
+        statuses = json.loads((tmp_path / name).read_text())["patients"]
+        assert statuses == {p: {"status": "ok", "reason": "", "resumed": True} for p in PATIENTS}
+    # Other preprocessing options redo the pair; another seed rewrites the patient.
+    preprocess_shard(acdc, PATIENTS[:1], tmp_path / "pairs", tmp_path / "other.json", PreprocessOptions(size=64))
+    moved = cohort / "copy"
+    shutil.copytree(acdc, moved)
+    synthesize_shard(moved, PATIENTS[:1], tmp_path / "seed1.json", seed=1)
+    assert json.loads((tmp_path / "seed1.json").read_text())["patients"] == {"patient001": {"status": "ok", "reason": ""}}
+    assert mtimes(moved)["database/training/patient001/Info.cfg"] != written["database/training/patient001/Info.cfg"]
+
+
+def test_a_bad_patient_fails_alone(cohort: Path, tmp_path: Path):
+    acdc = tmp_path / "acdc"
+    shutil.copytree(cohort / "acdc", acdc)
+    next((acdc / "database/training/patient002").glob("*_frame01_gt.nii.gz")).unlink()
+    pairs = tmp_path / "pairs"
+    preprocess_shard(acdc, PATIENTS, pairs, tmp_path / "pairs.json", PreprocessOptions())
+    statuses = json.loads((tmp_path / "pairs.json").read_text())["patients"]
+    assert [statuses[p]["status"] for p in PATIENTS] == ["ok", "failed", "ok"]
+    assert "frame01_gt" in statuses["patient002"]["reason"]
+    assert [p.name for p in (pairs / "patient002").iterdir()] == [PAIR_FAILURE]
+
+    pair_dirs = [pairs / p for p in PATIENTS]
+    register_shard(METHOD, pair_dirs, tmp_path / "ncc", tmp_path / "ncc.json", device="cpu", batch_size=3)
+    statuses = json.loads((tmp_path / "ncc.json").read_text())["patients"]
+    assert [statuses[p]["status"] for p in PATIENTS] == ["ok", "failed", "ok"]
+    assert statuses["patient002"]["reason"].startswith("preprocessing failed:")
+    assert (tmp_path / "ncc/patient003/displacement.nii.gz").is_file()
+
+    for method, results in ((None, None), (METHOD, tmp_path / "ncc")):
+        evaluate_shard(pair_dirs, tmp_path / "metrics.csv", method=method, results_dir=results)
+        table = pd.read_csv(tmp_path / "metrics.csv").set_index("patient")
+        assert list(table["status"]) == ["ok", "failed", "ok"]
+        assert table.loc["patient002", "reason"].startswith("preprocessing failed:")
+        assert np.isnan(table.loc["patient002", "dice_mean"]) and table["dice_mean"].notna().sum() == 2
+
+
+def test_sharded_run_equals_one_job_per_pair_and_resumes(cohort: Path, tmp_path: Path):
+    pair_dirs = [cohort / "pairs" / p for p in PATIENTS]
+    register_shard(METHOD, pair_dirs, tmp_path / "shard", tmp_path / "shard.json", device="cpu", batch_size=2)
+    for pair_dir in pair_dirs:
+        register_shard(METHOD, [pair_dir], tmp_path / "single", tmp_path / f"{pair_dir.name}.json", device="cpu", batch_size=1)
+    for patient in PATIENTS:
+        sharded, _ = read_displacement(tmp_path / "shard" / patient / "displacement.nii.gz")
+        single, _ = read_displacement(tmp_path / "single" / patient / "displacement.nii.gz")
+        assert np.abs(sharded).max() > 0.05  # it moved
+        np.testing.assert_allclose(sharded, single, atol=1e-4)
+
+    # A job killed after its first patient: the rerun redoes only the others.
+    shutil.rmtree(tmp_path / "shard" / "patient002")
+    (tmp_path / "shard" / "patient003" / "run.json").write_text("{trunc")
+    done = mtimes(tmp_path / "shard" / "patient001")
+    register_shard(METHOD, pair_dirs, tmp_path / "shard", tmp_path / "shard.json", device="cpu", batch_size=2)
+    statuses = json.loads((tmp_path / "shard.json").read_text())["patients"]
+    assert [statuses[p].get("resumed", False) for p in PATIENTS] == [True, False, False]
+    assert mtimes(tmp_path / "shard" / "patient001") == done
+    assert (tmp_path / "shard" / "patient002" / "displacement.nii.gz").is_file()
+
+
+def test_synth_ids_needs_a_manifest(tmp_path: Path, capsys):
+    assert main(["synth", "--out", str(tmp_path), "--ids", "patient001"]) == 2
+    assert "--manifest" in capsys.readouterr().err

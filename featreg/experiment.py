@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from featreg.data.acdc import patient_number
 from featreg.errors import ConfigError
 
 VARIANT_ALPHA = {"feature": 1.0}
@@ -130,13 +131,6 @@ def shard_patients(patients: Sequence[str], shard_size: int, *, prefix: str = "s
         raise ConfigError(f"shard_size must be at least 1, got {shard_size}")
     ordered = sorted(patients, key=patient_number)
     return {f"{prefix}{i // shard_size:03d}": ordered[i : i + shard_size] for i in range(0, len(ordered), shard_size)}
-
-
-def patient_number(patient: str) -> int:
-    """The number in a patient id such as ``patient001``."""
-    if not patient.startswith("patient") or not patient[7:].isdigit():
-        raise ConfigError(f"patient id {patient!r} is not of the form patientNNN")
-    return int(patient[7:])
 
 
 # --- Splits --------------------------------------------------------------------------------

@@ -26,7 +26,8 @@ from tqdm import tqdm
 
 from featreg.data.nifti import atomic_path
 from featreg.errors import FeatregError, InputError
-from featreg.experiment import Method, patient_number
+from featreg.data.acdc import patient_number
+from featreg.experiment import Method
 
 if TYPE_CHECKING:
     from featreg.data.preprocess import PreprocessOptions

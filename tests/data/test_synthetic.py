@@ -16,6 +16,7 @@ from featreg.data.synthetic import (
     write_cohort,
     write_patient,
 )
+from featreg.evaluation.metrics import dice_per_class
 
 N_REALISM = 20  # four patients per group
 
@@ -23,10 +24,6 @@ N_REALISM = 20  # four patients per group
 @pytest.fixture(scope="module")
 def cohort():
     return [synth_patient(0, k) for k in range(1, N_REALISM + 1)]
-
-
-def _dice(a: np.ndarray, b: np.ndarray) -> float:
-    return 2.0 * np.logical_and(a, b).sum() / (a.sum() + b.sum())
 
 
 def _volume_ml(label, value, spacing):
@@ -127,7 +124,7 @@ def test_preprocessed_pairs_look_like_acdc(cohort):
         pair = preprocess_patient(patient)
         for label in (pair.fixed_label, pair.moving_label):
             assert set(np.unique(label)) == {0, 1, 2, 3}, p.patient
-        dices.append([_dice(pair.fixed_label == c, pair.moving_label == c) for c in (1, 2, 3)])
+        dices.append(dice_per_class(pair.moving_label, pair.fixed_label)["mean"])
         # Intensity ordering of ACDC: LV blood > RV blood > myocardium.
         f = pair.fixed
         lv, rv, myo = (np.median(f[pair.fixed_label == c]) for c in (3, 1, 2))

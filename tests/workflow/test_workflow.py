@@ -114,6 +114,7 @@ def test_paper_config_plans_its_grid_in_seconds(workdir: Path):
     assert jobs["preprocess"] == 2
     assert jobs["register"] == 22 + 13 + 13 * 8
     assert jobs["cache_features"] == 4 + 3
+    assert jobs["fetch_checkpoint"] == 3  # DINOv2 (shared by two encoders), SAM, MedSAM
     assert "3130 registrations" in proc_text
     assert elapsed < 60
 

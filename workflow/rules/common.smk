@@ -7,11 +7,11 @@ from pathlib import Path
 from snakemake.logging import logger
 from snakemake.utils import validate
 
-from featreg.data.acdc import list_patients
+from featreg.data.acdc import list_patients, patient_number
+from featreg.encoders.checkpoints import CHECKPOINTS
 from featreg.experiment import (
     experiment_patients,
     method_table,
-    patient_number,
     shard_patients,
     tuning_plan,
 )
@@ -184,3 +184,13 @@ def preprocess_sources(wildcards):
     if DATASET["kind"] == "synthetic":
         return f"{RESULTS}/synthetic/{wildcards.shard}.json"
     return [source_dir(p) for p in ALL_SHARDS[wildcards.shard]]
+
+
+# Checkpoint file name -> table entry, for the rule that downloads official weights.
+CHECKPOINT_NAMES = {entry.filename: name for name, entry in CHECKPOINTS.items()}
+
+
+def encoder_checkpoint(encoder):
+    """The encoder's checkpoint file (fetched by rule fetch_checkpoint when missing), if any."""
+    weights = config["encoders"][encoder].get("checkpoint")
+    return [weights] if weights else []

@@ -2,7 +2,24 @@
 # fixed-image features, computed once per encoder and patient, reused by every method.
 
 
+rule fetch_checkpoint:
+    output:
+        "{folder}/{filename}",
+    log:
+        "logs/checkpoints/{folder}/{filename}.log",
+    wildcard_constraints:
+        filename="|".join(re.escape(name) for name in CHECKPOINT_NAMES),
+    conda:
+        "../../envs/featreg.yaml"
+    params:
+        name=lambda wildcards: CHECKPOINT_NAMES[wildcards.filename],
+    shell:
+        "featreg fetch-checkpoints --dest {wildcards.folder} {params.name} > {log} 2>&1"
+
+
 rule encoder_spec:
+    input:
+        weights=lambda wildcards: encoder_checkpoint(wildcards.encoder),
     output:
         f"{RESULTS}/encoders/{{encoder}}.yaml",
     log:

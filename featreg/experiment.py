@@ -61,10 +61,6 @@ class Method:
         return cls(**json.loads(text))
 
 
-def _alpha_label(alpha: float) -> str:
-    return f"a{alpha:.2f}".rstrip("0").rstrip(".")
-
-
 def method_table(config: Mapping[str, Any]) -> dict[str, Method]:
     """All methods of a config: the explicit ones, the encoder grid and the alpha sweep.
 
@@ -109,7 +105,7 @@ def method_table(config: Mapping[str, Any]) -> dict[str, Method]:
             alpha = float(alpha)
             if alpha == 0 or (sweep["encoder"], sweep["distance"], alpha) in present:
                 continue
-            name = f"{sweep['encoder']}-{sweep['distance']}-{_alpha_label(alpha)}"
+            name = f"{sweep['encoder']}-{sweep['distance']}-a{value_label(alpha)}"
             add(Method(name, alpha, sweep["encoder"], sweep["distance"], defaults))
     baseline = config.get("baseline", "ncc")
     if baseline not in methods:
@@ -210,9 +206,10 @@ TUNED_SUFFIX = "@tuned"
 PAPER_SUFFIX = "@paper"
 
 
-def _value_label(value: Any) -> str:
+def value_label(value: Any) -> str:
+    """A setting's value as text in names and labels: numbers ``:g`` (0.125, 1e-05), lists ``24x24``."""
     if isinstance(value, (list, tuple)):
-        return "x".join(_value_label(v) for v in value)
+        return "x".join(value_label(v) for v in value)
     return f"{value:g}" if isinstance(value, (int, float)) else str(value)
 
 
@@ -236,7 +233,7 @@ def expand_grid(method: Method, grid: Mapping[str, Sequence[Any]]) -> dict[str, 
         raise ConfigError(f"tuning grid of {method.name}: unknown key(s) {', '.join(unknown)} (tunable: {', '.join(TUNABLE)})")
     keys = [k for k in TUNABLE if k in grid]
     for key in keys:
-        labels = [_value_label(v) for v in grid[key]]
+        labels = [value_label(v) for v in grid[key]]
         if not labels:
             raise ConfigError(f"tuning grid of {method.name}: {key} has no values")
         if len(set(labels)) != len(labels):
@@ -244,7 +241,7 @@ def expand_grid(method: Method, grid: Mapping[str, Sequence[Any]]) -> dict[str, 
     points = {}
     for combo in itertools.product(*(grid[k] for k in keys)):
         values = dict(zip(keys, combo))
-        name = f"{method.name}@" + "_".join(f"{TUNABLE[k]}{_value_label(v)}" for k, v in values.items())
+        name = f"{method.name}@" + "_".join(f"{TUNABLE[k]}{value_label(v)}" for k, v in values.items())
         points[name] = _with_settings(method, name, values)
     return points
 
@@ -351,12 +348,13 @@ def select_tuned(spec: Mapping[str, Any], metrics: Any) -> dict[str, Any]:
 
     ``metrics`` is the per-pair metrics table (a DataFrame) of the candidates.
     Returns the selection record: the rule, each candidate's means and
-    eligibility, the selected grid point and the tuned method (its settings,
+    eligibility (a finite metric and folding value on every validation pair, mean
+    folding within the limit), the selected grid point and the tuned method (its settings,
     renamed ``<base>@tuned``). Raises InputError when a candidate has no rows or
     the constraint excludes every candidate.
     """
     from featreg.errors import InputError
-    from featreg.evaluation.statistics import select_setting, summarize
+    from featreg.evaluation.statistics import eligible_settings, select_setting, summarize
 
     rule = spec["rule"]
     metric, folding = rule["metric"], rule["folding"]
@@ -368,6 +366,7 @@ def select_tuned(spec: Mapping[str, Any], metrics: Any) -> dict[str, Any]:
     choice = select_setting(rows, max_neg_jac_pct=rule["max_neg_jac_pct"], methods=candidates, dice=metric,
                             folding=folding)
     table = summarize(rows, [metric, folding, "sdlogj"]).set_index("method")
+    eligible = eligible_settings(rows, max_neg_jac_pct=rule["max_neg_jac_pct"], dice=metric, folding=folding)
     listed = []
     for name in candidates:
         row = table.loc[name]
@@ -378,7 +377,7 @@ def select_tuned(spec: Mapping[str, Any], metrics: Any) -> dict[str, Any]:
             f"mean_{metric}": float(row[f"mean_{metric}"]),
             f"mean_{folding}": float(row[f"mean_{folding}"]),
             "mean_sdlogj": float(row["mean_sdlogj"]),
-            "eligible": bool(row[f"mean_{folding}"] <= rule["max_neg_jac_pct"]),
+            "eligible": bool(eligible[name]),
         })
     chosen = Method(**spec["candidates"][choice]["method"])
     tuned = Method(spec["tuned"], chosen.alpha, chosen.encoder, chosen.distance, chosen.settings)

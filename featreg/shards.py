@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from featreg.data.nifti import atomic_path
+from featreg.data.nifti import atomic_path, write_json_atomic
 from featreg.errors import FeatregError, InputError
 from featreg.data.acdc import patient_number
 from featreg.experiment import Method
@@ -40,14 +40,6 @@ PAIR_FAILURE = "failed.json"
 """The only file of a pair folder whose preprocessing failed: the patient and the reason."""
 
 log = logging.getLogger(__name__)
-
-
-def write_json(path: str | Path, data: Any) -> Path:
-    """Write JSON atomically."""
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
-    return path
 
 
 def fingerprint(method: Method, encoder_identity: dict[str, Any] | None) -> str:
@@ -121,9 +113,9 @@ def synthesize_shard(root: str | Path, patients: Sequence[str], manifest: str | 
             statuses[patient] = _ok(resumed=True)
             continue
         folder = write_patient(root, synth_patient(seed, number))
-        write_json(folder / SYNTHETIC_RECORD, {"seed": seed, "number": number})
+        write_json_atomic(folder / SYNTHETIC_RECORD, {"seed": seed, "number": number})
         statuses[patient] = _ok()
-    return write_json(manifest, {"seed": seed, "patients": statuses})
+    return write_json_atomic(manifest, {"seed": seed, "patients": statuses})
 
 
 def _preprocessed(pair_dir: Path, options: dict[str, Any]) -> bool:
@@ -165,14 +157,14 @@ def preprocess_shard(
         except InputError as exc:
             log.error("%s", exc)
             shutil.rmtree(pair_dir, ignore_errors=True)
-            write_json(pair_dir / PAIR_FAILURE, {"patient": patient, "reason": str(exc)})
+            write_json_atomic(pair_dir / PAIR_FAILURE, {"patient": patient, "reason": str(exc)})
             statuses[patient] = {"status": "failed", "reason": str(exc)}
             continue
         statuses[patient] = _ok()
     failed = sorted(p for p, s in statuses.items() if s["status"] != "ok")
     if failed:
         log.warning("%d of %d patients failed preprocessing: %s", len(failed), len(patients), ", ".join(failed))
-    return write_json(manifest, {"options": wanted, "patients": statuses})
+    return write_json_atomic(manifest, {"options": wanted, "patients": statuses})
 
 
 def register_shard(
@@ -249,6 +241,10 @@ def register_shard(
             except InputError as exc:
                 fail(patient, _unreadable_reason(pair_dir, exc), key)
                 continue
+            if pairs and not np.allclose(pair.spacing, pairs[0].spacing):
+                # One batch shares one spacing (the mm field and the physical regulariser use it).
+                fail(patient, f"spacing {pair.spacing} mm differs from the batch's {pairs[0].spacing} mm", key)
+                continue
             if encoder is not None:
                 if patient not in feature_files:
                     fail(patient, f"no cached features in {features_manifest}", key)
@@ -257,8 +253,12 @@ def register_shard(
                     features.append(load_features(feature_files[patient], identity))
                 except CacheError as exc:  # unusable cache (truncated, stale): rebuild it with the loaded encoder
                     cache_fixed_features(spec, [pair_dir], [feature_files[patient]], encoder=encoder)
+                    try:
+                        features.append(load_features(feature_files[patient], identity))
+                    except CacheError as again:
+                        fail(patient, f"{exc}; rebuilding failed: {again}", key)
+                        continue
                     log.warning("%s; rebuilt", exc)
-                    features.append(load_features(feature_files[patient], identity))
             batch.append(patient)
             pairs.append(pair)
             keys.append(key)
@@ -293,7 +293,7 @@ def register_shard(
     failed = sorted(p for p, s in statuses.items() if s["status"] != "ok")
     if failed:
         log.warning("method %s: %d failed pair(s): %s", method.name, len(failed), ", ".join(failed))
-    return write_json(manifest, {"method": method.name, "fingerprint": expected, "patients": statuses})
+    return write_json_atomic(manifest, {"method": method.name, "fingerprint": expected, "patients": statuses})
 
 
 def method_columns(method: Method | None) -> dict[str, Any]:

@@ -162,10 +162,23 @@ def test_selection_record_applies_the_rule(tmp_path):
         load_method_file((tmp_path / "bad.json").write_text("{}") and tmp_path / "bad.json")
 
 
-def test_selection_ignores_nan_dice_of_failed_pairs():
+def test_selection_excludes_grid_points_that_failed_on_a_validation_pair():
     cfg = config()
     spec = tuning_plan(cfg, method_table(cfg)).selection_spec("ncc")
     table = validation_table([("ncc@lam30", 0.85, 0.0, 0.4), ("ncc@lam240", 0.80, 0.0, 0.2)])
     table.loc[(table["method"] == "ncc@lam30") & (table["patient"] != "patient000"), "dice_mean"] = np.nan
     record = select_tuned(spec, table)
-    assert record["selected"] == "ncc@lam30" and record["candidates"][0]["n"] == 1
+    # lam30's one surviving pair has the better Dice, but it failed on two of the three pairs
+    assert record["selected"] == "ncc@lam240"
+    assert [(c["n"], c["eligible"]) for c in record["candidates"]] == [(1, False), (3, True)]
+    table.loc[(table["method"] == "ncc@lam240") & (table["patient"] == "patient001"), "neg_jac_pct"] = np.nan
+    with pytest.raises(InputError, match="no setting has a finite dice_mean and neg_jac_pct on all 3 pairs"):
+        select_tuned(spec, table)
+
+
+def test_alpha_sweep_names_keep_every_digit():
+    cfg = config(tuned=False) | {"alpha_sweep": {"encoder": "mind", "distance": "cosine",
+                                                 "alphas": [0.001, 0.12, 0.125, 0.3]}}
+    names = [name for name in method_table(cfg) if "-a" in name]
+    assert names == ["mind-cosine-a0.001", "mind-cosine-a0.12", "mind-cosine-a0.125"]  # 0.3 is the v2 point
+    assert method_table(cfg)["mind-cosine-a0.125"].alpha == 0.125

@@ -11,9 +11,9 @@ import pandas as pd
 import pytest
 
 from featreg.cli import main
+from featreg.data.nifti import read_displacement
 from featreg.data.preprocess import PreprocessOptions
 from featreg.experiment import Method, shard_patients
-from featreg.registration.io import read_displacement
 from featreg.shards import (
     PAIR_FAILURE,
     evaluate_shard,
@@ -115,6 +115,22 @@ def test_sharded_run_equals_one_job_per_pair_and_resumes(cohort: Path, tmp_path:
     assert [statuses[p].get("resumed", False) for p in PATIENTS] == [True, False, False]
     assert mtimes(tmp_path / "shard" / "patient001") == done
     assert (tmp_path / "shard" / "patient002" / "displacement.nii.gz").is_file()
+
+
+def test_a_pair_with_another_spacing_fails_alone(cohort: Path, tmp_path: Path):
+    from dataclasses import replace
+
+    from featreg.data.pairs import load_pair, write_pair
+
+    pairs = tmp_path / "pairs"
+    shutil.copytree(cohort / "pairs", pairs)
+    odd = load_pair(pairs / "patient002")
+    shutil.rmtree(pairs / "patient002")
+    write_pair(replace(odd, spacing=(1.5, 1.5), provenance={**odd.provenance, "spacing": [1.5, 1.5]}), pairs / "patient002")
+    register_shard(METHOD, [pairs / p for p in PATIENTS], tmp_path / "ncc", tmp_path / "ncc.json", device="cpu", batch_size=3)
+    statuses = json.loads((tmp_path / "ncc.json").read_text())["patients"]
+    assert [statuses[p]["status"] for p in PATIENTS] == ["ok", "failed", "ok"]
+    assert "spacing (1.5, 1.5) mm differs from the batch's" in statuses["patient002"]["reason"]
 
 
 def test_synth_ids_needs_a_manifest(tmp_path: Path, capsys):

@@ -15,17 +15,15 @@ AREAS = ("data", "encoders", "reporting", "workflow")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="featreg", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="featreg",
+        description="Vision-encoder features as guidance in B-spline FFD registration: "
+        "data, features, registration, evaluation and reports (the Snakemake workflow calls these).",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for area in AREAS:
-        try:
-            module = importlib.import_module(f"featreg.cli.{area}")
-        except ModuleNotFoundError as exc:
-            if exc.name == f"featreg.cli.{area}":
-                continue
-            raise
-        module.add_parser(subparsers)
+        importlib.import_module(f"featreg.cli.{area}").add_parser(subparsers)
     return parser
 
 

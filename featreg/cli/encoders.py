@@ -69,10 +69,10 @@ def _features(args: argparse.Namespace) -> int:
     spec = _specs(args, [args.encoder])[args.encoder]
     written = cache_fixed_features(spec, args.pairs, args.out, _device(args.device))
     if args.manifest is not None:
-        from featreg.shards import write_json
+        from featreg.data.nifti import write_json_atomic
 
         features = {pair.name: str(path) for pair, path in written.items()}
-        write_json(args.manifest, {"encoder": spec.name, "features": features})
+        write_json_atomic(args.manifest, {"encoder": spec.name, "features": features})
     return 0
 
 

@@ -25,8 +25,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--feature-figures", type=Path, help="folder written by `featreg feature-figures`")
     parser.add_argument("--alpha-family", metavar="ENCODER/DISTANCE",
                         help="α curve to draw, e.g. dinov2/cosine (default: the one with most α values)")
-    parser.add_argument("--max-neg-jac-pct", type=float, default=0.1,
-                        help="selection rule: at most this mean %% of pixels with J <= 0 (default: 0.1)")
+    parser.add_argument("--figure-patient", metavar="PATIENT",
+                        help="patient of the Jacobian maps and the qualitative panel (default: the first patient "
+                        "with every map; the baseline's median-Dice patient for the panel)")
     parser.add_argument("--validation-metrics", type=Path,
                         help="a tuning run's validation metrics (grid points × validation patients)")
     parser.add_argument("--selections", nargs="+", type=Path, default=[],
@@ -47,8 +48,8 @@ def run(args: argparse.Namespace) -> int:
         family = (parts[0], parts[1])
     build_report(
         args.metrics, args.out_dir, baseline=args.baseline, pairs_dir=args.pairs, results_dir=args.results,
-        config=args.config, feature_figures_dir=args.feature_figures, alpha_family=family, max_neg_jac_pct=args.max_neg_jac_pct,
-        n_resamples=args.bootstrap, seed=args.seed, validation_csv=args.validation_metrics,
-        selection_jsons=args.selections,
+        config=args.config, feature_figures_dir=args.feature_figures, alpha_family=family,
+        figure_patient=args.figure_patient, n_resamples=args.bootstrap, seed=args.seed,
+        validation_csv=args.validation_metrics, selection_jsons=args.selections,
     )
     return 0

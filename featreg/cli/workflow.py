@@ -65,14 +65,14 @@ def _select(args: argparse.Namespace) -> int:
 
     from featreg.experiment import select_tuned
     from featreg.reporting.tables import read_metrics
-    from featreg.shards import write_json
+    from featreg.data.nifti import write_json_atomic
 
     try:
         spec = json.loads(args.spec)
     except json.JSONDecodeError as exc:
         raise ConfigError(f"--spec is not JSON: {exc}") from exc
     metrics = pd.concat([read_metrics(path) for path in args.metrics], ignore_index=True)
-    write_json(args.out, select_tuned(spec, metrics))
+    write_json_atomic(args.out, select_tuned(spec, metrics))
     return 0
 
 

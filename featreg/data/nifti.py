@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -28,6 +29,19 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         os.replace(tmp_path, path)
     finally:
         tmp_path.unlink(missing_ok=True)
+
+
+def write_text_atomic(path: str | Path, text: str) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` through a temporary file and a rename."""
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return path
+
+
+def write_json_atomic(path: str | Path, data: object) -> Path:
+    """Write ``data`` as indented, key-sorted JSON, atomically."""
+    return write_text_atomic(path, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
 
 
 def _umask() -> int:
@@ -79,3 +93,33 @@ def write_nifti(
     with atomic_path(path) as tmp:
         nib.save(img, str(tmp))
     return path
+
+
+SPACING_DECIMALS = 6
+"""pixdim is float32 on disk: spacings are rounded to this many decimals so 1.8 reads back as 1.8."""
+
+
+def write_displacement(path: str | Path, field_mm: np.ndarray, spacing: Sequence[float]) -> Path:
+    """Write a ``(2, X, Y)`` field in mm as NIfTI ``(X, Y, 1, 1, 2)`` with intent vector, atomically."""
+    layout = np.moveaxis(np.asarray(field_mm, dtype=np.float32), 0, -1)[:, :, None, None, :]
+    return write_nifti(path, layout, spacing, intent="vector")
+
+
+def read_displacement(
+    path: str | Path, *, patient: str | None = None, shape: Sequence[int] | None = None
+) -> tuple[np.ndarray, tuple[float, float]]:
+    """Read ``displacement.nii.gz`` back as ``((2, X, Y) float32 in mm, spacing (sx, sy) in mm)``.
+
+    ``shape``, when given, is the ``(X, Y)`` the field must cover (e.g. the fixed
+    label's). A field with non-finite values is refused: no metric or figure means
+    anything on it.
+    """
+    data, spacing = read_nifti(path, patient=patient)
+    expected = (*shape, 1, 1, 2) if shape is not None else None
+    if data.ndim != 5 or data.shape[2:] != (1, 1, 2) or (expected is not None and data.shape != expected):
+        raise InputError(f"expected a displacement of shape {expected or '(X, Y, 1, 1, 2)'}, got {data.shape}",
+                         path=path, patient=patient)
+    if not np.isfinite(data).all():
+        raise InputError("displacement has non-finite values", path=path, patient=patient)
+    field = np.moveaxis(data[:, :, 0, 0, :], -1, 0).astype(np.float32)
+    return field, (round(float(spacing[0]), SPACING_DECIMALS), round(float(spacing[1]), SPACING_DECIMALS))

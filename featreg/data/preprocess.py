@@ -7,6 +7,7 @@ noted: resampling is in-plane only (the paper's code also interpolated across
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -15,13 +16,16 @@ from typing import Literal
 
 import numpy as np
 from scipy.ndimage import map_coordinates
-from tqdm import tqdm
 
-from featreg.data.acdc import AcdcPatient, list_patients, read_patient, select_patients
-from featreg.data.pairs import Pair, write_pair
+from featreg.data.acdc import AcdcPatient, list_patients, select_patients
+from featreg.data.pairs import Pair
 from featreg.errors import InputError
+from featreg.shards import preprocess_shard
 
 logger = logging.getLogger(__name__)
+
+COHORT_MANIFEST = "preprocess.json"
+"""Written into the pairs folder by :func:`preprocess_cohort`: the options and each patient's status."""
 
 
 @dataclass(frozen=True)
@@ -170,27 +174,20 @@ def preprocess_cohort(
     out: str | Path,
     split: str | Sequence[int | str] = "test",
     options: PreprocessOptions = PreprocessOptions(),
-    *,
-    progress: bool = True,
 ) -> list[Path]:
-    """Write ``out/<patient>/`` for every selected patient; a bad patient leaves no folder.
+    """Write ``out/<patient>/`` for every selected patient with :func:`featreg.shards.preprocess_shard`.
 
-    All patients are attempted; if any failed, an :class:`InputError` listing
-    them is raised at the end.
+    As in the workflow, pairs already made from the same sources and options
+    are kept, a bad patient's folder holds only its ``failed.json``, and the
+    statuses go to ``out/`` :data:`COHORT_MANIFEST`. All patients are attempted;
+    if any failed, an :class:`InputError` listing them is raised at the end.
     """
     patients = select_patients(list_patients(root), split)
     if not patients:
         raise InputError(f"no patients of split {split!r} under the ACDC root", path=root)
-    written, failures = [], []
-    for name in tqdm(patients, desc="preprocess", unit="patient", disable=not progress):
-        try:
-            pair = preprocess_patient(read_patient(root, name), options)
-        except InputError as exc:
-            logger.error("%s", exc)
-            failures.append(str(exc))
-            continue
-        written.append(write_pair(pair, Path(out) / name))
-    logger.info("wrote %d pairs to %s (%d failed)", len(written), out, len(failures))
+    manifest = preprocess_shard(root, patients, out, Path(out) / COHORT_MANIFEST, options)
+    statuses = json.loads(manifest.read_text())["patients"]
+    failures = [status["reason"] for status in statuses.values() if status["status"] != "ok"]
     if failures:
         raise InputError(f"{len(failures)} of {len(patients)} patients failed:\n" + "\n".join(failures))
-    return written
+    return [Path(out) / patient for patient in patients]

@@ -11,15 +11,17 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-from tqdm import tqdm  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
 
-from featreg.data.nifti import atomic_path  # noqa: E402
-from featreg.encoders.features import FeatureEncoder  # noqa: E402
+from featreg.data.nifti import atomic_path
+from featreg.encoders.features import FeatureEncoder
+from featreg.registration.bspline import displacement_from_mm, warp_image
+from featreg.registration.losses import cosine_dissimilarity, l1_distance
 
 log = logging.getLogger(__name__)
 
@@ -83,14 +85,11 @@ def plot_pca(image: np.ndarray, features: Mapping[str, torch.Tensor], out: str |
 
 
 # --- warping (array axes as in docs/design.md: (B, C, X, Y), displacements (B, 2, X, Y) in mm) ---
+# Images are warped by the registration engine itself, so the figures measure what registration optimises.
 
-def warp_image(image: torch.Tensor, displacement_mm: torch.Tensor, spacing: Sequence[float]) -> torch.Tensor:
-    """M(x + u(x)), bilinear, ``align_corners=True``, border padding; ``u`` in mm on the image's pixels."""
-    X, Y = image.shape[-2:]
-    scale = torch.tensor([2 / ((X - 1) * spacing[0]), 2 / ((Y - 1) * spacing[1])], dtype=image.dtype)
-    base = torch.stack(torch.meshgrid(torch.linspace(-1, 1, X), torch.linspace(-1, 1, Y), indexing="ij"))
-    pos = base + displacement_mm * scale.view(1, 2, 1, 1).to(displacement_mm)
-    return F.grid_sample(image, pos.flip(1).permute(0, 2, 3, 1), mode="bilinear", padding_mode="border", align_corners=True)
+def warp_image_mm(image: torch.Tensor, displacement_mm: torch.Tensor, spacing: Sequence[float]) -> torch.Tensor:
+    """M(x + u(x)) by :func:`featreg.registration.bspline.warp_image`, ``u`` in mm on the image's pixels."""
+    return warp_image(image, torch.from_numpy(displacement_from_mm(displacement_mm.cpu().numpy(), spacing)))
 
 
 def warp_features(features: torch.Tensor, displacement_mm: torch.Tensor, spacing: Sequence[float]) -> torch.Tensor:
@@ -126,7 +125,7 @@ def translation_field(shape: tuple[int, int], shift_mm: float, axis: int = 0) ->
     return u
 
 
-# --- distances (the paper normalises each feature map to [0, 1] first) ---------------------------
+# --- distances: the engine's (losses.py), after the paper's normalisation of each map to [0, 1] ----
 
 def normalise01(features: torch.Tensor) -> torch.Tensor:
     """Min–max each map of a ``(B, C, g, g)`` batch to [0, 1] over all its channels and pixels."""
@@ -135,23 +134,13 @@ def normalise01(features: torch.Tensor) -> torch.Tensor:
     return (features - lo) / (hi - lo).clamp_min(1e-12)
 
 
-def cosine_dissimilarity(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Minus the mean over pixels of the cosine across channels, per batch item: ``(B,)``."""
-    return -F.cosine_similarity(a, b, dim=1, eps=1e-8).mean(dim=(1, 2))
-
-
-def l1_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Mean absolute difference over channels and pixels, per batch item: ``(B,)``."""
-    return (a - b).abs().mean(dim=(1, 2, 3))
-
-
 @torch.no_grad()
 def _curve(encoder: FeatureEncoder, image: torch.Tensor, fields: list[torch.Tensor], spacing, batch_size: int, desc: str):
     ref = normalise01(encoder(image))
     cos, l1 = [], []
     for i in tqdm(range(0, len(fields), batch_size), desc=desc, unit="batch"):
         u = torch.cat(fields[i : i + batch_size])
-        moved = warp_image(image.expand(u.shape[0], -1, -1, -1), u, spacing)
+        moved = warp_image_mm(image.expand(u.shape[0], -1, -1, -1), u, spacing)
         f = normalise01(encoder(moved))
         cos.append(cosine_dissimilarity(f, ref.expand_as(f)).cpu())
         l1.append(l1_distance(f, ref.expand_as(f)).cpu())
@@ -226,7 +215,7 @@ def commutativity(
         raise ValueError(f"expected a displacement of shape (2, {img.shape[-2]}, {img.shape[-1]}), got {tuple(u.shape[1:])}")
     encoded = encoder(img).cpu()
     warped_features = warp_features(encoded, u, spacing)
-    warped_image = warp_image(img, u, spacing)
+    warped_image = warp_image_mm(img, u, spacing)
     encoded_warped = encoder(warped_image).cpu()
     difference = 1 - F.cosine_similarity(warped_features, encoded_warped, dim=1)
     return {

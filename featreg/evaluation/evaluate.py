@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from featreg.data import LABELS
-from featreg.data.nifti import read_nifti
+from featreg.data.nifti import SPACING_DECIMALS, read_displacement, read_nifti
 from featreg.errors import InputError
 from featreg.evaluation.metrics import METRIC_COLUMNS, evaluate_arrays
 
@@ -27,8 +27,6 @@ ROW_COLUMNS: tuple[str, ...] = ("patient", "status", "reason", *METRIC_COLUMNS, 
 """Columns of one row, in the order of metrics.csv without the method columns."""
 
 SPACING_TOLERANCE_MM = 1e-4
-SPACING_DECIMALS = 6
-"""pixdim is float32 (1.8 reads as 1.7999999523): spacings are rounded to 1e-6 mm."""
 
 
 def _read(path: Path, patient: str) -> tuple[np.ndarray, tuple[float, ...]]:
@@ -48,15 +46,6 @@ def _read_label(path: Path, patient: str) -> tuple[np.ndarray, tuple[float, ...]
             patient=patient,
         )
     return data.astype(np.uint8), spacing
-
-
-def _read_displacement(path: Path, patient: str, shape: tuple[int, ...]) -> tuple[np.ndarray, tuple[float, ...]]:
-    data, spacing = _read(path, patient)
-    if data.shape != (*shape, 1, 1, 2):
-        raise InputError(f"expected a displacement of shape {(*shape, 1, 1, 2)}, got {data.shape}", path=path, patient=patient)
-    if not np.isfinite(data).all():
-        raise InputError("displacement has non-finite values", path=path, patient=patient)
-    return np.moveaxis(data[:, :, 0, 0, :], -1, 0).astype(np.float64), spacing[:2]
 
 
 def _check_spacing(path: Path, patient: str, spacing: tuple[float, ...], expected: tuple[float, ...]) -> None:
@@ -117,7 +106,7 @@ def evaluate_result(pair_dir: str | Path, result_dir: str | Path | None = None) 
     else:
         warped_path = result_dir / "warped_label.nii.gz"
         displacement_path = result_dir / "displacement.nii.gz"
-        displacement, field_spacing = _read_displacement(displacement_path, patient, fixed_label.shape)
+        displacement, field_spacing = read_displacement(displacement_path, patient=patient, shape=fixed_label.shape)
         _check_spacing(displacement_path, patient, field_spacing, spacing)
     warped_label, warped_spacing = _read_label(warped_path, patient)
     if warped_label.shape != fixed_label.shape:

@@ -11,6 +11,9 @@ Conventions (stated in every table and figure caption that uses them):
   the methods compared with the same baseline on the same metric.
 - The effect size is the mean paired difference (method − baseline) with a
   seeded percentile-bootstrap 95 % confidence interval.
+- A setting is selectable only when it has a finite Dice and %J≤0 on every
+  pair (:func:`eligible_settings`): one that fails on a pair is not ranked by
+  the pairs it survived.
 """
 
 from __future__ import annotations
@@ -229,6 +232,42 @@ def pareto_front(summary: pd.DataFrame, objectives: Mapping[str, str]) -> pd.Dat
     return summary[mask]
 
 
+def eligible_settings(
+    df: pd.DataFrame,
+    *,
+    max_neg_jac_pct: float = 0.1,
+    dice: str = "dice_mean",
+    folding: str = "neg_jac_pct",
+    by: str = "method",
+    key: str = "patient",
+) -> pd.Series:
+    """Per group of ``by`` (order of first appearance): whether the selection rule may pick it.
+
+    Eligible: complete (:func:`complete_settings` on ``dice`` and ``folding``) and
+    mean ``folding`` at most ``max_neg_jac_pct``. A setting that fails on some
+    pairs is never ranked by the pairs it survived.
+    """
+    if not max_neg_jac_pct >= 0:
+        raise ValueError(f"max_neg_jac_pct must be >= 0, got {max_neg_jac_pct}")
+    complete = complete_settings(df, [dice, folding], by=by, key=key)
+    means = summarize(df, [folding], by=by).set_index(by)[f"mean_{folding}"]
+    return complete & (means.reindex(complete.index) <= max_neg_jac_pct)
+
+
+def complete_settings(df: pd.DataFrame, metrics: Sequence[str], *, by: str = "method",
+                      key: str = "patient") -> pd.Series:
+    """Per group of ``by`` (order of first appearance): whether it has, for every ``key`` in ``df``,
+    a row with a finite value of each of ``metrics`` (and status "ok" where ``df`` has a status column)."""
+    _require_columns(df, [by, key, *metrics])
+    good = np.all(np.isfinite(df[list(metrics)].apply(pd.to_numeric, errors="coerce").to_numpy(float)), axis=1)
+    if "status" in df.columns:
+        good &= (df["status"].astype(str) == "ok").to_numpy()
+    expected = set(df[key])
+    covered = df[good].groupby(by, sort=False)[key].agg(set)
+    names = pd.Index(df[by].drop_duplicates())
+    return pd.Series([covered.get(name, set()) >= expected for name in names], index=names, dtype=bool)
+
+
 def select_setting(
     df: pd.DataFrame,
     *,
@@ -238,26 +277,35 @@ def select_setting(
     folding: str = "neg_jac_pct",
     smoothness: str = "sdlogj",
     by: str = "method",
+    key: str = "patient",
 ) -> str:
-    """The tuning choice: the method with the highest mean Dice among those whose mean %J≤0 is at most X.
+    """The tuning choice: the method with the highest mean Dice among the eligible ones.
 
     ``df`` is the per-pair metrics table; ``methods`` restricts the candidates
-    (e.g. one family's λ or α grid). Ties follow :data:`TIE_BREAK`. Raises
-    InputError when the constraint excludes every candidate.
+    (e.g. one family's λ or α grid). Eligible (:func:`eligible_settings`): a finite
+    Dice and %J≤0 on every pair of the candidates' rows and mean %J≤0 at most X.
+    Ties follow :data:`TIE_BREAK`. Raises InputError when no candidate is eligible.
     """
-    if not max_neg_jac_pct >= 0:
-        raise ValueError(f"max_neg_jac_pct must be >= 0, got {max_neg_jac_pct}")
-    table = summarize(df, [dice, folding, smoothness], by=by)
     if methods is not None:
-        missing = sorted(set(methods) - set(table[by]))
+        _require_columns(df, [by])
+        missing = sorted(set(methods) - set(df[by]))
         if missing:
             raise InputError(f"methods not in the metrics table: {', '.join(missing)}")
-        table = table[table[by].isin(methods)]
-    if table.empty:
+        df = df[df[by].isin(methods)]
+    if df.empty:
         raise InputError("no candidate settings to select from")
-    ok = table[(table[f"mean_{folding}"] <= max_neg_jac_pct) & np.isfinite(table[f"mean_{dice}"])]
+    eligible = eligible_settings(df, max_neg_jac_pct=max_neg_jac_pct, dice=dice, folding=folding, by=by, key=key)
+    table = summarize(df, [dice, folding, smoothness], by=by)
+    ok = table[table[by].map(eligible).to_numpy(bool)]
     if ok.empty:
-        worst = table.sort_values(f"mean_{folding}").iloc[0]
+        complete = complete_settings(df, [dice, folding], by=by, key=key)
+        n_pairs = df[key].nunique()
+        if not complete.any():
+            raise InputError(
+                f"no setting has a finite {dice} and {folding} on all {n_pairs} pairs (every candidate failed on "
+                f"some pair: {', '.join(map(str, complete.index))}); fix the failures or widen the grid"
+            )
+        worst = table[table[by].map(complete).to_numpy(bool)].sort_values(f"mean_{folding}").iloc[0]
         raise InputError(
             f"no setting has mean {folding} <= {max_neg_jac_pct} %: the lowest is "
             f"{worst[f'mean_{folding}']:.4g} % ({worst[by]}); relax the constraint or widen the grid"
@@ -266,7 +314,7 @@ def select_setting(
         ["_neg_dice", f"mean_{folding}", f"mean_{smoothness}", by], kind="stable", na_position="last"
     )
     choice = str(ranked.iloc[0][by])
-    logger.info("selected %s (mean %s %.4f) among %d settings with mean %s <= %g %%",
+    logger.info("selected %s (mean %s %.4f) among %d eligible settings (complete, mean %s <= %g %%)",
                 choice, dice, ranked.iloc[0][f"mean_{dice}"], len(ok), folding, max_neg_jac_pct)
     return choice
 

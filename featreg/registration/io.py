@@ -7,7 +7,6 @@ the folder is complete. A failed pair writes only ``run.json``.
 from __future__ import annotations
 
 import csv
-import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -15,12 +14,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from featreg.data.nifti import atomic_path, read_nifti, write_nifti
-from featreg.errors import InputError
+from featreg.data.nifti import atomic_path, write_displacement, write_json_atomic, write_nifti
 from featreg.registration.bspline import displacement_from_mm, warp_labels
 from featreg.registration.optimize import LOSS_COLUMNS, RegistrationResult
 
 logger = logging.getLogger(__name__)
+
+"""pixdim is float32 (1.8 reads as 1.7999999523): spacings read back are rounded to 1e-6 mm."""
 
 FILES = ("displacement.nii.gz", "warped_image.nii.gz", "warped_label.nii.gz", "loss.csv", "run.json")
 
@@ -33,11 +33,6 @@ def warp_label_mm(label: np.ndarray, displacement_mm: np.ndarray, spacing: Seque
     field = torch.from_numpy(displacement_from_mm(displacement_mm, spacing))[None]
     warped = warp_labels(torch.from_numpy(label.astype(np.uint8))[None, None], field)
     return warped[0, 0].numpy().astype(np.uint8)
-
-
-def _write_text(path: Path, text: str) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(text)
 
 
 def write_pair_result(
@@ -66,9 +61,7 @@ def write_pair_result(
         if moving_label is None:
             raise ValueError("moving_label is required to write a successful pair")
         field = result.displacement_mm[index]
-        # (2, X, Y) -> (X, Y, 1, 1, 2): NIfTI vector layout, components last.
-        write_nifti(out_dir / "displacement.nii.gz", np.moveaxis(field, 0, -1)[:, :, None, None, :].astype(np.float32),
-                    spacing, intent="vector")
+        write_displacement(out_dir / "displacement.nii.gz", field, spacing)
         write_nifti(out_dir / "warped_image.nii.gz", result.warped[index, 0].astype(np.float32), spacing)
         write_nifti(out_dir / "warped_label.nii.gz", warp_label_mm(moving_label, field, spacing), spacing)
         rows = result.loss[index, : int(result.evaluations[index])]
@@ -83,15 +76,17 @@ def write_pair_result(
         "status": status,
         "reason": result.reason[index],
         "iterations": int(result.iterations[index]),
-        "seconds": float(result.seconds),
+        # The pair's share of its batch's wall time: what one pair costs when batched.
+        "seconds": float(result.seconds) / result.batch,
+        "batch_seconds": float(result.seconds),
+        "batch_size": result.batch,
         "peak_memory_mb": float(result.peak_memory_mb),
         "device": result.device,
         "settings": result.settings.to_dict(),
     }
     if fingerprint is not None:
         run["fingerprint"] = fingerprint
-    path = out_dir / "run.json"
-    _write_text(path, json.dumps(run, indent=2) + "\n")
+    path = write_json_atomic(out_dir / "run.json", run)
     logger.info("wrote %s (%s)", out_dir, status)
     return path
 
@@ -103,18 +98,6 @@ def write_failed_result(out_dir: str | Path, *, patient: str, method: str, reaso
            "seconds": 0.0, "peak_memory_mb": 0.0, "device": "", "settings": {}}
     if fingerprint is not None:
         run["fingerprint"] = fingerprint
-    path = Path(out_dir) / "run.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _write_text(path, json.dumps(run, indent=2) + "\n")
+    path = write_json_atomic(Path(out_dir) / "run.json", run)
     logger.info("wrote %s (failed: %s)", path.parent, reason)
     return path
-
-
-def read_displacement(path: str | Path, *, patient: str | None = None) -> tuple[np.ndarray, tuple[float, float]]:
-    """Read ``displacement.nii.gz`` back as ``((2, X, Y) float32 in mm, spacing (sx, sy) in mm)``."""
-    data, spacing = read_nifti(path, patient=patient)
-    if data.ndim != 5 or data.shape[2:] != (1, 1, 2):
-        raise InputError(f"expected a displacement of shape (X, Y, 1, 1, 2), got {data.shape}", path=path, patient=patient)
-    field = np.moveaxis(data[:, :, 0, 0, :], -1, 0).astype(np.float32)
-    # pixdim is float32 on disk: round so that 1.8 reads back as 1.8.
-    return field, (round(float(spacing[0]), 6), round(float(spacing[1]), 6))

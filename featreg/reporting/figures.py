@@ -19,7 +19,7 @@ import pandas as pd
 from matplotlib.colors import TwoSlopeNorm
 
 from featreg.data import LABELS
-from featreg.data.nifti import atomic_path, read_nifti
+from featreg.data.nifti import atomic_path, read_displacement, read_nifti
 from featreg.errors import InputError
 from featreg.evaluation.metrics import jacobian_determinant
 from featreg.evaluation.statistics import pareto_mask, summarize
@@ -99,14 +99,6 @@ def alpha_family(df: pd.DataFrame, *, encoder: str, distance: str, baseline: str
         raise InputError(f"several methods share an α on the {encoder}/{distance} curve: "
                          f"{', '.join(curve.loc[dup, 'method'])}; pass one method per α")
     return curve.reset_index(drop=True)
-
-
-def read_displacement(path: str | Path, *, patient: str | None = None) -> tuple[np.ndarray, tuple[float, float]]:
-    """A displacement NIfTI ``(X, Y, 1, 1, 2)`` in mm as ``(2, X, Y)`` and its spacing."""
-    data, spacing = read_nifti(path, patient=patient)
-    if data.ndim != 5 or data.shape[2:4] != (1, 1) or data.shape[4] != 2:
-        raise InputError(f"displacement must have shape (X, Y, 1, 1, 2), got {data.shape}", path=path, patient=patient)
-    return np.moveaxis(data[:, :, 0, 0, :].astype(np.float64), -1, 0), (spacing[0], spacing[1])
 
 
 def jacobian_maps(results_dir: str | Path, methods: Sequence[str], patient: str, out_png: str | Path) -> Path:

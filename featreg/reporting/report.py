@@ -10,9 +10,9 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from featreg.data.nifti import atomic_path
+from featreg.data.nifti import write_text_atomic
 from featreg.errors import ConfigError, InputError
-from featreg.evaluation.statistics import TIE_BREAK, compare_to_baseline, select_setting
+from featreg.evaluation.statistics import compare_to_baseline
 from featreg.reporting import figures
 from featreg.reporting.html import Section, write_report
 from featreg.reporting.tuning import (
@@ -26,6 +26,7 @@ from featreg.reporting.tuning import (
 from featreg.reporting.tables import (
     CONVENTIONS,
     PAPER_TABLE1,
+    compared_methods,
     metric_definitions,
     read_metrics,
     read_paper_table,
@@ -54,7 +55,7 @@ def build_report(
     feature_figures_dir: str | Path | None = None,
     alpha_family: tuple[str, str] | None = None,
     paper_csv: str | Path = PAPER_TABLE1,
-    max_neg_jac_pct: float = 0.1,
+    figure_patient: str | None = None,
     n_resamples: int = 2000,
     seed: int = 0,
     validation_csv: str | Path | None = None,
@@ -67,20 +68,26 @@ def build_report(
     point with its means, eligibility and Pareto-front membership),
     pareto_validation.png, verdict.csv (each tuned method against the tuned
     baseline on test), and the reproduction table lists only the paper-settings
-    and tuned rows; the selection then comes from the validation split, never
-    from the test metrics.
+    and tuned rows. Settings are selected on the validation split only: without
+    a tuning run the report selects nothing (a choice made on the test metrics
+    would not be a held-out selection).
 
     ``alpha_family`` is ``(encoder, distance)`` of the α curve; by default the
     pair with the most combined α values (at least two) is drawn. Figures that
     need registration results (``results_dir``) or pairs (``pairs_dir``) are
-    skipped with a logged note when those are not given. Returns the written
-    files by name.
+    skipped with a logged note when those are not given. The Jacobian maps and
+    the qualitative panel (of the baseline) show ``figure_patient``; by default
+    the first patient with every map, and the baseline's median-Dice patient.
+    Returns the written files by name.
     """
     if (validation_csv is None) != (not selection_jsons):
         raise ConfigError("give both the validation metrics and the selection records of a tuning run, or neither")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     df = read_metrics(metrics_csv)
+    if figure_patient is not None and figure_patient not in set(df["patient"]):
+        raise InputError("the figure patient (--figure-patient) has no rows in the metrics table",
+                         patient=figure_patient, path=metrics_csv)
     selections = read_selections(selection_jsons)
     defs = metric_definitions()
     n_pairs = df["patient"].nunique()
@@ -88,8 +95,8 @@ def build_report(
     sections: list[Section] = [Section("How this was computed", "text", _provenance(df, config, results_dir))]
 
     summary = summary_table(df)
-    written["summary.csv"] = _write_csv(summary, out_dir / "summary.csv")
-    written["table1.md"] = _write_text(table1_markdown(df, baseline), out_dir / "table1.md")
+    written["summary.csv"] = write_text_atomic(out_dir / "summary.csv", summary.to_csv(index=False))
+    written["table1.md"] = write_text_atomic(out_dir / "table1.md", table1_markdown(df, baseline))
     sections.append(Section("Table 1", "table", table1_frame(df, baseline), table1_header(df, baseline)))
     failed = df.loc[df["status"].eq("failed"), ["method", "patient", "reason"]]
     if not failed.empty:
@@ -99,33 +106,33 @@ def build_report(
             "NaN in metrics.csv); the reason is the error the job recorded for that pair.",
         ))
 
+    compared = compared_methods(df, baseline)
     tests = pd.concat(
-        [compare_to_baseline(df, m, baseline, n_resamples=n_resamples, seed=seed).assign(metric=m) for m in TESTED],
+        [compare_to_baseline(df, m, baseline, methods=compared, n_resamples=n_resamples, seed=seed).assign(metric=m)
+         for m in TESTED],
         ignore_index=True,
     )
-    written["statistics.csv"] = _write_csv(tests, out_dir / "statistics.csv")
+    written["statistics.csv"] = write_text_atomic(out_dir / "statistics.csv", tests.to_csv(index=False))
     sections.append(Section(
         f"Paired comparison against {baseline}", "table", tests.round(4),
         f"Each method against the baseline {baseline!r} per metric: n_pairs patients with a finite value for "
         f"both; paired two-sided Wilcoxon signed-rank test (scipy.stats.wilcoxon, zero differences dropped, "
-        f"p = 1 for identical samples), p_holm Holm-corrected across the methods per metric; mean_diff = mean "
+        f"p = 1 for identical samples), p_holm Holm-corrected across the {len(compared)} registered methods per "
+        f"metric (the unregistered initial pair is not tested); mean_diff = mean "
         f"of (method − baseline) in the metric's unit with a percentile-bootstrap 95 % CI ({n_resamples} "
         f"resamples, seed {seed}). Units: Dice unitless, HD95 mm, sdlogJ unitless, %J≤0 percent of pixels.",
     ))
 
     labels = settings_labels(selections) if selections else None
-    written["reproduction.md"] = _write_text(reproduction_table(df, paper_csv, labels), out_dir / "reproduction.md")
+    written["reproduction.md"] = write_text_atomic(out_dir / "reproduction.md",
+                                                   reproduction_table(df, paper_csv, labels))
     paper = read_paper_table(paper_csv)
     sections.append(Section("Reproduction of the paper's Table 1", "table", reproduction_frame(df, paper, labels),
                             reproduction_caption(paper, tuned=bool(selections))))
 
     if selections:
-        selected = None
         written |= _tuning_sections(df, read_metrics(validation_csv), selections, out_dir, baseline,
                                     n_resamples, seed, sections)
-    else:
-        selected = _try_select(df, max_neg_jac_pct)
-        sections.append(Section("Selected setting", "text", _selection_text(selected, max_neg_jac_pct)))
 
     path = figures.dice_boxplot(df, out_dir / "dice_boxplot.png", baseline=baseline)
     written[path.name] = path
@@ -157,7 +164,7 @@ def build_report(
     if results_dir is None:
         logger.info("Jacobian maps and the qualitative panel skipped: no results folder given (--results)")
     else:
-        written |= _result_figures(df, Path(results_dir), pairs_dir, out_dir, baseline, selected, sections)
+        written |= _result_figures(df, Path(results_dir), pairs_dir, out_dir, baseline, figure_patient, sections)
 
     if feature_figures_dir is not None:
         sections += _feature_sections(Path(feature_figures_dir))
@@ -175,14 +182,16 @@ def _tuning_sections(df: pd.DataFrame, validation: pd.DataFrame, selections: Seq
     n_val = validation.loc[validation["method"].isin(
         [c["method"] for r in selections for c in r["candidates"]]), "patient"].nunique()
     grid = tuning_frame(validation, selections)
-    written["tuning.csv"] = _write_csv(grid, out_dir / "tuning.csv")
+    written["tuning.csv"] = write_text_atomic(out_dir / "tuning.csv", grid.to_csv(index=False))
     chosen = "; ".join(f"{r['base']}: {values_label(r['values'])} ({r['selected']})" for r in selections)
     sections.append(Section(
         "Tuning on the validation split", "text",
         f"Every tuned method ran the same number of grid points ({len(selections[0]['candidates'])}) on "
         f"{n_val} validation patients, disjoint from the test patients. Rule: highest mean {rule['metric']} "
-        f"among the grid points whose mean {rule['folding']} (percent of pixels with J ≤ 0 over the whole "
-        f"field, averaged over the pairs) is at most {rule['max_neg_jac_pct']} %; ties: {rule['ties']}. The "
+        f"among the grid points with a finite {rule['metric']} and {rule['folding']} on every validation pair "
+        f"(a point that failed on a pair is not eligible) whose mean {rule['folding']} (percent of pixels with "
+        f"J ≤ 0 over the whole field, averaged over the pairs) is at most {rule['max_neg_jac_pct']} %; ties: "
+        f"{rule['ties']}. The "
         f"selected setting of each method then ran on the test split as '<method>@tuned'.\n\nSelected: "
         f"{chosen}. Every grid point's means and Pareto-front membership: tuning.csv."))
     points, order_by = pareto_metrics(validation, selections)
@@ -197,7 +206,7 @@ def _tuning_sections(df: pd.DataFrame, validation: pd.DataFrame, selections: Seq
         f"the Pareto front over all grid points (maximise Dice, minimise the x metric); tuning.csv marks "
         f"each method's own front. {defs['sdlogj']} {defs['neg_jac_pct']}"))
     verdict = verdict_frame(df, selections, baseline, n_resamples=n_resamples, seed=seed)
-    written["verdict.csv"] = _write_csv(verdict, out_dir / "verdict.csv")
+    written["verdict.csv"] = write_text_atomic(out_dir / "verdict.csv", verdict.to_csv(index=False))
     tuned_baseline = next(r["tuned"] for r in selections if r["base"] == baseline)
     sections.append(Section(
         f"Verdict: tuned methods against the tuned {baseline}", "table", verdict.round(4),
@@ -243,46 +252,70 @@ def _feature_sections(folder: Path) -> list[Section]:
 
 
 def _result_figures(df: pd.DataFrame, results_dir: Path, pairs_dir: str | Path | None, out_dir: Path,
-                    baseline: str, selected: str | None, sections: list[Section]) -> dict[str, Path]:
-    """Jacobian maps (baseline + up to three feature-only methods) and the qualitative panel."""
+                    baseline: str, figure_patient: str | None, sections: list[Section]) -> dict[str, Path]:
+    """Jacobian maps (baseline + up to three feature-only methods) and the baseline's qualitative panel.
+
+    Both show ``figure_patient`` when given (InputError when it has no result to
+    show); otherwise the maps show the first patient with every map and the
+    panel the baseline's median-Dice patient.
+    """
     written: dict[str, Path] = {}
     desc = df.drop_duplicates("method")
     methods = [baseline] + list(desc.loc[desc["variant"] == "feature", "method"])[:3]
-    patients = sorted(p for p in df["patient"].unique()
-                      if all((results_dir / m / p / "displacement.nii.gz").is_file() for m in methods))
-    if not patients:
+    if figure_patient is not None:
+        shown = [m for m in methods if (results_dir / m / figure_patient / "displacement.nii.gz").is_file()]
+        if not shown:
+            raise InputError(f"the figure patient (--figure-patient) has no displacement.nii.gz of any of "
+                             f"{', '.join(methods)}", patient=figure_patient, path=results_dir)
+        patient, choice = figure_patient, "given by --figure-patient"
+    else:
+        shown = methods
+        patients = sorted(p for p in df["patient"].unique()
+                          if all((results_dir / m / p / "displacement.nii.gz").is_file() for m in methods))
+        patient = patients[0] if patients else None
+        choice = "the first patient, sorted, with a displacement for every method shown; --figure-patient picks one"
+    if patient is None:
         logger.info("Jacobian maps skipped: no patient has displacement.nii.gz for %s", ", ".join(methods))
     else:
-        path = figures.jacobian_maps(results_dir, methods, patients[0], out_dir / "jacobian_maps.png")
+        path = figures.jacobian_maps(results_dir, shown, patient, out_dir / "jacobian_maps.png")
         written[path.name] = path
         sections.append(Section("Jacobian determinant maps", "figure", path,
                                 f"Jacobian determinant J of x ↦ x + u(x) (u in mm, central differences) on "
-                                f"{patients[0]} (n = 1 pair) for {', '.join(methods)}; colour map centred on "
-                                f"J = 1: red shrinkage, blue expansion, J ≤ 0 folding. Unitless."))
+                                f"{patient} (n = 1 pair; {choice}) for {', '.join(shown)}; colour map centred "
+                                f"on J = 1: red shrinkage, blue expansion, J ≤ 0 folding. Unitless."))
     if pairs_dir is None:
         logger.info("qualitative panel skipped: no pairs folder given (--pairs)")
         return written
-    method = selected or baseline
-    rows = df[(df["method"] == method) & df["dice_mean"].notna()]
-    rows = rows[[(results_dir / method / p / "warped_image.nii.gz").is_file() for p in rows["patient"]]]
-    if rows.empty:
-        logger.info("qualitative panel skipped: no patient of %s has a finite Dice and a warped image", method)
+    rows = df[(df["method"] == baseline) & df["dice_mean"].notna()]
+    rows = rows[[(results_dir / baseline / p / "warped_image.nii.gz").is_file() for p in rows["patient"]]]
+    if figure_patient is not None:
+        rows = rows[rows["patient"] == figure_patient]
+        if rows.empty:
+            raise InputError(f"the figure patient (--figure-patient) has no result of the baseline {baseline!r} "
+                             f"with a finite Dice and a warped image", patient=figure_patient,
+                             path=results_dir / baseline / figure_patient)
+        choice = "given by --figure-patient"
+    elif rows.empty:
+        logger.info("qualitative panel skipped: no patient of %s has a finite Dice and a warped image", baseline)
         return written
+    else:
+        choice = ("the median mean Dice under the baseline among the patients with a result folder; "
+                  "--figure-patient picks one")
     row = rows.sort_values(["dice_mean", "patient"]).iloc[(len(rows) - 1) // 2]
     patient = row["patient"]
-    result = results_dir / method / patient
     initial = df[(df["variant"] == "initial") & (df["patient"] == patient)]
     before = ({"dice": initial["dice_mean"].iloc[0], "hd95": initial["hd95_mean"].iloc[0]}
               if not initial.empty else None)
-    path = figures.qualitative_panel(Path(pairs_dir) / patient, result, out_dir / "qualitative.png",
-                                     before=before, after={"dice": row["dice_mean"], "hd95": row["hd95_mean"]},
-                                     title=f"{method}, {patient}")
+    path = figures.qualitative_panel(Path(pairs_dir) / patient, results_dir / baseline / patient,
+                                     out_dir / "qualitative.png", before=before,
+                                     after={"dice": row["dice_mean"], "hd95": row["hd95_mean"]},
+                                     title=f"{baseline}, {patient}")
     written[path.name] = path
     sections.append(Section("Qualitative result", "figure", path,
-                            f"One pair (n = 1): {patient}, the patient with the median mean Dice under {method} "
-                            f"(the selected setting, else the baseline) among those with a result folder. Images in [0, 1]; differences are "
-                            f"absolute intensity differences on one colour scale; contours RV red, Myo green, "
-                            f"LV blue. Title: mean Dice (unitless) and mean HD95 (mm) before → after."))
+                            f"One pair (n = 1) under the baseline {baseline}: {patient} ({choice}). Images in "
+                            f"[0, 1]; differences are absolute intensity differences on one colour scale; contours "
+                            f"RV red, Myo green, LV blue. Title: mean Dice (unitless) and mean HD95 (mm) before → "
+                            f"after."))
     return written
 
 
@@ -296,23 +329,6 @@ def _default_alpha_family(df: pd.DataFrame) -> tuple[str, str] | None:
         return None
     encoder, distance = counts.sort_values(ascending=False, kind="stable").index[0]
     return str(encoder), str(distance)
-
-
-def _try_select(df: pd.DataFrame, max_neg_jac_pct: float) -> str | None:
-    candidates = list(df.loc[df["variant"] != "initial", "method"].unique())
-    try:
-        return select_setting(df, max_neg_jac_pct=max_neg_jac_pct, methods=candidates)
-    except InputError as exc:
-        logger.info("no setting selected: %s", exc)
-        return None
-
-
-def _selection_text(choice: str | None, max_neg_jac_pct: float) -> str:
-    rule = (f"Rule: highest mean Dice among the registered methods whose mean %J≤0 over the pairs is at most "
-            f"{max_neg_jac_pct} %; ties: {TIE_BREAK}.")
-    if choice is None:
-        return f"{rule}\n\nNo method satisfies the constraint."
-    return f"{rule}\n\nSelected: {choice}."
 
 
 def _provenance(df: pd.DataFrame, config: str | Path | None, results_dir: str | Path | None) -> str:
@@ -330,9 +346,7 @@ def _provenance(df: pd.DataFrame, config: str | Path | None, results_dir: str | 
         iterations = ", ".join(f"{int(v)}" for v in sorted(registered.unique())) or "not recorded"
     devices = "not recorded (pass --results to read run.json)"
     if results_dir is not None:
-        found = sorted({json.loads(p.read_text(encoding="utf-8")).get("device", "?")
-                        for p in Path(results_dir).glob("*/*/run.json")})
-        devices = ", ".join(map(str, found)) or "no run.json found"
+        devices = ", ".join(_devices(df, Path(results_dir))) or "no run.json found"
     failed = int(df["status"].eq("failed").sum()) if "status" in df.columns else 0
     return (
         f"Config: {config_name}. Pairs: {df['patient'].nunique()} patients, {df['method'].nunique()} methods "
@@ -341,15 +355,20 @@ def _provenance(df: pd.DataFrame, config: str | Path | None, results_dir: str | 
     )
 
 
-def _write_csv(frame: pd.DataFrame, path: Path) -> Path:
-    with atomic_path(path) as tmp:
-        frame.to_csv(tmp, index=False)
-    logger.info("wrote %s", path)
-    return path
+def _devices(df: pd.DataFrame, results_dir: Path) -> list[str]:
+    """The devices in the run.json of the registered (method, patient) rows of ``df``, sorted.
 
-
-def _write_text(text: str, path: Path) -> Path:
-    with atomic_path(path) as tmp:
-        tmp.write_text(text, encoding="utf-8")
-    logger.info("wrote %s", path)
-    return path
+    A run.json that cannot be read counts as "unknown", with a warning; a missing one is skipped.
+    """
+    found = set()
+    for method, patient in df.loc[df["variant"] != "initial", ["method", "patient"]].drop_duplicates().itertuples(
+            index=False):
+        path = results_dir / method / patient / "run.json"
+        if not path.is_file():
+            continue
+        try:
+            found.add(str(json.loads(path.read_text(encoding="utf-8")).get("device", "unknown")))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError) as exc:
+            logger.warning("device of %s/%s unknown: %s is unreadable (%s)", method, patient, path, exc)
+            found.add("unknown")
+    return sorted(found)

@@ -11,6 +11,9 @@ import numpy as np
 import pandas as pd
 
 from featreg.errors import InputError
+from featreg.evaluation.evaluate import RUN_COLUMNS
+from featreg.evaluation.metrics import DEFINITIONS
+from featreg.evaluation.metrics import METRIC_COLUMNS as PAIR_METRIC_COLUMNS
 from featreg.evaluation.statistics import compare_to_baseline, describe, summarize
 
 PAPER_TABLE1 = Path(__file__).with_name("data") / "paper_table1.csv"
@@ -18,29 +21,13 @@ PAPER_TABLE1 = Path(__file__).with_name("data") / "paper_table1.csv"
 
 DESCRIPTOR_COLUMNS = ("method", "encoder", "distance", "variant", "alpha")
 TEXT_COLUMNS = ("method", "encoder", "distance", "variant", "patient", "status", "reason", "hd95_empty")
-METRIC_COLUMNS = (
-    "dice_RV", "dice_Myo", "dice_LV", "dice_mean",
-    "hd95_RV", "hd95_Myo", "hd95_LV", "hd95_mean",
-    "sdlogj", "neg_jac_pct", "sdlogj_heart", "neg_jac_pct_heart",
-    "seconds", "peak_memory_mb", "iterations",
-)  # fmt: skip
+METRIC_COLUMNS = (*(c for c in PAIR_METRIC_COLUMNS if c != "hd95_empty"), *RUN_COLUMNS)
 """Numeric columns of metrics.csv that summary.csv describes (docs/design.md, "The metrics table")."""
 
 TABLE1_METRICS = {"dice_mean": "DSC", "hd95_mean": "HD95 (mm)", "sdlogj": "sdlogJ", "neg_jac_pct": "%J≤0"}
 TESTED_METRICS = {"dice_mean": "p DSC (Holm)", "hd95_mean": "p HD95 (Holm)"}
 VARIANT_ORDER = {"initial": 0, "baseline": 1, "feature": 2, "combined": 3}
 DISTANCE_LABELS = {"l1": "L1", "cosine": "Cos"}
-
-_OWN_DEFINITIONS = {
-    "dice": "Dice similarity coefficient 2|A∩B|/(|A|+|B|) between the warped moving labels and the "
-    "fixed labels, per class (RV, Myo, LV) and mean over classes; unitless, higher is better.",
-    "hd95": "95th-percentile Hausdorff distance between the label boundaries in mm (the larger of "
-    "the two directed 95th percentiles), per class and mean over classes; NaN, hence excluded, where a "
-    "mask is empty; lower is better.",
-    "sdlogj": "Standard deviation over pixels of log(clip(J, 1e-9)), J the Jacobian determinant "
-    "of x ↦ x + u(x); unitless, lower is smoother.",
-    "neg_jac_pct": "Percentage of pixels whose Jacobian determinant is ≤ 0 (folding); percent of pixels.",
-}
 
 METRIC_LABELS = {"dice": "DSC", "hd95": "HD95 (mm)", "sdlogj": "sdlogJ", "neg_jac_pct": "%J≤0"}
 
@@ -53,16 +40,10 @@ CONVENTIONS = (
 def metric_definitions() -> dict[str, str]:
     """One paragraph per metric (dice, hd95, sdlogj, neg_jac_pct), each starting with its label.
 
-    ``featreg.evaluation.metrics.DEFINITIONS`` wins where it exists, so that
-    captions say exactly what the metrics code computes.
+    The text is ``featreg.evaluation.metrics.DEFINITIONS``, so that captions say
+    exactly what the metrics code computes.
     """
-    definitions = dict(_OWN_DEFINITIONS)
-    try:
-        from featreg.evaluation.metrics import DEFINITIONS
-    except ImportError:
-        DEFINITIONS = {}
-    definitions.update({k: str(v) for k, v in DEFINITIONS.items() if k in definitions})
-    return {k: f"{METRIC_LABELS[k]}: {text}" for k, text in definitions.items()}
+    return {k: f"{label}: {DEFINITIONS[k]}" for k, label in METRIC_LABELS.items()}
 
 
 def read_metrics(path: str | Path) -> pd.DataFrame:
@@ -105,6 +86,16 @@ def summary_table(metrics_df: pd.DataFrame) -> pd.DataFrame:
         counts["n_failed"] = df.assign(_f=df["status"].eq("failed")).groupby("method", sort=False)["_f"].sum()
     stats = summarize(df, metrics)
     return desc.merge(counts.reset_index(), on="method").merge(stats, on="method")
+
+
+def compared_methods(df: pd.DataFrame, baseline: str) -> list[str]:
+    """The Holm family of the tests against ``baseline``: every registered method but the baseline.
+
+    The unregistered ``initial`` pair (variant "initial") is not a method and is
+    never tested. Order of first appearance.
+    """
+    desc = method_descriptors(df)
+    return [m for m, v in zip(desc["method"], desc["variant"]) if v != "initial" and m != baseline]
 
 
 def ordered_methods(df: pd.DataFrame, baseline: str) -> list[str]:
@@ -173,7 +164,7 @@ def table1_frame(metrics_df: pd.DataFrame, baseline: str = "ncc") -> pd.DataFram
     _require(df, [*DESCRIPTOR_COLUMNS, "patient", *TABLE1_METRICS])
     order = ordered_methods(df, baseline)
     tests = {
-        metric: compare_to_baseline(df, metric, baseline, methods=[m for m in order if m != baseline],
+        metric: compare_to_baseline(df, metric, baseline, methods=compared_methods(df, baseline),
                                     n_resamples=0).set_index("method")
         for metric in TESTED_METRICS
     }
@@ -192,7 +183,10 @@ def table1_frame(metrics_df: pd.DataFrame, baseline: str = "ncc") -> pd.DataFram
             row[label] = format_mean_std(values[col], n_expected=n)
         row["n"] = str(n)
         for metric, label in TESTED_METRICS.items():
-            row[label] = "ref." if method == baseline else format_p(tests[metric].loc[method, "p_holm"])
+            if method == baseline:
+                row[label] = "ref."
+            else:
+                row[label] = format_p(tests[metric]["p_holm"].get(method, np.nan))
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -202,13 +196,13 @@ def table1_header(metrics_df: pd.DataFrame, baseline: str) -> str:
     df = normalise_metrics(metrics_df)
     defs = metric_definitions()
     n_patients = df["patient"].nunique()
-    n_compared = df["method"].nunique() - 1
+    n_compared = len(compared_methods(df, baseline))
     return (
         f"Table 1. Registration of {n_patients} pairs (fixed ED, moving ES), one row per method. {CONVENTIONS} "
         f"{defs['dice']} {defs['hd95']} {defs['sdlogj']} {defs['neg_jac_pct']} "
         f"p: paired two-sided Wilcoxon signed-rank test against the baseline {baseline!r} on the patients "
-        f"with a finite value for both methods, Holm-corrected across the {n_compared} methods compared; "
-        f"'ref.' marks the baseline."
+        f"with a finite value for both methods, Holm-corrected across the {n_compared} registered methods "
+        f"compared (the unregistered initial pair is not tested: '–'); 'ref.' marks the baseline."
     )
 
 

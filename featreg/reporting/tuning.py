@@ -16,7 +16,8 @@ import numpy as np
 import pandas as pd
 
 from featreg.errors import InputError
-from featreg.evaluation.statistics import compare_to_baseline, pareto_mask, summarize
+from featreg.evaluation.statistics import compare_to_baseline, eligible_settings, pareto_mask, summarize
+from featreg.experiment import value_label
 from featreg.reporting.tables import normalise_metrics
 
 RECORD_KEYS = ("base", "tuned", "paper", "rule", "selected", "values", "candidates")
@@ -51,17 +52,14 @@ def settings_labels(selections: Sequence[Mapping[str, Any]]) -> dict[str, str]:
 
 def values_label(values: Mapping[str, Any]) -> str:
     """``lam 60, lr 0.0005`` for a grid point's values."""
-    return ", ".join(f"{k} {_value_text(v)}" for k, v in values.items())
-
-
-def _value_text(value: Any) -> str:
-    if isinstance(value, (list, tuple)):
-        return "×".join(_value_text(v) for v in value)
-    return f"{value:g}" if isinstance(value, (int, float)) else str(value)
+    return ", ".join(f"{k} {value_label(v)}" for k, v in values.items())
 
 
 def tuning_frame(validation_df: pd.DataFrame, selections: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
     """One row per grid point: base method, its values, n, means, eligibility, selection, Pareto fronts.
+
+    ``eligible`` is the selection rule's (``featreg.evaluation.statistics.eligible_settings``):
+    finite values on every validation pair and mean folding within the limit.
 
     ``front_sdlogj`` / ``front_neg_jac`` mark the points on the Pareto front of
     their own method's grid (maximise mean Dice, minimise mean sdlogJ / mean %J≤0).
@@ -73,15 +71,18 @@ def tuning_frame(validation_df: pd.DataFrame, selections: Sequence[Mapping[str, 
         missing = [n for n in names if n not in set(df["method"])]
         if missing:
             raise InputError(f"validation metrics lack grid point(s) of {record['base']}: {', '.join(missing)}")
-        stats = summarize(df[df["method"].isin(names)], ["dice_mean", "sdlogj", "neg_jac_pct"]).set_index("method")
-        limit = record["rule"]["max_neg_jac_pct"]
+        grid = df[df["method"].isin(names)]
+        stats = summarize(grid, ["dice_mean", "sdlogj", "neg_jac_pct"]).set_index("method")
+        rule = record["rule"]
+        eligible = eligible_settings(grid, max_neg_jac_pct=rule["max_neg_jac_pct"], dice=rule["metric"],
+                                     folding=rule["folding"])
         for candidate in record["candidates"]:
             name = candidate["method"]
             s = stats.loc[name]
             rows.append({
-                "base": record["base"], "method": name, **{k: _value_text(v) for k, v in candidate["values"].items()},
+                "base": record["base"], "method": name, **{k: value_label(v) for k, v in candidate["values"].items()},
                 "n": int(s["n_dice_mean"]), "mean_dice_mean": s["mean_dice_mean"], "mean_sdlogj": s["mean_sdlogj"],
-                "mean_neg_jac_pct": s["mean_neg_jac_pct"], "eligible": bool(s["mean_neg_jac_pct"] <= limit),
+                "mean_neg_jac_pct": s["mean_neg_jac_pct"], "eligible": bool(eligible[name]),
                 "selected": name == record["selected"],
             })
     frame = pd.DataFrame(rows)

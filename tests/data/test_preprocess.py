@@ -12,6 +12,7 @@ from featreg.cli import main
 from featreg.data.acdc import read_patient
 from featreg.data.pairs import load_pair
 from featreg.data.preprocess import (
+    COHORT_MANIFEST,
     PreprocessOptions,
     middle_slice,
     normalise,
@@ -21,6 +22,7 @@ from featreg.data.preprocess import (
     sample_grid,
 )
 from featreg.errors import InputError
+from featreg.shards import PAIR_FAILURE
 
 SPACING = (0.9, 1.2, 10.0)
 # Label box: LV x 80..119, y 60..89 = 36 x 36 mm; with Myo ring and RV the bounding box is x 74..121, y 58..91.
@@ -110,14 +112,17 @@ def test_empty_ed_mask_on_chosen_slice(tmp_path):
         preprocess_patient(read_patient(tmp_path, "patient121"))
 
 
-def test_write_load_round_trip_and_failed_patient_leaves_nothing(tmp_path):
+def test_write_load_round_trip_and_failed_patient_leaves_only_its_reason(tmp_path):
     root = make_root(tmp_path / "acdc")
     image, label = box_volume(slices=(0, 4))
     write_acdc_patient(root, "patient122", ed_image=image, ed_label=label)  # replaces the good one with a bad one
     out = tmp_path / "pairs"
     with pytest.raises(InputError, match="1 of 2 patients failed:\npatient patient122, .*empty on the chosen slice"):
-        preprocess_cohort(root, out, "test", progress=False)
-    assert sorted(p.name for p in out.iterdir()) == ["patient121"]  # no patient122, no temporary folders
+        preprocess_cohort(root, out, "test")
+    assert sorted(p.name for p in out.iterdir()) == sorted([COHORT_MANIFEST, "patient121", "patient122"])  # no temporary folders
+    assert [p.name for p in (out / "patient122").iterdir()] == [PAIR_FAILURE]
+    statuses = json.loads((out / COHORT_MANIFEST).read_text())["patients"]
+    assert statuses["patient121"]["status"] == "ok" and statuses["patient122"]["status"] == "failed"
     assert sorted(p.name for p in (out / "patient121").iterdir()) == [
         "fixed_image.nii.gz", "fixed_label.nii.gz", "moving_image.nii.gz", "moving_label.nii.gz", "pair.json",
     ]  # fmt: skip

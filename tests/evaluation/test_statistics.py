@@ -12,6 +12,7 @@ from featreg.evaluation.statistics import (
     bootstrap_mean_ci,
     compare_to_baseline,
     describe,
+    eligible_settings,
     holm,
     paired_values,
     pareto_front,
@@ -133,3 +134,30 @@ def test_selection_rule_with_ties_and_exclusion():
         select_setting(df, max_neg_jac_pct=0.01, methods=["a", "b"])
     with pytest.raises(InputError, match="methods not in the metrics table: q"):
         select_setting(df, methods=["q"])
+
+
+def test_a_setting_that_fails_on_a_pair_is_not_eligible():
+    # b is best on its one surviving pair, but failed on the other two: it must not be ranked by it
+    df = pd.DataFrame(
+        [{"method": "a", "patient": p, "status": "ok", "dice_mean": 0.7, "neg_jac_pct": 0.0, "sdlogj": 0.1}
+         for p in ("p1", "p2", "p3")]
+        + [{"method": "b", "patient": p, "status": s, "dice_mean": d, "neg_jac_pct": 0.0, "sdlogj": 0.1}
+           for p, s, d in (("p1", "ok", 0.9), ("p2", "failed", np.nan), ("p3", "failed", np.nan))]
+    )
+    assert eligible_settings(df).to_dict() == {"a": True, "b": False}
+    assert select_setting(df) == "a"
+    # a finite Dice is not enough: a NaN %J≤0, a row marked failed, or a missing pair also disqualify
+    nan_folding = df.assign(status="ok", dice_mean=0.9).astype({"neg_jac_pct": float})
+    nan_folding.loc[(nan_folding["method"] == "b") & (nan_folding["patient"] == "p2"), "neg_jac_pct"] = np.nan
+    assert eligible_settings(nan_folding).to_dict() == {"a": True, "b": False}
+    marked = df.assign(dice_mean=0.9)
+    assert eligible_settings(marked).to_dict() == {"a": True, "b": False}
+    missing = df[(df["method"] == "a") | (df["patient"] == "p1")].assign(status="ok")
+    assert eligible_settings(missing).to_dict() == {"a": True, "b": False}
+    with pytest.raises(InputError, match="no setting has a finite dice_mean and neg_jac_pct on all 3 pairs"):
+        select_setting(df, methods=["b"])
+    # among the complete settings the folding limit still applies, and its message names the lowest
+    folds = pd.concat([df, df[df["method"] == "a"].assign(method="c", neg_jac_pct=0.5)])
+    assert eligible_settings(folds, max_neg_jac_pct=0.1).to_dict() == {"a": True, "b": False, "c": False}
+    with pytest.raises(InputError, match=r"the lowest is 0.5 % \(c\)"):
+        select_setting(folds, methods=["b", "c"])

@@ -10,9 +10,14 @@ import numpy as np
 import pytest
 import torch
 
+from featreg.data.nifti import read_displacement
 from featreg.errors import InputError
 from featreg.registration import RegistrationSettings, register_pairs
-from featreg.registration.io import read_displacement, warp_label_mm, write_failed_result, write_pair_result
+from featreg.registration.io import (
+    warp_label_mm,
+    write_failed_result,
+    write_pair_result,
+)
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +44,7 @@ def test_ok_pair_writes_every_file(tmp_path, result):
     assert header.get_intent()[0] == "vector" and header.get_data_shape() == (24, 20, 1, 1, 2)
     warped_label = np.asarray(nib.load(out / "warped_label.nii.gz").dataobj)
     assert warped_label.dtype == np.uint8 and set(np.unique(warped_label)) <= {0, 3}
-    rows = list(csv.reader(open(out / "loss.csv")))
+    rows = list(csv.reader((out / "loss.csv").read_text().splitlines()))
     assert rows[0] == ["iteration", "total", "image", "feature", "regulariser"] and len(rows) == 1 + 6
     run = json.loads((out / "run.json").read_text())
     assert run["status"] == "ok" and run["iterations"] == 6 and run["settings"]["lattice"] == [5, 5]
@@ -74,3 +79,17 @@ def test_read_displacement_rejects_a_plain_image(tmp_path):
     path = write_nifti(tmp_path / "image.nii.gz", np.zeros((4, 4), np.float32), (1.0, 1.0))
     with pytest.raises(InputError, match=r"expected a displacement of shape \(X, Y, 1, 1, 2\), got \(4, 4\)"):
         read_displacement(path)
+
+
+def test_read_displacement_checks_the_expected_shape_and_finiteness(tmp_path):
+    from featreg.data.nifti import write_nifti
+
+    field = np.zeros((4, 3, 1, 1, 2), np.float32)
+    path = write_nifti(tmp_path / "displacement.nii.gz", field, (1.8, 1.8), intent="vector")
+    assert read_displacement(path, shape=(4, 3))[0].shape == (2, 4, 3)
+    with pytest.raises(InputError, match=r"expected a displacement of shape \(4, 4, 1, 1, 2\), got \(4, 3, 1, 1, 2\)"):
+        read_displacement(path, shape=(4, 4))
+    field[1, 2, 0, 0, 1] = np.nan
+    path = write_nifti(tmp_path / "nan.nii.gz", field, (1.8, 1.8), intent="vector")
+    with pytest.raises(InputError, match="nan.nii.gz: displacement has non-finite values"):
+        read_displacement(path, patient="patient001")

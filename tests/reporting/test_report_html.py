@@ -9,6 +9,7 @@ import pytest
 from reporting_fixtures import write_pair, write_result
 
 from featreg.cli import main
+from featreg.errors import InputError
 from featreg.reporting.html import Section, write_report
 from featreg.reporting.report import build_report
 
@@ -53,9 +54,39 @@ def test_build_report_with_results(tmp_path, metrics_df):
     assert all("<figcaption>" in f for f in figures)
     assert html.count('class="caption"') == 3  # Table 1, paired tests, reproduction
     assert "tiny.yaml (tiny-test)" in html and "Device: cpu" in html and "Iterations per registration: 1500" in html
-    assert "Selected: dinov2_cos_a0.3." in html
+    # no tuning run: nothing is selected on the test metrics, and the panel shows the baseline
+    assert "Selected setting" not in html and "Selected:" not in html
+    assert "One pair (n = 1) under the baseline ncc" in html and "(n = 1 pair; the first patient, sorted," in html
     stats = pd.read_csv(out / "statistics.csv")
     assert set(stats["metric"]) == {"dice_mean", "hd95_mean", "sdlogj", "neg_jac_pct"}
+    assert set(stats["method"]) == {"dinov2_cos", "dinov2_cos_a0.3", "dinov2_cos_a0.7", "sam_l1"}  # no initial
+
+
+def test_report_figure_patient_and_devices_of_the_metrics_rows(tmp_path, metrics_df, caplog):
+    metrics_csv = tmp_path / "metrics.csv"
+    metrics_df.to_csv(metrics_csv, index=False)
+    patients = sorted(metrics_df["patient"].unique())
+    for patient in patients[:2]:
+        write_pair(tmp_path / "pairs", patient)
+        write_result(tmp_path / "results", "ncc", patient, 1.0)
+    write_result(tmp_path / "results", "sam_l1", patients[1], 0.5)
+    (tmp_path / "results/sam_l1" / patients[1] / "run.json").write_text('{"device": "cu')  # truncated
+    write_result(tmp_path / "results", "ncc@lam30", patients[0], 1.0)  # a grid run, not in metrics.csv
+    (tmp_path / "results/ncc@lam30" / patients[0] / "run.json").write_text('{"device": "cuda:7"}')
+    options = {"pairs_dir": tmp_path / "pairs", "results_dir": tmp_path / "results", "n_resamples": 0}
+    with caplog.at_level("WARNING"):
+        build_report(metrics_csv, tmp_path / "out", figure_patient=patients[1], **options)
+    html = (tmp_path / "out/report.html").read_text()
+    assert "Device: cpu, unknown." in html and "cuda:7" not in html
+    assert f"device of sam_l1/{patients[1]} unknown" in caplog.text
+    maps, panel = (re.search(f"<h2>{title}</h2>.*?</figcaption>", html, flags=re.DOTALL).group(0)
+                   for title in ("Jacobian determinant maps", "Qualitative result"))
+    assert f"on {patients[1]} (n = 1 pair; given by --figure-patient) for ncc, sam_l1;" in maps
+    assert f"under the baseline ncc: {patients[1]} (given by --figure-patient)" in panel
+    with pytest.raises(InputError, match=f"patient {patients[2]}, file .*: the figure patient .* no displacement"):
+        build_report(metrics_csv, tmp_path / "out", figure_patient=patients[2], **options)
+    with pytest.raises(InputError, match="patient patient999, .* has no rows in the metrics table"):
+        build_report(metrics_csv, tmp_path / "out", figure_patient="patient999", **options)
 
 
 def test_cli_report_without_results(tmp_path, metrics_df, caplog):
@@ -64,7 +95,7 @@ def test_cli_report_without_results(tmp_path, metrics_df, caplog):
     out = tmp_path / "out"
     with caplog.at_level("INFO"):
         assert main(["report", "--metrics", str(metrics_csv), "--out-dir", str(out), "--bootstrap", "100",
-                     "--alpha-family", "dinov2/cosine"]) == 0
+                     "--alpha-family", "dinov2/cosine", "--figure-patient", "patient122"]) == 0
     assert (out / "report.html").is_file() and (out / "table1.md").is_file()
     assert not (out / "jacobian_maps.png").exists()
     assert "skipped: no results folder given" in caplog.text
@@ -89,3 +120,6 @@ def test_cli_report_errors(tmp_path, metrics_df, capsys):
     assert main(["report", "--metrics", str(tmp_path / "no.csv"), "--out-dir", str(tmp_path)]) == 2
     assert "metrics table is missing" in capsys.readouterr().err
     assert main(["report", "--metrics", str(metrics_csv), "--out-dir", str(tmp_path), "--alpha-family", "x"]) == 2
+    assert main(["report", "--metrics", str(metrics_csv), "--out-dir", str(tmp_path), "--figure-patient",
+                 "patient999"]) == 2
+    assert "patient patient999" in capsys.readouterr().err

@@ -8,9 +8,12 @@ import numpy as np
 import pytest
 
 from featreg.errors import InputError
+from featreg.evaluation.metrics import DEFINITIONS
 from featreg.reporting.tables import (
+    METRIC_COLUMNS,
     PAPER_TABLE1,
     format_mean_std,
+    metric_definitions,
     read_paper_table,
     reproduction_table,
     summary_table,
@@ -52,8 +55,17 @@ def test_table1_layout(metrics_df):
     assert rows["dinov2_cos_a0.3"][1] == "Cos + NCC (α = 0.3)" and rows["sam_l1"][1] == "L1"
     assert all(re.fullmatch(r"\d\.\d{3} ± \d\.\d{3}", cell) for cell in rows["ncc"][3:7])
     assert rows["sam_l1"][4].endswith("(n = 7)") and rows["sam_l1"][7] == "8"
-    # all 8 differences share a sign: exact p = 2/256, Holm over 5 methods
-    assert rows["dinov2_cos"][8] == f"{5 * 2 / 256:.3f}"
+    # all 8 differences share a sign: exact p = 2/256, Holm over the 4 registered methods other than ncc
+    assert rows["dinov2_cos"][8] == f"{4 * 2 / 256:.3f}"
+    assert rows["initial"][-2:] == ["–", "– |"]  # the unregistered pair is not tested
+    assert "Holm-corrected across the 4 registered methods" in header
+
+
+def test_captions_quote_the_metrics_code():
+    definitions = metric_definitions()
+    assert set(definitions) == {"dice", "hd95", "sdlogj", "neg_jac_pct"}
+    assert definitions["dice"] == f"DSC: {DEFINITIONS['dice']}"
+    assert "hd95_empty" not in METRIC_COLUMNS and {"dice_mean", "sdlogj_heart", "seconds"} <= set(METRIC_COLUMNS)
 
 
 def test_table1_unknown_baseline(metrics_df):

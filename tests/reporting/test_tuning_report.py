@@ -78,6 +78,12 @@ def test_tuning_frame_marks_selection_eligibility_and_fronts(tmp_path):
     assert frame.loc["sam-l1-v2@lam120", "front_neg_jac"] == True  # noqa: E712  (folds less than λ 30)
     with pytest.raises(InputError, match="lack grid point\\(s\\) of ncc: ncc@lam30"):
         tuning_frame(val[val["method"] != "ncc@lam30"], selections)
+    # a grid point that failed on one validation pair is not eligible, however good its survivors
+    failed = (val["method"] == "ncc@lam480") & (val["patient"] == "patient103")
+    val.loc[failed, ["status", "dice_mean", "neg_jac_pct"]] = ["failed", np.nan, np.nan]
+    frame = tuning_frame(val, selections).set_index("method")
+    assert frame["eligible"].tolist() == [False, True, False, True, True, True]
+    assert frame.loc["ncc@lam480", "n"] == 4
 
 
 def test_pareto_metrics_one_curve_per_method_across_lambda(tmp_path):

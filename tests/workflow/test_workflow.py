@@ -74,6 +74,11 @@ def test_report_and_figures_are_written(finished_run: Path):
         assert image.shape[0] > 50 and image.shape[1] > 50
 
 
+def test_snakemake_report_bundles_the_report(finished_run: Path):
+    snakemake(finished_run, "--configfile", "config/test.yaml", "--report", "snakemake-report.html")
+    assert "report.html" in (finished_run / "snakemake-report.html").read_text()
+
+
 def test_adding_an_encoder_reruns_only_its_jobs(finished_run: Path):
     config = load_config("test.yaml")
     assert planned_jobs(snakemake(finished_run, "--configfile", "config/test.yaml", "-n")) == {}
@@ -101,6 +106,9 @@ def test_paper_config_plans_its_grid_in_seconds(workdir: Path):
         (root / "database" / subset / f"patient{number:03d}").mkdir(parents=True)
     config = load_config("paper.yaml")
     config["dataset"]["root"] = str(root)
+    medsam = workdir / "resources/checkpoints/medsam_vit_b.pth"  # no URL: users download it by hand
+    medsam.parent.mkdir(parents=True)
+    medsam.touch()
     write_config(workdir / "config/paper-here.yaml", config)
     started = time.perf_counter()
     proc = snakemake(workdir, "--configfile", "config/paper-here.yaml", "-n")
@@ -114,7 +122,7 @@ def test_paper_config_plans_its_grid_in_seconds(workdir: Path):
     assert jobs["preprocess"] == 2
     assert jobs["register"] == 22 + 13 + 13 * 8
     assert jobs["cache_features"] == 4 + 3
-    assert jobs["fetch_checkpoint"] == 3  # DINOv2 (shared by two encoders), SAM, MedSAM
+    assert jobs["fetch_checkpoint"] == 2  # DINOv2 (shared by two encoders) and SAM
     assert "3130 registrations" in proc_text
     assert elapsed < 60
 
@@ -133,3 +141,10 @@ def test_bad_config_fails_with_a_clear_message(workdir: Path):
     proc = snakemake(workdir, "--configfile", "config/bad2.yaml", "-n", check=False)
     assert proc.returncode != 0
     assert "unknown encoder 'nonexistent'" in proc.stdout + proc.stderr
+
+    config = load_config("test.yaml")
+    config["figures"]["patient"] = "patient099"
+    write_config(workdir / "config/bad3.yaml", config)
+    proc = snakemake(workdir, "--configfile", "config/bad3.yaml", "-n", check=False)
+    assert proc.returncode != 0
+    assert "figures.patient 'patient099' is not among the test patients" in proc.stdout + proc.stderr

@@ -7,7 +7,11 @@ from pathlib import Path
 from snakemake.logging import logger
 from snakemake.utils import validate
 
+import yaml
+
 from featreg.data.acdc import list_patients, patient_number
+from featreg.data.nifti import write_text_atomic
+from featreg.errors import ConfigError
 from featreg.encoders.checkpoints import CHECKPOINTS
 from featreg.experiment import (
     experiment_patients,
@@ -72,6 +76,11 @@ logger.info(
 
 
 FIGURE_PATIENT = config["figures"]["patient"] or PATIENTS[0]
+if FIGURE_PATIENT not in PATIENTS:
+    raise ConfigError(
+        f"figures.patient {FIGURE_PATIENT!r} is not among the test patients "
+        f"({', '.join(PATIENTS[:5])}{', ...' if len(PATIENTS) > 5 else ''})"
+    )
 FEATURE_FIGURES = bool(config["figures"]["feature_encoders"])
 
 
@@ -187,10 +196,19 @@ def preprocess_sources(wildcards):
 
 
 # Checkpoint file name -> table entry, for the rule that downloads official weights.
-CHECKPOINT_NAMES = {entry.filename: name for name, entry in CHECKPOINTS.items()}
+# Entries without a direct URL (MedSAM) are left out: a missing one is a missing input.
+CHECKPOINT_NAMES = {
+    e.filename: name for name, e in CHECKPOINTS.items() if e.url is not None
+}
 
 
 def encoder_checkpoint(encoder):
     """The encoder's checkpoint file (fetched by rule fetch_checkpoint when missing), if any."""
     weights = config["encoders"][encoder].get("checkpoint")
     return [weights] if weights else []
+
+
+def save_yaml(data, path, log):
+    """Write ``data`` as YAML atomically and note it in the rule's log."""
+    write_text_atomic(path, yaml.safe_dump(data, sort_keys=False))
+    Path(log).write_text(f"wrote {path}\n")

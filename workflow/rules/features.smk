@@ -29,9 +29,7 @@ rule encoder_spec:
             wildcards.encoder: config["encoders"][wildcards.encoder]
         },
     run:
-        import yaml
-
-        Path(output[0]).write_text(yaml.safe_dump(params.spec, sort_keys=True))
+        save_yaml(params.spec, output[0], log[0])
 
 
 rule cache_features:

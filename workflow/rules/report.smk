@@ -10,9 +10,7 @@ rule save_config:
     params:
         config=config,
     run:
-        import yaml
-
-        Path(output[0]).write_text(yaml.safe_dump(params.config, sort_keys=False))
+        save_yaml(params.config, output[0], log[0])
 
 
 rule feature_figures:
@@ -70,6 +68,11 @@ rule report:
         baseline=config["baseline"],
         features=f"--feature-figures {REPORTS}/features" if FEATURE_FIGURES else "",
         tuning=tuning_report_options,
+        figure_patient=(
+            f"--figure-patient {FIGURE_PATIENT}"
+            if config["figures"]["patient"]
+            else ""
+        ),
         out_dir=lambda wildcards, output: Path(output.html).parent,
         pairs=f"{RESULTS}/pairs",
         results=f"{RESULTS}/registration",
@@ -82,4 +85,4 @@ rule report:
         "featreg report --metrics {input.metrics} --config {input.config} "
         "--out-dir {params.out_dir} --baseline {params.baseline} {params.alpha_family} "
         "--pairs {params.pairs} --results {params.results} "
-        "{params.features} {params.tuning} > {log} 2>&1"
+        "{params.features} {params.tuning} {params.figure_patient} > {log} 2>&1"

@@ -283,13 +283,11 @@ class TuningPlan:
 
     def selection_spec(self, base: str) -> dict[str, Any]:
         """What the selection job of ``base`` needs: its candidates, the rule and the row names."""
-        from featreg.evaluation.statistics import TIE_BREAK
-
         return {
             "base": base,
             "tuned": f"{base}{TUNED_SUFFIX}",
             "paper": self.paper[base].name,
-            "rule": {**self.select, "folding": "neg_jac_pct", "ties": TIE_BREAK},
+            "rule": {**self.select, "folding": "neg_jac_pct"},
             "candidates": {
                 name: {"values": grid_values(m, self.keys[base]), "method": json.loads(m.to_json())}
                 for name, m in self.grids[base].items()
@@ -354,9 +352,9 @@ def select_tuned(spec: Mapping[str, Any], metrics: Any) -> dict[str, Any]:
     the constraint excludes every candidate.
     """
     from featreg.errors import InputError
-    from featreg.evaluation.statistics import eligible_settings, select_setting, summarize
+    from featreg.evaluation.statistics import TIE_BREAK, eligible_settings, select_setting, summarize
 
-    rule = spec["rule"]
+    rule = {**spec["rule"], "ties": TIE_BREAK}
     metric, folding = rule["metric"], rule["folding"]
     candidates = list(spec["candidates"])
     rows = metrics[metrics["method"].isin(candidates)]

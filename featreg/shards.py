@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from featreg.data.nifti import atomic_path, write_json_atomic
 from featreg.errors import FeatregError, InputError
-from featreg.data.acdc import patient_number
+from featreg.data.acdc import patient_number, subset_of
 from featreg.experiment import Method
 
 if TYPE_CHECKING:
@@ -108,8 +108,7 @@ def synthesize_shard(root: str | Path, patients: Sequence[str], manifest: str | 
     statuses: dict[str, dict[str, Any]] = {}
     for patient in tqdm(patients, desc="synth", unit="patient"):
         number = patient_number(patient)
-        subset = "training" if number <= 100 else "testing"
-        if _synthesized(Path(root) / "database" / subset / patient, seed, number):
+        if _synthesized(Path(root) / "database" / subset_of(patient) / patient, seed, number):
             statuses[patient] = _ok(resumed=True)
             continue
         folder = write_patient(root, synth_patient(seed, number))
@@ -321,7 +320,7 @@ def evaluate_shard(
     A pair or result that cannot be read gives that patient a ``failed`` row with
     the reason and NaN metrics; the other patients are evaluated.
     """
-    from featreg.evaluation.evaluate import ROW_COLUMNS, evaluate_result
+    from featreg.evaluation.evaluate import evaluate_result, failed_row
 
     if (method is None) != (results_dir is None):
         raise FeatregError("give both a method and its results folder, or neither (the initial row)")
@@ -334,7 +333,7 @@ def evaluate_shard(
         except InputError as exc:
             reason = _unreadable_reason(pair_dir, exc)
             log.error("%s: %s", patient, reason)
-            row = {column: np.nan for column in ROW_COLUMNS} | {"patient": patient, "status": "failed", "reason": reason, "hd95_empty": ""}
+            row = failed_row(patient, reason)
         rows.append(method_columns(method) | row)
     with atomic_path(out_csv) as tmp:
         pd.DataFrame(rows).to_csv(tmp, index=False)

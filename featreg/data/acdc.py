@@ -40,6 +40,11 @@ def patient_number(patient: str) -> int:
     return int(match.group(1))
 
 
+def subset_of(patient: str) -> str:
+    """ACDC's folder for a patient: ``training`` holds 1-100, ``testing`` the rest."""
+    return "training" if patient_number(patient) <= 100 else "testing"
+
+
 def database_dir(root: str | Path) -> Path:
     """The folder holding ``training/`` and ``testing/``: ``root/database`` or ``root`` itself."""
     root = Path(root)

@@ -21,7 +21,7 @@ import numpy as np
 from scipy.ndimage import gaussian_filter
 from tqdm import tqdm
 
-from featreg.data.acdc import patient_id
+from featreg.data.acdc import patient_id, subset_of
 from featreg.data.nifti import atomic_path
 
 logger = logging.getLogger(__name__)
@@ -387,8 +387,7 @@ def write_patient(out: str | Path, patient: SyntheticPatient, *, with_4d: bool =
     ``with_4d`` adds ``patientNNN_4d.nii.gz``: ED, ES and frames blended between them
     (a cheap stand-in; nothing in featreg reads it).
     """
-    number = int(patient.patient.removeprefix("patient"))
-    folder = Path(out) / "database" / ("training" if number <= 100 else "testing") / patient.patient
+    folder = Path(out) / "database" / subset_of(patient.patient) / patient.patient
     folder.mkdir(parents=True, exist_ok=True)
     ed, es = int(patient.info["ED"]), int(patient.info["ES"])
     for frame, image, label in ((ed, patient.ed_image, patient.ed_label), (es, patient.es_image, patient.es_label)):

@@ -74,6 +74,16 @@ def _run_number(run: dict[str, Any], key: str) -> float:
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else float("nan")
 
 
+def failed_row(patient: str, reason: str) -> dict[str, Any]:
+    """The row of a pair that has no result: NaN metrics, status ``failed`` and its reason."""
+    return {column: float("nan") for column in ROW_COLUMNS} | {
+        "patient": patient,
+        "status": "failed",
+        "reason": reason,
+        "hd95_empty": "",
+    }
+
+
 def evaluate_result(pair_dir: str | Path, result_dir: str | Path | None = None) -> dict[str, Any]:
     """The metrics row of one registration result, or of the unregistered pair.
 
@@ -93,8 +103,7 @@ def evaluate_result(pair_dir: str | Path, result_dir: str | Path | None = None) 
         run = read_run(result_dir / "run.json", patient=patient)
         if run["status"] == "failed":
             logger.info("%s: run failed (%s), metrics are NaN", patient, run.get("reason", ""))
-            row = {column: float("nan") for column in ROW_COLUMNS}
-            row.update(patient=patient, status="failed", reason=str(run.get("reason") or ""), hd95_empty="")
+            row = failed_row(patient, str(run.get("reason") or ""))
             row.update({key: _run_number(run, key) for key in RUN_COLUMNS})
             return row
 

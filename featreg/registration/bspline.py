@@ -307,13 +307,14 @@ class BSplineTransform:
         return self._field_grid_order(params).flip(1)
 
     def sampling_grid(self, params: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``grid_sample`` grid ``(B, X, Y, 2)`` of x + u(x), and u as :meth:`displacement` returns it.
+        """``grid_sample`` grid ``(B, X, Y, 2)`` of x + u(x), and u in grid order (components reversed).
 
-        The optimisation loop warps with the grid; the displacement (one copy,
-        differentiated only when used) feeds regularisers of the dense field.
+        The optimisation loop warps with the grid; ``field.flip(1)`` is u as
+        :meth:`displacement` returns it, copied only where a regulariser of the
+        dense field needs it (diffeomorphic mode), not on every iteration.
         """
         field = self._field_grid_order(params)
-        return to_grid(field), field.flip(1)
+        return to_grid(field), field
 
     def difference_energy(self, params: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         """``Σ_ij weights[i, j] · Σ (Δ_j u_i)²`` per pair, u the (non-diffeomorphic) B-spline field.

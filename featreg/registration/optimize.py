@@ -100,10 +100,10 @@ def pair_objective(
     the parameters (non-diffeomorphic), on the dense field otherwise.
     D_I is skipped (NaN) when α = 1, D_F (and the encoder) when α = 0.
     """
-    grid, displacement = transform.sampling_grid(params)
+    grid, field = transform.sampling_grid(params)
     warped, inside = warp_grid_inside(moving, grid)
     if transform.diffeomorphic:
-        reg = diffusion(displacement, reg_weights)
+        reg = diffusion(field.flip(1), reg_weights)
     else:
         reg = transform.difference_energy(params, reg_weights)
     total = settings.lam * reg

@@ -9,7 +9,7 @@ from snakemake.utils import validate
 
 import yaml
 
-from featreg.data.acdc import list_patients, patient_number
+from featreg.data.acdc import list_patients, subset_of
 from featreg.data.nifti import write_text_atomic
 from featreg.errors import ConfigError
 from featreg.encoders.checkpoints import CHECKPOINTS
@@ -42,7 +42,9 @@ GRID_METHODS = TUNING.grid_methods if TUNING else {}
 TEST_METHODS = dict(METHODS)
 if TUNING:
     TEST_METHODS |= {m.name: m for m in TUNING.paper.values()}
-ENCODER_OF = {name: m.encoder for name, m in (TEST_METHODS | GRID_METHODS).items()} | {
+# Methods whose settings are known when the DAG is built (tuned ones read theirs at run time).
+RUNNABLE = TEST_METHODS | GRID_METHODS
+ENCODER_OF = {name: m.encoder for name, m in RUNNABLE.items()} | {
     tuned: METHODS[base].encoder for tuned, base in TUNED.items()
 }
 
@@ -90,9 +92,8 @@ def shard_of(patient):
 
 
 def source_dir(patient):
-    """The ACDC-layout folder of one patient (training holds 1-100, testing the rest)."""
-    subset = "training" if patient_number(patient) <= 100 else "testing"
-    return f"{ROOT}/database/{subset}/{patient}"
+    """The ACDC-layout folder of one patient."""
+    return f"{ROOT}/database/{subset_of(patient)}/{patient}"
 
 
 def pair_dir(patient):
@@ -126,7 +127,7 @@ def method_option(wildcards, input):
     """--method-file for a tuned method, --method-json for every other one."""
     if wildcards.method in TUNED:
         return f"--method-file {input.selection}"
-    method = (TEST_METHODS | GRID_METHODS)[wildcards.method]
+    method = RUNNABLE[wildcards.method]
     return f"--method-json {shlex.quote(method.to_json())}"
 
 

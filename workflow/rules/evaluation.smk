@@ -4,7 +4,7 @@
 
 
 wildcard_constraints:
-    method="|".join(re.escape(name) for name in TEST_METHODS | TUNED | GRID_METHODS),
+    method="|".join(re.escape(name) for name in RUNNABLE | TUNED),
     shard=r"[sv]\d\d\d+",
 
 

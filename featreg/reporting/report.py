@@ -122,6 +122,7 @@ def build_report(
         f"of (method − baseline) in the metric's unit with a percentile-bootstrap 95 % CI ({n_resamples} "
         f"resamples, seed {seed}). Units: Dice unitless, HD95 mm, sdlogJ unitless, %J≤0 percent of pixels.",
     ))
+    sections.append(Section("Verdict on mean Dice", "text", dice_verdict(tests, baseline)))
 
     labels = settings_labels(selections) if selections else None
     written["reproduction.md"] = write_text_atomic(out_dir / "reproduction.md",
@@ -217,6 +218,28 @@ def _tuning_sections(df: pd.DataFrame, validation: pd.DataFrame, selections: Seq
         f"({n_resamples} resamples, seed {seed}). Dice: higher is better; HD95 (mm), sdlogJ and %J≤0: lower "
         f"is better."))
     return written
+
+
+SIGNIFICANCE = 0.05
+
+
+def dice_verdict(tests: pd.DataFrame, baseline: str) -> str:
+    """One plain sentence per outcome: which methods beat, trail or do not differ from the baseline in mean Dice.
+
+    A method differs when its Holm-corrected Wilcoxon p is below ``SIGNIFICANCE``;
+    the direction is the sign of the mean paired difference.
+    """
+    dice = tests[tests["metric"] == "dice_mean"]
+    better = dice[(dice["p_holm"] < SIGNIFICANCE) & (dice["mean_diff"] > 0)]["method"].tolist()
+    worse = dice[(dice["p_holm"] < SIGNIFICANCE) & (dice["mean_diff"] < 0)]["method"].tolist()
+    same = [m for m in dice["method"] if m not in better and m not in worse]
+    rule = f"Holm-corrected paired Wilcoxon p < {SIGNIFICANCE} against {baseline!r}"
+    lines = [
+        f"Better than the baseline in mean Dice ({rule}): {', '.join(better) or 'none'}.",
+        f"Worse than the baseline: {', '.join(worse) or 'none'}.",
+        f"No significant difference, so no claimed gain holds for these: {', '.join(same) or 'none'}.",
+    ]
+    return " ".join(lines)
 
 
 FEATURE_FIGURES = {

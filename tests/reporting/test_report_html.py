@@ -112,6 +112,21 @@ def test_report_lists_failed_pairs_with_their_reason(tmp_path, metrics_df):
     assert metrics_df.loc[failed, "patient"] in html
 
 
+def test_dice_verdict_names_better_worse_and_undecided_methods():
+    from featreg.reporting.report import dice_verdict
+
+    tests = pd.DataFrame({
+        "metric": ["dice_mean"] * 3 + ["hd95_mean"],
+        "method": ["a", "b", "c", "a"],
+        "p_holm": [0.01, 0.02, 0.4, 0.001],
+        "mean_diff": [0.05, -0.03, 0.02, -1.0],
+    })
+    text = dice_verdict(tests, "ncc")
+    assert "Better than the baseline in mean Dice (Holm-corrected paired Wilcoxon p < 0.05 against 'ncc'): a." in text
+    assert "Worse than the baseline: b." in text
+    assert "no claimed gain holds for these: c." in text
+
+
 def test_cli_report_errors(tmp_path, metrics_df, capsys):
     metrics_csv = tmp_path / "metrics.csv"
     metrics_df.to_csv(metrics_csv, index=False)

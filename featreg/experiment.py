@@ -391,15 +391,27 @@ def select_tuned(spec: Mapping[str, Any], metrics: Any) -> dict[str, Any]:
     }
 
 
-def load_method_file(path: str | Path) -> Method:
-    """The method of a selection record written by ``featreg select-setting`` (its ``method`` entry)."""
+SELECTION_KEYS = ("base", "tuned", "paper", "rule", "selected", "values", "method", "candidates")
+"""The entries of a selection record written by ``featreg select-setting``."""
+
+
+def read_selection(path: str | Path) -> dict[str, Any]:
+    """A selection record written by ``featreg select-setting``, checked for its entries."""
     from featreg.errors import InputError
 
     path = Path(path)
     if not path.is_file():
-        raise InputError("selection file is missing", path=path)
+        raise InputError("selection record is missing", path=path)
     try:
         record = json.loads(path.read_text(encoding="utf-8"))
-        return Method(**record["method"])
-    except (json.JSONDecodeError, KeyError, TypeError) as exc:
-        raise InputError(f"not a selection record with a 'method' entry ({exc})", path=path) from exc
+    except json.JSONDecodeError as exc:
+        raise InputError(f"not a selection record: not JSON ({exc})", path=path) from exc
+    missing = [key for key in SELECTION_KEYS if not isinstance(record, dict) or key not in record]
+    if missing:
+        raise InputError(f"not a selection record: it lacks {', '.join(missing)}", path=path)
+    return record
+
+
+def load_method_file(path: str | Path) -> Method:
+    """The tuned method of a selection record (its ``method`` entry)."""
+    return Method(**read_selection(path)["method"])

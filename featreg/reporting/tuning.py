@@ -7,7 +7,6 @@ table (grid points × validation patients) and the test metrics table.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -17,28 +16,15 @@ import pandas as pd
 
 from featreg.errors import InputError
 from featreg.evaluation.statistics import compare_to_baseline, eligible_settings, pareto_mask, summarize
-from featreg.experiment import value_label
+from featreg.experiment import read_selection, value_label
 from featreg.reporting.tables import normalise_metrics
 
-RECORD_KEYS = ("base", "tuned", "paper", "rule", "selected", "values", "candidates")
 VERDICT_METRICS = ("dice_mean", "hd95_mean", "sdlogj", "neg_jac_pct")
 
 
 def read_selections(paths: Sequence[str | Path]) -> list[dict[str, Any]]:
-    """The selection records, checked for their keys, in the order given."""
-    records = []
-    for path in map(Path, paths):
-        if not path.is_file():
-            raise InputError("selection record is missing", path=path)
-        try:
-            record = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            raise InputError(f"selection record is not JSON ({exc})", path=path) from exc
-        missing = [k for k in RECORD_KEYS if k not in record]
-        if missing:
-            raise InputError(f"selection record lacks {', '.join(missing)}", path=path)
-        records.append(record)
-    return records
+    """The selection records, checked for their entries, in the order given."""
+    return [read_selection(path) for path in paths]
 
 
 def settings_labels(selections: Sequence[Mapping[str, Any]]) -> dict[str, str]:

@@ -52,7 +52,8 @@ def selections_and_tables(tmp_path):
         eligible = {lam: v for lam, v in grid.items() if v[2] <= 0.1}
         lam = max(eligible, key=lambda k: eligible[k][0])
         record = {"base": base, "tuned": f"{base}@tuned", "paper": base, "rule": RULE,
-                  "selected": f"{base}@lam{lam:g}", "values": {"lam": lam, "lr": 0.002}, "candidates": candidates}
+                  "selected": f"{base}@lam{lam:g}", "values": {"lam": lam, "lr": 0.002}, "candidates": candidates,
+                  "method": {"name": f"{base}@tuned"}}
         paths.append(tmp_path / f"{base}.json")
         paths[-1].write_text(json.dumps(record))
         shift = 0.03 if base != "ncc" else 0.0

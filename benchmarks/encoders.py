@@ -87,7 +87,7 @@ def main() -> int:
         rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
         print(f"{name}: {rows[-1]['seconds_per_fwd_bwd']:.3f} s, {rows[-1]['peak_memory_mb']:.0f} MB", file=sys.stderr)
     table = pd.DataFrame(rows)
-    from featreg.data.nifti import atomic_path
+    from featreg.io import atomic_path
 
     with atomic_path(args.out) as tmp:
         table.to_csv(tmp, index=False)

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from featreg.data.nifti import atomic_path
+from featreg.io import atomic_path
 from featreg.registration import RegistrationSettings, register_pairs
 from featreg.registration.bspline import bspline_kernel
 

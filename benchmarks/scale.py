@@ -57,7 +57,7 @@ from pathlib import Path
 
 import yaml
 
-from featreg.data.nifti import atomic_path
+from featreg.io import atomic_path
 from featreg.experiment import Method, shard_patients
 from featreg.registration.optimize import resolve_device
 

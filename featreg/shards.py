@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from featreg.data.nifti import atomic_path, write_json_atomic
+from featreg.io import atomic_path, write_json_atomic
 from featreg.errors import FeatregError, InputError
 from featreg.data.acdc import patient_number, subset_of
 from featreg.experiment import Method

@@ -69,7 +69,7 @@ def _features(args: argparse.Namespace) -> int:
     spec = _specs(args, [args.encoder])[args.encoder]
     written = cache_fixed_features(spec, args.pairs, args.out, _device(args.device))
     if args.manifest is not None:
-        from featreg.data.nifti import write_json_atomic
+        from featreg.io import write_json_atomic
 
         features = {pair.name: str(path) for pair, path in written.items()}
         write_json_atomic(args.manifest, {"encoder": spec.name, "features": features})
@@ -81,7 +81,8 @@ def _figures(args: argparse.Namespace) -> int:
     import pandas as pd
     import torch
 
-    from featreg.data.nifti import atomic_path, read_nifti
+    from featreg.data.nifti import read_nifti
+    from featreg.io import atomic_path
     from featreg.encoders import analysis
     from featreg.encoders.registry import build_encoder
 

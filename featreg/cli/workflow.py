@@ -65,7 +65,7 @@ def _select(args: argparse.Namespace) -> int:
 
     from featreg.experiment import select_tuned
     from featreg.reporting.tables import read_metrics
-    from featreg.data.nifti import write_json_atomic
+    from featreg.io import write_json_atomic
 
     try:
         spec = json.loads(args.spec)

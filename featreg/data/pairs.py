@@ -12,7 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from featreg.data.nifti import atomic_path, read_nifti, write_nifti
+from featreg.data.nifti import read_nifti, write_nifti
+from featreg.io import atomic_path
 from featreg.errors import InputError
 
 PAIR_FILES = ("fixed_image", "fixed_label", "moving_image", "moving_label")

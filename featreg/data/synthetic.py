@@ -22,7 +22,7 @@ from scipy.ndimage import gaussian_filter
 from tqdm import tqdm
 
 from featreg.data.acdc import patient_id, subset_of
-from featreg.data.nifti import atomic_path
+from featreg.io import atomic_path
 
 logger = logging.getLogger(__name__)
 

@@ -18,9 +18,10 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from featreg.data.nifti import atomic_path
+from featreg.io import atomic_path
 from featreg.encoders.features import FeatureEncoder
-from featreg.registration.bspline import displacement_from_mm, warp_image
+from featreg.registration.sampling import warp_image
+from featreg.registration.units import displacement_from_mm
 from featreg.registration.losses import cosine_dissimilarity, l1_distance
 
 log = logging.getLogger(__name__)
@@ -88,7 +89,7 @@ def plot_pca(image: np.ndarray, features: Mapping[str, torch.Tensor], out: str |
 # Images are warped by the registration engine itself, so the figures measure what registration optimises.
 
 def warp_image_mm(image: torch.Tensor, displacement_mm: torch.Tensor, spacing: Sequence[float]) -> torch.Tensor:
-    """M(x + u(x)) by :func:`featreg.registration.bspline.warp_image`, ``u`` in mm on the image's pixels."""
+    """M(x + u(x)) by :func:`featreg.registration.sampling.warp_image`, ``u`` in mm on the image's pixels."""
     return warp_image(image, torch.from_numpy(displacement_from_mm(displacement_mm.cpu().numpy(), spacing)))
 
 

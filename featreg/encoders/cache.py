@@ -17,7 +17,8 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from featreg.data.nifti import atomic_path, read_nifti
+from featreg.data.nifti import read_nifti
+from featreg.io import atomic_path
 from featreg.encoders.features import FeatureEncoder
 from featreg.encoders.registry import EncoderSpec, build_encoder
 from featreg.errors import FeatregError, InputError

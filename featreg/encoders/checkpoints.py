@@ -16,7 +16,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from featreg.data.nifti import atomic_path
+from featreg.io import atomic_path
 from featreg.errors import FeatregError
 
 log = logging.getLogger(__name__)

@@ -1,26 +1,13 @@
-"""2D B-spline free-form deformation in separable matmul form, and warping.
+"""2D B-spline free-form deformation in separable matmul form.
 
-Units: displacements inside the optimiser are *normalised* with
-``align_corners=True`` (docs/design.md): coordinate -1 is the centre of the
-first pixel, +1 the centre of the last, so 1 unit = (N - 1) / 2 pixels along
-an axis of N pixels. Component c of a field ``(B, 2, X, Y)`` is along array
-axis c (component 0 along X, component 1 along Y).
+Units: displacements are normalised with ``align_corners=True``
+(:mod:`featreg.registration.units`). Component c of a field ``(B, 2, X, Y)`` is along
+array axis c (component 0 along X, component 1 along Y).
 
 The dense field is ``Bx · C · Byᵀ`` per component, with basis matrices
 ``Bx (X, Kx)`` and ``By (Y, Ky)`` built once per shape: the fastest form on CPU
-and the one that batches (REFERENCE.md §4).
-
-Two samplers with the same conventions (bilinear, ``align_corners=True``,
-border replication, zero gradient along an axis where the point is clamped):
-
-- the optimisation loop warps with ``grid_sample`` on a sampling grid
-  (:meth:`BSplineTransform.sampling_grid`, :func:`warp_grid_inside`): its fused
-  kernel is several times faster on CPU. Its identity grid is off by float
-  rounding (~1e-7 px), which does not matter inside the loop; the image
-  distance ignores pixels whose sample point lies outside the image.
-- final outputs use our own bilinear interpolation in pixel coordinates
-  (:func:`sample_bilinear`): the identity then samples exactly at integer pixel
-  positions, so zero parameters reproduce the image bit for bit.
+and the one that batches (REFERENCE.md §4). Warping lives in
+:mod:`featreg.registration.sampling`.
 
 Inside the transform, fields are kept with their components in
 ``grid_sample``'s order (component 0 along Y, the last axis) so a sampling grid
@@ -31,12 +18,13 @@ exactly zero).
 
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import Sequence
 
 import numpy as np
 import torch
+
+from featreg.registration.sampling import grid_sample, to_grid
 
 ORDERS = (1, 3)
 """Supported kernel orders: 1 (tent, as the paper's airlab runs) and 3 (cubic, a standard FFD)."""
@@ -89,129 +77,6 @@ def basis_matrix(n: int, count: int, spacing_px: float, order: int, *, dtype=tor
     return weights.to(dtype=dtype, device=device)
 
 
-def pixel_scale(shape: Sequence[int]) -> tuple[float, float]:
-    """Pixels per normalised unit along each axis: (N - 1) / 2."""
-    return ((shape[0] - 1) / 2, (shape[1] - 1) / 2)
-
-
-@functools.lru_cache(maxsize=32)
-def _identity_grid(X: int, Y: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    gx = torch.linspace(-1, 1, X, dtype=dtype, device=device)
-    gy = torch.linspace(-1, 1, Y, dtype=dtype, device=device)
-    return torch.stack(torch.meshgrid(gy, gx, indexing="xy"), dim=-1)[None]
-
-
-def identity_grid(shape: Sequence[int], *, dtype=torch.float32, device=None) -> torch.Tensor:
-    """``(1, X, Y, 2)`` ``grid_sample`` grid of the pixel centres: ``[..., 0]`` along Y, ``[..., 1]`` along X (cached; do not modify)."""
-    return _identity_grid(int(shape[0]), int(shape[1]), dtype, torch.device(device) if device is not None else torch.device("cpu"))
-
-
-@functools.lru_cache(maxsize=32)
-def _pixel_frame(X: int, Y: int, dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, ...]:
-    """Per shape constants of the samplers: pixel indices, px per unit, upper bounds, corner offsets."""
-    base = torch.stack(torch.meshgrid(torch.arange(X, dtype=dtype), torch.arange(Y, dtype=dtype), indexing="ij"))[None]
-    sx, sy = pixel_scale((X, Y))
-    scale = torch.tensor([sx, sy], dtype=dtype).view(1, 2, 1, 1)
-    upper = torch.tensor([X - 1, Y - 1], dtype=dtype).view(1, 2, 1, 1)
-    offsets = torch.tensor([0, 1, Y, Y + 1]).view(1, 1, 4, 1)
-    return tuple(t.to(device) for t in (base, scale, torch.zeros_like(upper), upper, upper - 1, offsets))
-
-
-class _BilinearSample(torch.autograd.Function):
-    """Bilinear sampling at pixel coordinates ``point (B, 2, X, Y)`` with a hand-written backward.
-
-    Written as one autograd node because the same maths as separate tensor ops
-    costs several times more per iteration on CPU (dispatch overhead on small
-    tensors). Points are clamped onto the image (border replication); as for
-    ``torch.clamp``, the gradient along an axis is zero where the point lies
-    outside [0, N - 1].
-    """
-
-    @staticmethod
-    def forward(ctx, values: torch.Tensor, point: torch.Tensor) -> torch.Tensor:
-        B, C, X, Y = values.shape
-        _, _, lower, upper, last_cell, offsets = _pixel_frame(X, Y, point.dtype, point.device)
-        clamped = torch.clamp(point, min=lower, max=upper)
-        inside = clamped == point  # (B, 2, X, Y): where the clamp lets the gradient through
-        corner = torch.minimum(clamped.floor(), last_cell)
-        w1 = clamped - corner  # weight of the upper neighbour along each axis
-        w0 = 1 - w1
-        pair = torch.stack((w0, w1), dim=1)  # (B, 2 neighbours, 2 axes, X, Y)
-        weights = (pair[:, :, None, 0] * pair[:, None, :, 1]).view(B, 1, 4, X * Y)  # corners 00, 01, 10, 11
-        index = (corner[:, 0] * Y + corner[:, 1]).long().view(B, 1, 1, X * Y) + offsets
-        index = index.expand(B, C, 4, X * Y).reshape(B, C, 4 * X * Y)
-        gathered = values.flatten(2).gather(2, index).view(B, C, 4, X * Y)
-        out = (gathered * weights).sum(dim=2).view(B, C, X, Y)
-        ctx.save_for_backward(gathered, w0, w1, weights, index, inside)
-        ctx.shape = values.shape
-        return out
-
-    @staticmethod
-    def backward(ctx, grad_out: torch.Tensor):
-        gathered, w0, w1, weights, index, inside = ctx.saved_tensors
-        B, C, X, Y = ctx.shape
-        grad_values = grad_point = None
-        g = grad_out.reshape(B, C, X * Y)
-        if ctx.needs_input_grad[1]:
-            v00, v01, v10, v11 = gathered.unbind(dim=2)
-            wy0, wy1 = w0[:, 1].reshape(B, 1, -1), w1[:, 1].reshape(B, 1, -1)
-            wx0, wx1 = w0[:, 0].reshape(B, 1, -1), w1[:, 0].reshape(B, 1, -1)
-            d_x = ((v10 - v00) * wy0 + (v11 - v01) * wy1) * g
-            d_y = ((v01 - v00) * wx0 + (v11 - v10) * wx1) * g
-            grad_point = torch.stack((d_x.sum(dim=1), d_y.sum(dim=1)), dim=1).view(B, 2, X, Y) * inside
-        if ctx.needs_input_grad[0]:
-            contrib = (g.unsqueeze(2) * weights.view(B, 1, 4, X * Y)).reshape(B, C, 4 * X * Y)
-            grad_values = torch.zeros(B, C, X * Y, dtype=g.dtype, device=g.device).scatter_add_(2, index, contrib)
-            grad_values = grad_values.view(B, C, X, Y)
-        return grad_values, grad_point
-
-
-def sample_bilinear(values: torch.Tensor, displacement: torch.Tensor) -> torch.Tensor:
-    """Sample ``values (B, C, X, Y)`` at x + u(x), ``displacement (B, 2, X, Y)`` normalised.
-
-    Bilinear, border replication outside the image, differentiable in both
-    arguments. A zero displacement returns ``values`` exactly: sample points are
-    then integer pixel positions and every other corner's weight is exactly 0.
-    """
-    B, C, X, Y = values.shape
-    if X < 2 or Y < 2:
-        raise ValueError(f"images need at least 2 pixels per axis, got {(X, Y)}")
-    if displacement.shape != (B, 2, X, Y):
-        raise ValueError(f"displacement must have shape {(B, 2, X, Y)}, got {tuple(displacement.shape)}")
-    base, scale, *_ = _pixel_frame(X, Y, displacement.dtype, displacement.device)
-    return _BilinearSample.apply(values.to(displacement.dtype), base + displacement * scale)
-
-
-def sample_nearest(values: torch.Tensor, displacement: torch.Tensor) -> torch.Tensor:
-    """Nearest-neighbour sampling (for labels): round half up, border replication; keeps the dtype."""
-    B, C, X, Y = values.shape
-    sx, sy = pixel_scale((X, Y))
-    ix = torch.arange(X, dtype=displacement.dtype, device=values.device)[:, None]
-    iy = torch.arange(Y, dtype=displacement.dtype, device=values.device)[None, :]
-    px = torch.floor(ix + displacement[:, 0] * sx + 0.5).clamp(0, X - 1).long()
-    py = torch.floor(iy + displacement[:, 1] * sy + 0.5).clamp(0, Y - 1).long()
-    index = (px * Y + py).flatten(1).unsqueeze(1).expand(B, C, X * Y)
-    return values.flatten(2).gather(2, index).view(B, C, X, Y)
-
-
-def to_grid(field: torch.Tensor) -> torch.Tensor:
-    """Sampling grid ``(B, X, Y, 2)`` of a normalised field ``(B, 2, X, Y)`` whose components are in grid order."""
-    X, Y = field.shape[-2:]
-    return identity_grid((X, Y), dtype=field.dtype, device=field.device) + field.permute(0, 2, 3, 1)
-
-
-def grid_sample(values: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
-    """``values (B, C, X, Y)`` at ``grid (B, X, Y, 2)``: bilinear, ``align_corners=True``, border replication."""
-    return torch.nn.functional.grid_sample(values, grid, mode="bilinear", padding_mode="border", align_corners=True)
-
-
-def warp_grid_inside(image: torch.Tensor, grid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The image at ``grid`` (:func:`grid_sample`) and the ``(B, 1, X, Y)`` bool mask of grid points inside the image."""
-    with torch.no_grad():
-        inside = (grid.abs() <= 1).all(dim=-1).unsqueeze(1)
-    return grid_sample(image, grid), inside
-
-
 def scaling_and_squaring(velocity: torch.Tensor, steps: int) -> torch.Tensor:
     """Displacement exp(v) of a stationary velocity ``(B, 2, X, Y)``: v / 2^steps composed with itself ``steps`` times.
 
@@ -222,24 +87,6 @@ def scaling_and_squaring(velocity: torch.Tensor, steps: int) -> torch.Tensor:
     for _ in range(steps):
         u = u + grid_sample(u, to_grid(u))
     return u
-
-
-def displacement_to_mm(displacement: np.ndarray | torch.Tensor, spacing: Sequence[float]) -> np.ndarray:
-    """Normalised ``(B, 2, X, Y)`` or ``(2, X, Y)`` field to mm: component c times (N_c - 1) / 2 · spacing_c."""
-    field = displacement.detach().cpu().numpy() if isinstance(displacement, torch.Tensor) else np.asarray(displacement)
-    X, Y = field.shape[-2:]
-    sx, sy = pixel_scale((X, Y))
-    factor = np.array([sx * spacing[0], sy * spacing[1]], dtype=np.float64).reshape(2, 1, 1)
-    return (field * factor).astype(np.float32)
-
-
-def displacement_from_mm(field_mm: np.ndarray, spacing: Sequence[float]) -> np.ndarray:
-    """Inverse of :func:`displacement_to_mm` for a ``(2, X, Y)`` or ``(B, 2, X, Y)`` field."""
-    field_mm = np.asarray(field_mm)
-    X, Y = field_mm.shape[-2:]
-    sx, sy = pixel_scale((X, Y))
-    factor = np.array([sx * spacing[0], sy * spacing[1]], dtype=np.float64).reshape(2, 1, 1)
-    return (field_mm / factor).astype(np.float32)
 
 
 class BSplineTransform:
@@ -331,13 +178,3 @@ class BSplineTransform:
         along_x = (diff_x @ params @ crop_y * params).sum(dim=(2, 3))  # (B, 2 components)
         along_y = (crop_x @ params @ diff_y * params).sum(dim=(2, 3))
         return along_x @ weights[:, 0] + along_y @ weights[:, 1]
-
-
-def warp_image(image: torch.Tensor, displacement: torch.Tensor) -> torch.Tensor:
-    """Warped moving image M(x + u(x)), bilinear with border replication."""
-    return sample_bilinear(image, displacement)
-
-
-def warp_labels(labels: torch.Tensor, displacement: torch.Tensor) -> torch.Tensor:
-    """Warped label map, nearest neighbour (round half up), border replication, dtype kept."""
-    return sample_nearest(labels, displacement)

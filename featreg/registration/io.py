@@ -14,8 +14,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from featreg.data.nifti import atomic_path, write_displacement, write_json_atomic, write_nifti
-from featreg.registration.bspline import displacement_from_mm, warp_labels
+from featreg.data.nifti import write_displacement, write_nifti
+from featreg.io import atomic_path, write_json_atomic
+from featreg.registration.sampling import warp_labels
+from featreg.registration.units import displacement_from_mm
 from featreg.registration.optimize import LOSS_COLUMNS, RegistrationResult
 
 logger = logging.getLogger(__name__)

@@ -53,7 +53,7 @@ def ncc(fixed: torch.Tensor, warped: torch.Tensor, mask: torch.Tensor | None = N
     """Negative global NCC per pair: ``-Σ(F-F̄)(M-M̄) / sqrt(Σ(F-F̄)² Σ(M-M̄)² + 1e-10)``.
 
     Sums and means run over the pixels where ``mask`` (``(B, 1, X, Y)`` bool,
-    e.g. :func:`featreg.registration.bspline.warp_grid_inside`'s) is true; all
+    e.g. :func:`featreg.registration.sampling.warp_grid_inside`'s) is true; all
     pixels when it is None. -1 is a perfect (positive linear) match.
     """
     if fixed.shape != warped.shape:

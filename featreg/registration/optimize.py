@@ -21,7 +21,9 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from featreg.registration.bspline import BSplineTransform, displacement_to_mm, warp_grid_inside, warp_image
+from featreg.registration.bspline import BSplineTransform
+from featreg.registration.sampling import warp_grid_inside, warp_image
+from featreg.registration.units import displacement_to_mm
 from featreg.registration.losses import FEATURE_DISTANCES, IMAGE_DISTANCES
 from featreg.registration.regularizers import diffusion, regulariser_weights
 from featreg.registration.settings import EARLY_STOP_WINDOW, RegistrationSettings

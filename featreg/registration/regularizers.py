@@ -21,7 +21,7 @@ from collections.abc import Sequence
 
 import torch
 
-from featreg.registration.bspline import pixel_scale
+from featreg.registration.units import pixel_scale
 
 REGULARISERS = ("airlab", "physical")
 

@@ -19,7 +19,8 @@ import pandas as pd
 from matplotlib.colors import TwoSlopeNorm
 
 from featreg.data import LABELS
-from featreg.data.nifti import atomic_path, read_displacement, read_nifti
+from featreg.data.nifti import read_displacement, read_nifti
+from featreg.io import atomic_path
 from featreg.errors import InputError
 from featreg.evaluation.metrics import jacobian_determinant
 from featreg.evaluation.statistics import pareto_mask, summarize

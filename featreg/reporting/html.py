@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from featreg.data.nifti import atomic_path
+from featreg.io import atomic_path
 
 logger = logging.getLogger(__name__)
 

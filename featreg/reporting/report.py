@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from featreg.data.nifti import write_text_atomic
+from featreg.io import write_text_atomic
 from featreg.errors import ConfigError, InputError
 from featreg.evaluation.statistics import compare_to_baseline
 from featreg.reporting import figures

@@ -7,17 +7,9 @@ import pytest
 import torch
 from registration_helpers import jacobian_det_px
 
-from featreg.registration.bspline import (
-    BSplineTransform,
-    basis_matrix,
-    displacement_from_mm,
-    displacement_to_mm,
-    lattice_size,
-    sample_bilinear,
-    warp_grid_inside,
-    warp_image,
-    warp_labels,
-)
+from featreg.registration.bspline import BSplineTransform, basis_matrix, lattice_size
+from featreg.registration.sampling import sample_bilinear, warp_grid_inside, warp_image, warp_labels
+from featreg.registration.units import displacement_from_mm, displacement_to_mm
 
 
 @pytest.mark.parametrize("order,diffeomorphic", [(3, False), (1, False), (1, True), (3, True)])

@@ -10,7 +10,7 @@ from snakemake.utils import validate
 import yaml
 
 from featreg.data.acdc import list_patients, subset_of
-from featreg.data.nifti import write_text_atomic
+from featreg.io import write_text_atomic
 from featreg.errors import ConfigError
 from featreg.encoders.checkpoints import CHECKPOINTS
 from featreg.experiment import (

@@ -35,7 +35,8 @@ ENCODERS = {
 def run_one(name: str, device: str, repeats: int, image_size: int) -> dict:
     import torch
 
-    from featreg.encoders.registry import EncoderSpec, build_encoder
+    from featreg.encoders.features import build_encoder
+    from featreg.encoders.registry import EncoderSpec
 
     encoder = build_encoder(EncoderSpec.from_dict(name, ENCODERS[name]), device)
     image = torch.rand(1, 1, image_size, image_size, device=device, requires_grad=True)

@@ -14,8 +14,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from featreg.data.acdc import patient_number
-from featreg.errors import ConfigError
+from featreg.data.acdc import SPLITS, patient_number, select_patients
+from featreg.errors import ConfigError, InputError
 
 VARIANT_ALPHA = {"feature": 1.0}
 
@@ -156,8 +156,6 @@ def split_patients(
     val 101–120, test 121–150). A synthetic cohort (``synthetic_seed`` given) smaller than
     that gives patient k the role of ACDC patient :func:`synthetic_role_number` (seed, k).
     """
-    from featreg.data.acdc import SPLITS, select_patients
-
     if isinstance(split, str) and split not in SPLITS:
         raise ConfigError(f"unknown split {split!r}; expected one of {', '.join(sorted(SPLITS))} or a list of patients")
     if isinstance(split, str) and split != "all" and synthetic_seed is not None and len(cohort) < ACDC_PATIENTS:
@@ -341,64 +339,12 @@ def tuning_plan(config: Mapping[str, Any], methods: Mapping[str, Method]) -> Tun
     return TuningPlan(grids=grids, keys=keys, paper=paper, select=select)
 
 
-def select_tuned(spec: Mapping[str, Any], metrics: Any) -> dict[str, Any]:
-    """Apply the selection rule of ``spec`` (:meth:`TuningPlan.selection_spec`) to validation metrics.
-
-    ``metrics`` is the per-pair metrics table (a DataFrame) of the candidates.
-    Returns the selection record: the rule, each candidate's means and
-    eligibility (a finite metric and folding value on every validation pair, mean
-    folding within the limit), the selected grid point and the tuned method (its settings,
-    renamed ``<base>@tuned``). Raises InputError when a candidate has no rows or
-    the constraint excludes every candidate.
-    """
-    from featreg.errors import InputError
-    from featreg.evaluation.statistics import TIE_BREAK, eligible_settings, select_setting, summarize
-
-    rule = {**spec["rule"], "ties": TIE_BREAK}
-    metric, folding = rule["metric"], rule["folding"]
-    candidates = list(spec["candidates"])
-    rows = metrics[metrics["method"].isin(candidates)]
-    missing = [c for c in candidates if c not in set(rows["method"])]
-    if missing:
-        raise InputError(f"validation metrics lack grid point(s) of {spec['base']}: {', '.join(missing)}")
-    choice = select_setting(rows, max_neg_jac_pct=rule["max_neg_jac_pct"], methods=candidates, dice=metric,
-                            folding=folding)
-    table = summarize(rows, [metric, folding, "sdlogj"]).set_index("method")
-    eligible = eligible_settings(rows, max_neg_jac_pct=rule["max_neg_jac_pct"], dice=metric, folding=folding)
-    listed = []
-    for name in candidates:
-        row = table.loc[name]
-        listed.append({
-            "method": name,
-            "values": spec["candidates"][name]["values"],
-            "n": int(row[f"n_{metric}"]),
-            f"mean_{metric}": float(row[f"mean_{metric}"]),
-            f"mean_{folding}": float(row[f"mean_{folding}"]),
-            "mean_sdlogj": float(row["mean_sdlogj"]),
-            "eligible": bool(eligible[name]),
-        })
-    chosen = Method(**spec["candidates"][choice]["method"])
-    tuned = Method(spec["tuned"], chosen.alpha, chosen.encoder, chosen.distance, chosen.settings)
-    return {
-        "base": spec["base"],
-        "tuned": spec["tuned"],
-        "paper": spec["paper"],
-        "rule": rule,
-        "selected": choice,
-        "values": spec["candidates"][choice]["values"],
-        "method": json.loads(tuned.to_json()),
-        "candidates": listed,
-    }
-
-
 SELECTION_KEYS = ("base", "tuned", "paper", "rule", "selected", "values", "method", "candidates")
 """The entries of a selection record written by ``featreg select-setting``."""
 
 
 def read_selection(path: str | Path) -> dict[str, Any]:
     """A selection record written by ``featreg select-setting``, checked for its entries."""
-    from featreg.errors import InputError
-
     path = Path(path)
     if not path.is_file():
         raise InputError("selection record is missing", path=path)

@@ -16,22 +16,35 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Sequence
+import shutil
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
+import torch
 from tqdm import tqdm
 
-from featreg.io import atomic_path, write_json_atomic
+from featreg.data.acdc import list_patients, patient_number, read_patient, select_patients, subset_of
+from featreg.data.pairs import load_pair, write_pair
+from featreg.data.preprocess import PreprocessOptions, preprocess_patient
+from featreg.data.synthetic import synth_patient, write_patient
+from featreg.encoders.cache import CacheError, cache_fixed_features, load_features
+from featreg.encoders.features import build_encoder
+from featreg.encoders.registry import EncoderSpec
 from featreg.errors import FeatregError, InputError
-from featreg.data.acdc import patient_number, subset_of
+from featreg.evaluation.evaluate import evaluate_result, failed_row
+from featreg.evaluation.statistics import TIE_BREAK, eligible_settings, select_setting, summarize
 from featreg.experiment import Method
+from featreg.io import atomic_path, write_json_atomic
+from featreg.registration.io import write_failed_result, write_pair_result
+from featreg.registration.optimize import register_pairs, resolve_device
+from featreg.registration.settings import RegistrationSettings
 
-if TYPE_CHECKING:
-    from featreg.data.preprocess import PreprocessOptions
-    from featreg.encoders.registry import EncoderSpec
+COHORT_MANIFEST = "preprocess.json"
+"""Written into the pairs folder by :func:`preprocess_cohort`: the options and each patient's status."""
 
 SYNTHETIC_RECORD = "synthetic.json"
 """Written last into a synthetic patient's folder by :func:`synthesize_shard`: its seed and number."""
@@ -103,8 +116,6 @@ def synthesize_shard(root: str | Path, patients: Sequence[str], manifest: str | 
     this seed and number (written after its images), so a killed job resumes and a
     root written with another seed is rewritten rather than reused.
     """
-    from featreg.data.synthetic import synth_patient, write_patient
-
     statuses: dict[str, dict[str, Any]] = {}
     for patient in tqdm(patients, desc="synth", unit="patient"):
         number = patient_number(patient)
@@ -137,13 +148,6 @@ def preprocess_shard(
     reason), which the registration and evaluation of its shard report as that
     patient's failure; the other patients go on.
     """
-    import shutil
-    from dataclasses import asdict
-
-    from featreg.data.acdc import read_patient
-    from featreg.data.pairs import write_pair
-    from featreg.data.preprocess import preprocess_patient
-
     wanted = json.loads(json.dumps(asdict(options)))  # as pair.json stores them (tuples become lists)
     statuses: dict[str, dict[str, Any]] = {}
     for patient in tqdm(patients, desc="preprocess", unit="patient"):
@@ -166,6 +170,30 @@ def preprocess_shard(
     return write_json_atomic(manifest, {"options": wanted, "patients": statuses})
 
 
+def preprocess_cohort(
+    root: str | Path,
+    out: str | Path,
+    split: str | Sequence[int | str] = "test",
+    options: PreprocessOptions = PreprocessOptions(),
+) -> list[Path]:
+    """Write ``out/<patient>/`` for every selected patient with :func:`preprocess_shard`.
+
+    As in the workflow, pairs already made from the same sources and options
+    are kept, a bad patient's folder holds only its ``failed.json``, and the
+    statuses go to ``out/`` :data:`COHORT_MANIFEST`. All patients are attempted;
+    if any failed, an :class:`InputError` listing them is raised at the end.
+    """
+    patients = select_patients(list_patients(root), split)
+    if not patients:
+        raise InputError(f"no patients of split {split!r} under the ACDC root", path=root)
+    manifest = preprocess_shard(root, patients, out, Path(out) / COHORT_MANIFEST, options)
+    statuses = json.loads(manifest.read_text())["patients"]
+    failures = [status["reason"] for status in statuses.values() if status["status"] != "ok"]
+    if failures:
+        raise InputError(f"{len(failures)} of {len(patients)} patients failed:\n" + "\n".join(failures))
+    return [Path(out) / patient for patient in patients]
+
+
 def register_shard(
     method: Method,
     pair_dirs: Sequence[str | Path],
@@ -178,13 +206,6 @@ def register_shard(
     batch_size: int = 8,
 ) -> Path:
     """Register every pair of a shard with ``method``, batch by batch; write results and the manifest."""
-    import torch
-
-    from featreg.data.pairs import load_pair
-    from featreg.registration.io import write_failed_result, write_pair_result
-    from featreg.registration.optimize import register_pairs, resolve_device
-    from featreg.registration.settings import RegistrationSettings
-
     if batch_size < 1:
         raise FeatregError(f"batch_size must be at least 1, got {batch_size}")
     if (method.encoder is None) != (encoder_spec is None):
@@ -197,13 +218,6 @@ def register_shard(
     feature_files: dict[str, str] = {}
     identity = None
     if encoder_spec is not None:
-        from featreg.encoders.cache import (
-            CacheError,
-            cache_fixed_features,
-            load_features,
-        )
-        from featreg.encoders.registry import build_encoder
-
         spec = encoder_spec
         encoder = build_encoder(spec, device=str(torch_device))
         identity = encoder.identity()
@@ -320,8 +334,6 @@ def evaluate_shard(
     A pair or result that cannot be read gives that patient a ``failed`` row with
     the reason and NaN metrics; the other patients are evaluated.
     """
-    from featreg.evaluation.evaluate import evaluate_result, failed_row
-
     if (method is None) != (results_dir is None):
         raise FeatregError("give both a method and its results folder, or neither (the initial row)")
     rows = []
@@ -349,3 +361,50 @@ def collect_metrics(shard_csvs: Sequence[str | Path], out_csv: str | Path) -> Pa
     with atomic_path(out_csv) as tmp:
         table.to_csv(tmp, index=False)
     return Path(out_csv)
+
+
+def select_tuned(spec: Mapping[str, Any], metrics: Any) -> dict[str, Any]:
+    """Apply the selection rule of ``spec`` (:meth:`TuningPlan.selection_spec`) to validation metrics.
+
+    ``metrics`` is the per-pair metrics table (a DataFrame) of the candidates.
+    Returns the selection record: the rule, each candidate's means and
+    eligibility (a finite metric and folding value on every validation pair, mean
+    folding within the limit), the selected grid point and the tuned method (its settings,
+    renamed ``<base>@tuned``). Raises InputError when a candidate has no rows or
+    the constraint excludes every candidate.
+    """
+    rule = {**spec["rule"], "ties": TIE_BREAK}
+    metric, folding = rule["metric"], rule["folding"]
+    candidates = list(spec["candidates"])
+    rows = metrics[metrics["method"].isin(candidates)]
+    missing = [c for c in candidates if c not in set(rows["method"])]
+    if missing:
+        raise InputError(f"validation metrics lack grid point(s) of {spec['base']}: {', '.join(missing)}")
+    choice = select_setting(rows, max_neg_jac_pct=rule["max_neg_jac_pct"], methods=candidates, dice=metric,
+                            folding=folding)
+    table = summarize(rows, [metric, folding, "sdlogj"]).set_index("method")
+    eligible = eligible_settings(rows, max_neg_jac_pct=rule["max_neg_jac_pct"], dice=metric, folding=folding)
+    listed = []
+    for name in candidates:
+        row = table.loc[name]
+        listed.append({
+            "method": name,
+            "values": spec["candidates"][name]["values"],
+            "n": int(row[f"n_{metric}"]),
+            f"mean_{metric}": float(row[f"mean_{metric}"]),
+            f"mean_{folding}": float(row[f"mean_{folding}"]),
+            "mean_sdlogj": float(row["mean_sdlogj"]),
+            "eligible": bool(eligible[name]),
+        })
+    chosen = Method(**spec["candidates"][choice]["method"])
+    tuned = Method(spec["tuned"], chosen.alpha, chosen.encoder, chosen.distance, chosen.settings)
+    return {
+        "base": spec["base"],
+        "tuned": spec["tuned"],
+        "paper": spec["paper"],
+        "rule": rule,
+        "selected": choice,
+        "values": spec["candidates"][choice]["values"],
+        "method": json.loads(tuned.to_json()),
+        "candidates": listed,
+    }

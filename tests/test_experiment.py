@@ -16,12 +16,12 @@ from featreg.experiment import (
     experiment_patients,
     load_method_file,
     method_table,
-    select_tuned,
     shard_patients,
     split_patients,
     synthetic_role_number,
     tuning_plan,
 )
+from featreg.shards import select_tuned
 
 REGISTRATION = {"lattice": [24, 24], "order": 3, "lam": 120.0, "lr": 0.002, "iterations": 20}
 

@@ -9,21 +9,21 @@ from featreg.errors import ConfigError
 
 
 def _synth(args: argparse.Namespace) -> int:
-    if args.ids:
-        from featreg.shards import synthesize_shard
+    from featreg.data.synthetic import write_cohort
+    from featreg.shards import synthesize_shard
 
+    if args.ids:
         if args.manifest is None:
             raise ConfigError("--ids writes a shard of patients: give --manifest too")
         synthesize_shard(args.out, args.ids, args.manifest, seed=args.seed)
         return 0
-    from featreg.data.synthetic import write_cohort
-
     write_cohort(args.out, args.patients, seed=args.seed, start=args.start, with_4d=args.with_4d)
     return 0
 
 
 def _preprocess(args: argparse.Namespace) -> int:
-    from featreg.data.preprocess import PreprocessOptions, preprocess_cohort
+    from featreg.data.preprocess import PreprocessOptions
+    from featreg.shards import preprocess_cohort, preprocess_shard
 
     options = PreprocessOptions(
         spacing_mm=args.spacing,
@@ -32,8 +32,6 @@ def _preprocess(args: argparse.Namespace) -> int:
         clip_percentiles=tuple(args.clip_percentiles) if args.clip_percentiles else None,
     )
     if args.manifest is not None:
-        from featreg.shards import preprocess_shard
-
         if not args.patients:
             raise ConfigError("--manifest preprocesses a shard of patients: give --patients too")
         preprocess_shard(args.root, args.patients, args.out, args.manifest, options)

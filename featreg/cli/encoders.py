@@ -84,7 +84,7 @@ def _figures(args: argparse.Namespace) -> int:
     from featreg.data.nifti import read_nifti
     from featreg.io import atomic_path
     from featreg.encoders import analysis
-    from featreg.encoders.registry import build_encoder
+    from featreg.encoders.features import build_encoder
 
     image, spacing = read_nifti(args.pair / "fixed_image.nii.gz", patient=args.pair.name)
     field = None

@@ -63,9 +63,9 @@ def _collect(args: argparse.Namespace) -> int:
 def _select(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from featreg.experiment import select_tuned
-    from featreg.reporting.tables import read_metrics
     from featreg.io import write_json_atomic
+    from featreg.reporting.tables import read_metrics
+    from featreg.shards import select_tuned
 
     try:
         spec = json.loads(args.spec)

@@ -17,16 +17,11 @@ from typing import Literal
 import numpy as np
 from scipy.ndimage import map_coordinates
 
-from featreg.data.acdc import AcdcPatient, list_patients, select_patients
+from featreg.data.acdc import AcdcPatient
 from featreg.data.pairs import Pair
 from featreg.errors import InputError
-from featreg.shards import preprocess_shard
 
 logger = logging.getLogger(__name__)
-
-COHORT_MANIFEST = "preprocess.json"
-"""Written into the pairs folder by :func:`preprocess_cohort`: the options and each patient's status."""
-
 
 @dataclass(frozen=True)
 class PreprocessOptions:
@@ -167,27 +162,3 @@ def preprocess_patient(patient: AcdcPatient, options: PreprocessOptions = Prepro
         spacing=(options.spacing_mm, options.spacing_mm),
         provenance=provenance,
     )
-
-
-def preprocess_cohort(
-    root: str | Path,
-    out: str | Path,
-    split: str | Sequence[int | str] = "test",
-    options: PreprocessOptions = PreprocessOptions(),
-) -> list[Path]:
-    """Write ``out/<patient>/`` for every selected patient with :func:`featreg.shards.preprocess_shard`.
-
-    As in the workflow, pairs already made from the same sources and options
-    are kept, a bad patient's folder holds only its ``failed.json``, and the
-    statuses go to ``out/`` :data:`COHORT_MANIFEST`. All patients are attempted;
-    if any failed, an :class:`InputError` listing them is raised at the end.
-    """
-    patients = select_patients(list_patients(root), split)
-    if not patients:
-        raise InputError(f"no patients of split {split!r} under the ACDC root", path=root)
-    manifest = preprocess_shard(root, patients, out, Path(out) / COHORT_MANIFEST, options)
-    statuses = json.loads(manifest.read_text())["patients"]
-    failures = [status["reason"] for status in statuses.values() if status["status"] != "ok"]
-    if failures:
-        raise InputError(f"{len(failures)} of {len(patients)} patients failed:\n" + "\n".join(failures))
-    return [Path(out) / patient for patient in patients]

@@ -1,5 +1,9 @@
-"""Frozen vision encoders (DINOv2, SAM/MedSAM, timm, LiteMedSAM, MIND-SSC) as dense feature maps."""
+"""Frozen vision encoders (DINOv2, SAM/MedSAM, timm, LiteMedSAM, MIND-SSC) as dense feature maps.
 
-from featreg.encoders.registry import EncoderSpec, build_encoder, known_kinds, load_encoder_specs, register_kind
+``build_encoder`` lives in :mod:`featreg.encoders.features` (it needs torch); this package
+imports only the spec table, so that reading specs stays cheap.
+"""
 
-__all__ = ["EncoderSpec", "build_encoder", "known_kinds", "load_encoder_specs", "register_kind"]
+from featreg.encoders.registry import EncoderSpec, known_kinds, load_encoder_specs, register_kind
+
+__all__ = ["EncoderSpec", "known_kinds", "load_encoder_specs", "register_kind"]

@@ -19,8 +19,8 @@ from tqdm import tqdm
 
 from featreg.data.nifti import read_nifti
 from featreg.io import atomic_path
-from featreg.encoders.features import FeatureEncoder
-from featreg.encoders.registry import EncoderSpec, build_encoder
+from featreg.encoders.features import FeatureEncoder, build_encoder
+from featreg.encoders.registry import EncoderSpec
 from featreg.errors import FeatregError, InputError
 
 log = logging.getLogger(__name__)

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import featreg
-from featreg.encoders.registry import EncoderSpec
+from featreg.encoders.registry import EncoderSpec, kind_factory
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -111,3 +111,8 @@ class FeatureEncoder(nn.Module):
         if g is not None and tuple(feats.shape[-2:]) != (g, g):
             feats = F.interpolate(feats, size=(g, g), mode="bilinear", align_corners=False)
         return feats
+
+
+def build_encoder(spec: EncoderSpec, device: str = "cpu") -> FeatureEncoder:
+    """Build the frozen, eval-mode feature encoder that ``spec`` describes, on ``device``."""
+    return FeatureEncoder(spec, kind_factory(spec)(spec)).to(device)

@@ -8,20 +8,17 @@ import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import yaml
 
 from featreg.errors import ConfigError
 
-if TYPE_CHECKING:
-    from featreg.encoders.features import Backbone, FeatureEncoder
-
 NORMALISATIONS = ("none", "imagenet")
 DTYPES = ("float32", "bf16")
 
 # kind -> "module:function"; imported on first use so that building MIND never imports timm.
-_FACTORIES: dict[str, str | Callable[["EncoderSpec"], "Backbone"]] = {
+_FACTORIES: dict[str, str | Callable[["EncoderSpec"], Any]] = {
     "dinov2": "featreg.encoders.dinov2:build_dinov2",
     "sam": "featreg.encoders.sam:build_sam",
     "timm": "featreg.encoders.timm_encoder:build_timm",
@@ -38,8 +35,8 @@ def known_kinds() -> list[str]:
     return sorted(_FACTORIES)
 
 
-def register_kind(kind: str, factory: Callable[["EncoderSpec"], "Backbone"], *, needs_checkpoint: bool = True) -> None:
-    """Add a kind: ``factory(spec) -> Backbone``."""
+def register_kind(kind: str, factory: Callable[["EncoderSpec"], Any], *, needs_checkpoint: bool = True) -> None:
+    """Add a kind: ``factory(spec) -> featreg.encoders.features.Backbone``."""
     if kind in _FACTORIES:
         raise ConfigError(f"encoder kind {kind!r} is already registered")
     _FACTORIES[kind] = factory
@@ -150,19 +147,12 @@ def load_encoder_specs(path: str | Path) -> dict[str, EncoderSpec]:
     return {name: EncoderSpec.from_dict(name, entry) for name, entry in data.items()}
 
 
-def _factory(kind: str) -> Callable[[EncoderSpec], "Backbone"]:
-    target = _FACTORIES[kind]
+def kind_factory(spec: EncoderSpec) -> Callable[[EncoderSpec], Any]:
+    """The factory of ``spec``'s kind (imported on first use); it returns a ``featreg.encoders.features.Backbone``."""
+    if spec.kind not in _FACTORIES:
+        raise ConfigError(f"encoder {spec.name!r}: unknown kind {spec.kind!r}; known kinds: {', '.join(known_kinds())}")
+    target = _FACTORIES[spec.kind]
     if callable(target):
         return target
     module, func = target.split(":")
     return getattr(importlib.import_module(module), func)
-
-
-def build_encoder(spec: EncoderSpec, device: str = "cpu") -> "FeatureEncoder":
-    """Build the frozen, eval-mode feature encoder that ``spec`` describes, on ``device``."""
-    from featreg.encoders.features import FeatureEncoder
-
-    if spec.kind not in _FACTORIES:
-        raise ConfigError(f"encoder {spec.name!r}: unknown kind {spec.kind!r}; known kinds: {', '.join(known_kinds())}")
-    backbone = _factory(spec.kind)(spec)
-    return FeatureEncoder(spec, backbone).to(device)

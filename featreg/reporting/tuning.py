@@ -1,7 +1,7 @@
 """The fair-comparison protocol in the report: selections, validation Pareto fronts, the verdict.
 
 Inputs are the selection records written by ``featreg select-setting`` (one per
-tuned method, see ``featreg.experiment.select_tuned``), the validation metrics
+tuned method, see ``featreg.shards.select_tuned``), the validation metrics
 table (grid points × validation patients) and the test metrics table.
 """
 

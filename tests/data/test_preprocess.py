@@ -12,17 +12,15 @@ from featreg.cli import main
 from featreg.data.acdc import read_patient
 from featreg.data.pairs import load_pair
 from featreg.data.preprocess import (
-    COHORT_MANIFEST,
     PreprocessOptions,
     middle_slice,
     normalise,
-    preprocess_cohort,
     preprocess_patient,
     resample_slice,
     sample_grid,
 )
 from featreg.errors import InputError
-from featreg.shards import PAIR_FAILURE
+from featreg.shards import COHORT_MANIFEST, PAIR_FAILURE, preprocess_cohort
 
 SPACING = (0.9, 1.2, 10.0)
 # Label box: LV x 80..119, y 60..89 = 36 x 36 mm; with Myo ring and RV the bounding box is x 74..121, y 58..91.

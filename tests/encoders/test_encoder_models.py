@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from featreg.encoders.registry import EncoderSpec, build_encoder
+from featreg.encoders.features import build_encoder
+from featreg.encoders.registry import EncoderSpec
 from featreg.errors import ConfigError
 
 TINY = {

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from featreg.encoders import analysis as an
-from featreg.encoders.registry import EncoderSpec, build_encoder
+from featreg.encoders.features import build_encoder
+from featreg.encoders.registry import EncoderSpec
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,8 @@ from featreg.encoders.cache import (
     load_features,
     save_features,
 )
-from featreg.encoders.registry import EncoderSpec, build_encoder
+from featreg.encoders.features import build_encoder
+from featreg.encoders.registry import EncoderSpec
 from featreg.errors import FeatregError
 
 IDENTITY = {"kind": "mind", "name": "mind", "weights": "none", "grid": 16}

@@ -33,12 +33,13 @@ from featreg.data.preprocess import PreprocessOptions, preprocess_patient
 from featreg.data.synthetic import synth_patient, write_patient
 from featreg.encoders.cache import CacheError, cache_fixed_features, load_features
 from featreg.encoders.features import build_encoder
-from featreg.encoders.registry import EncoderSpec
-from featreg.errors import FeatregError, InputError
+from featreg.encoders.registry import EncoderSpec, load_specs
+from featreg.errors import ConfigError, FeatregError, InputError
 from featreg.evaluation.evaluate import evaluate_result, failed_row
 from featreg.evaluation.statistics import TIE_BREAK, eligible_settings, select_setting, summarize
 from featreg.experiment import Method
 from featreg.io import atomic_path, write_json_atomic
+from featreg.reporting.tables import read_metrics
 from featreg.registration.io import write_failed_result, write_pair_result
 from featreg.registration.optimize import register_pairs, resolve_device
 from featreg.registration.settings import RegistrationSettings
@@ -192,6 +193,31 @@ def preprocess_cohort(
     if failures:
         raise InputError(f"{len(failures)} of {len(patients)} patients failed:\n" + "\n".join(failures))
     return [Path(out) / patient for patient in patients]
+
+
+def features_shard(
+    spec: EncoderSpec, pair_dirs: Sequence[str | Path], out_paths: Sequence[str | Path], manifest: str | Path | None, device: str = "auto"
+) -> dict[Path, Path]:
+    """Cache the fixed-image features of a shard's pairs; the manifest (written last) maps patient -> feature file."""
+    if len(pair_dirs) != len(out_paths):
+        raise ConfigError(f"got {len(pair_dirs)} pair folders but {len(out_paths)} feature files")
+    written = cache_fixed_features(spec, pair_dirs, out_paths, str(resolve_device(device)))
+    if manifest is not None:
+        features = {pair.name: str(path) for pair, path in written.items()}
+        write_json_atomic(manifest, {"encoder": spec.name, "features": features})
+    return written
+
+
+def method_encoder_spec(method: Method, spec_files: Sequence[str | Path] | None) -> EncoderSpec | None:
+    """The spec of ``method``'s encoder from ``spec_files`` (None for a method without an encoder)."""
+    if method.encoder is None:
+        return None
+    if not spec_files:
+        raise ConfigError(f"method {method.name} uses encoder {method.encoder}: give its encoder spec file")
+    specs = load_specs(spec_files)
+    if method.encoder not in specs:
+        raise ConfigError(f"encoder {method.encoder} of method {method.name} is not in {', '.join(map(str, spec_files))}")
+    return specs[method.encoder]
 
 
 def register_shard(
@@ -408,3 +434,9 @@ def select_tuned(spec: Mapping[str, Any], metrics: Any) -> dict[str, Any]:
         "method": json.loads(tuned.to_json()),
         "candidates": listed,
     }
+
+
+def write_selection(spec: Mapping[str, Any], metric_tables: Sequence[str | Path], out: str | Path) -> Path:
+    """The selection job: :func:`select_tuned` on the candidates' validation metric tables, written to ``out``."""
+    metrics = pd.concat([read_metrics(path) for path in metric_tables], ignore_index=True)
+    return write_json_atomic(out, select_tuned(spec, metrics))

@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from featreg.errors import ConfigError
-
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("fetch-checkpoints", help="download official encoder checkpoints (needs internet)")
@@ -42,67 +40,19 @@ def _fetch(args: argparse.Namespace) -> int:
     return 0
 
 
-def _device(name: str) -> str:
-    from featreg.registration.optimize import resolve_device
-
-    return str(resolve_device(name))
-
-
-def _specs(args: argparse.Namespace, names: list[str] | None):
-    from featreg.encoders.registry import load_encoder_specs
-
-    specs = {}
-    for path in args.encoders:
-        specs.update(load_encoder_specs(path))
-    missing = [n for n in names or [] if n not in specs]
-    if missing:
-        files = ", ".join(map(str, args.encoders))
-        raise ConfigError(f"encoder(s) {', '.join(missing)} not in {files}; known: {', '.join(specs)}")
-    return {n: specs[n] for n in (names or specs)}
-
-
 def _features(args: argparse.Namespace) -> int:
-    from featreg.encoders.cache import cache_fixed_features
+    from featreg.encoders.registry import load_specs
+    from featreg.shards import features_shard
 
-    if len(args.pairs) != len(args.out):
-        raise ConfigError(f"--pairs has {len(args.pairs)} folders but --out has {len(args.out)} files")
-    spec = _specs(args, [args.encoder])[args.encoder]
-    written = cache_fixed_features(spec, args.pairs, args.out, _device(args.device))
-    if args.manifest is not None:
-        from featreg.io import write_json_atomic
-
-        features = {pair.name: str(path) for pair, path in written.items()}
-        write_json_atomic(args.manifest, {"encoder": spec.name, "features": features})
+    spec = load_specs(args.encoders, [args.encoder])[args.encoder]
+    features_shard(spec, args.pairs, args.out, args.manifest, args.device)
     return 0
 
 
 def _figures(args: argparse.Namespace) -> int:
-    import numpy as np
-    import pandas as pd
-    import torch
+    from featreg.encoders.registry import load_specs
+    from featreg.reporting.feature_figures import write_feature_figures
 
-    from featreg.data.nifti import read_nifti
-    from featreg.io import atomic_path
-    from featreg.encoders import analysis
-    from featreg.encoders.features import build_encoder
-
-    image, spacing = read_nifti(args.pair / "fixed_image.nii.gz", patient=args.pair.name)
-    field = None
-    if args.displacement is not None:
-        raw, _ = read_nifti(args.displacement)
-        field = np.moveaxis(raw.reshape(*image.shape, 2), -1, 0)
-    feats, curves, commute = {}, {}, {}
-    for name, spec in _specs(args, args.names).items():
-        encoder = build_encoder(spec, _device(args.device))
-        with torch.no_grad():
-            feats[name] = encoder(torch.as_tensor(image, dtype=torch.float32)[None, None]).cpu()
-        curves[name] = analysis.distance_curves(encoder, image, spacing)
-        if field is not None:
-            commute[name] = analysis.commutativity(encoder, image, field, spacing)
-    analysis.plot_pca(image, feats, args.out / "pca.png")
-    analysis.plot_distance_curves(curves, args.out / "distance_curves.png")
-    with atomic_path(args.out / "distance_curves.csv") as tmp:
-        pd.concat([df.assign(encoder=n) for n, df in curves.items()]).to_csv(tmp, index=False)
-    if commute:
-        analysis.plot_commutativity(commute, args.out / "commutativity.png")
+    specs = load_specs(args.encoders, args.names)
+    write_feature_figures(specs, args.pair, args.out, displacement=args.displacement, device=args.device)
     return 0

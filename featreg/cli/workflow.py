@@ -17,27 +17,15 @@ def _method(args: argparse.Namespace) -> Method | None:
 
 
 def _register(args: argparse.Namespace) -> int:
-    from featreg.shards import register_shard
+    from featreg.shards import method_encoder_spec, register_shard
 
     method = _method(args)
-    spec = None
-    if method.encoder is not None:
-        from featreg.encoders.registry import load_encoder_specs
-
-        if not args.encoders:
-            raise ConfigError(f"method {method.name} uses encoder {method.encoder}: give --encoders")
-        specs = {}
-        for path in args.encoders:
-            specs.update(load_encoder_specs(path))
-        if method.encoder not in specs:
-            raise ConfigError(f"encoder {method.encoder} of method {method.name} is not in {', '.join(args.encoders)}")
-        spec = specs[method.encoder]
     register_shard(
         method,
         args.pairs,
         args.out_dir,
         args.manifest,
-        encoder_spec=spec,
+        encoder_spec=method_encoder_spec(method, args.encoders),
         features_manifest=args.features,
         device=args.device,
         batch_size=args.batch_size,
@@ -61,18 +49,13 @@ def _collect(args: argparse.Namespace) -> int:
 
 
 def _select(args: argparse.Namespace) -> int:
-    import pandas as pd
-
-    from featreg.io import write_json_atomic
-    from featreg.reporting.tables import read_metrics
-    from featreg.shards import select_tuned
+    from featreg.shards import write_selection
 
     try:
         spec = json.loads(args.spec)
     except json.JSONDecodeError as exc:
         raise ConfigError(f"--spec is not JSON: {exc}") from exc
-    metrics = pd.concat([read_metrics(path) for path in args.metrics], ignore_index=True)
-    write_json_atomic(args.out, select_tuned(spec, metrics))
+    write_selection(spec, args.metrics, args.out)
     return 0
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -145,6 +145,18 @@ def load_encoder_specs(path: str | Path) -> dict[str, EncoderSpec]:
     if not isinstance(data, Mapping):
         raise ConfigError(f"encoder config {path}: expected a mapping of encoder names to entries")
     return {name: EncoderSpec.from_dict(name, entry) for name, entry in data.items()}
+
+
+def load_specs(paths: Sequence[str | Path], names: Sequence[str] | None = None) -> dict[str, EncoderSpec]:
+    """The specs named ``names`` (all, when None) among the files ``paths``, later files overriding earlier ones."""
+    specs: dict[str, EncoderSpec] = {}
+    for path in paths:
+        specs.update(load_encoder_specs(path))
+    missing = [name for name in names or [] if name not in specs]
+    if missing:
+        files = ", ".join(map(str, paths))
+        raise ConfigError(f"encoder(s) {', '.join(missing)} not in {files}; known: {', '.join(specs)}")
+    return {name: specs[name] for name in (names or specs)}
 
 
 def kind_factory(spec: EncoderSpec) -> Callable[[EncoderSpec], Any]:

@@ -48,6 +48,31 @@ ENCODER_OF = {name: m.encoder for name, m in RUNNABLE.items()} | {
     tuned: METHODS[base].encoder for tuned, base in TUNED.items()
 }
 
+# Every path more than one rule names, as a template of its wildcards.
+PATHS = {
+    "synthetic": f"{RESULTS}/synthetic/{{shard}}.json",
+    "pair": f"{RESULTS}/pairs/{{patient}}",
+    "pairs": f"{RESULTS}/pairs/shards/{{shard}}.json",
+    "encoder_spec": f"{RESULTS}/encoders/{{encoder}}.yaml",
+    "features": f"{RESULTS}/features/{{encoder}}/{{shard}}.json",
+    "feature_file": f"{RESULTS}/features/{{encoder}}/{{patient}}.pt",
+    "registration": f"{RESULTS}/registration/{{method}}",
+    "registered": f"{RESULTS}/registration/{{method}}/shards/{{shard}}.json",
+    "displacement": f"{RESULTS}/registration/{{method}}/{{patient}}/displacement.nii.gz",
+    "metrics": f"{RESULTS}/metrics/{{method}}/{{shard}}.csv",
+    "selection": f"{RESULTS}/tuning/selected/{{base}}.json",
+}
+
+
+def names_pattern(names):
+    """A wildcard constraint matching exactly these names."""
+    return "|".join(re.escape(name) for name in names)
+
+
+wildcard_constraints:
+    method=names_pattern(RUNNABLE | TUNED),
+    shard=r"[sv]\d\d\d+",
+
 
 def cohort_patients():
     """Patient ids of the dataset before the split is applied."""
@@ -97,12 +122,12 @@ def source_dir(patient):
 
 
 def pair_dir(patient):
-    return f"{RESULTS}/pairs/{patient}"
+    return PATHS["pair"].format(patient=patient)
 
 
 def pair_manifest(shard):
     """The preprocess job's manifest of a shard (its pairs are ready once it exists)."""
-    return f"{RESULTS}/pairs/shards/{shard}.json"
+    return PATHS["pairs"].format(shard=shard)
 
 
 def shard_pair_files(wildcards):
@@ -114,7 +139,7 @@ def shard_pair_dirs(wildcards):
 
 
 def selection_file(base):
-    return f"{RESULTS}/tuning/selected/{base}.json"
+    return PATHS["selection"].format(base=base)
 
 
 def method_inputs(wildcards):
@@ -137,8 +162,10 @@ def registration_inputs(wildcards):
     inputs = {"pairs": shard_pair_files(wildcards), **method_inputs(wildcards)}
     encoder = ENCODER_OF[wildcards.method]
     if encoder is not None:
-        inputs["features"] = f"{RESULTS}/features/{encoder}/{wildcards.shard}.json"
-        inputs["spec"] = f"{RESULTS}/encoders/{encoder}.yaml"
+        inputs["features"] = PATHS["features"].format(
+            encoder=encoder, shard=wildcards.shard
+        )
+        inputs["spec"] = PATHS["encoder_spec"].format(encoder=encoder)
     return inputs
 
 
@@ -152,12 +179,14 @@ def encoder_options(wildcards, input):
 def all_metric_shards():
     """Metric tables of the test split: before registration and per test method."""
     methods = ["initial", *TEST_METHODS, *TUNED]
-    return [f"{RESULTS}/metrics/{m}/{s}.csv" for m in methods for s in SHARDS]
+    return [PATHS["metrics"].format(method=m, shard=s) for m in methods for s in SHARDS]
 
 
 def validation_metric_shards(methods):
     """Metric tables of ``methods`` on the validation split."""
-    return [f"{RESULTS}/metrics/{m}/{s}.csv" for m in methods for s in VAL_SHARDS]
+    return [
+        PATHS["metrics"].format(method=m, shard=s) for m in methods for s in VAL_SHARDS
+    ]
 
 
 def tuning_report_inputs(wildcards):
@@ -192,7 +221,7 @@ def preprocess_options():
 def preprocess_sources(wildcards):
     """The shard's synthetic manifest, or its patients' ACDC folders."""
     if DATASET["kind"] == "synthetic":
-        return f"{RESULTS}/synthetic/{wildcards.shard}.json"
+        return PATHS["synthetic"].format(shard=wildcards.shard)
     return [source_dir(p) for p in ALL_SHARDS[wildcards.shard]]
 
 

@@ -8,7 +8,7 @@ if DATASET["kind"] == "synthetic":
 
     rule synthesize:
         output:
-            f"{RESULTS}/synthetic/{{shard}}.json",
+            PATHS["synthetic"],
         log:
             f"logs/{NAME}/synthetic/{{shard}}.log",
         conda:
@@ -26,7 +26,7 @@ rule preprocess:
     input:
         preprocess_sources,
     output:
-        f"{RESULTS}/pairs/shards/{{shard}}.json",
+        PATHS["pairs"],
     log:
         f"logs/{NAME}/preprocess/{{shard}}.log",
     conda:

@@ -3,16 +3,11 @@
 # into tuning/metrics.csv, never mixed.
 
 
-wildcard_constraints:
-    method="|".join(re.escape(name) for name in RUNNABLE | TUNED),
-    shard=r"[sv]\d\d\d+",
-
-
 rule evaluate_initial:
     input:
         shard_pair_files,
     output:
-        f"{RESULTS}/metrics/initial/{{shard}}.csv",
+        PATHS["metrics"].replace("{method}", "initial"),
     log:
         f"logs/{NAME}/metrics/initial/{{shard}}.log",
     conda:
@@ -27,9 +22,9 @@ rule evaluate:
     input:
         unpack(method_inputs),
         pairs=shard_pair_files,
-        manifest=f"{RESULTS}/registration/{{method}}/shards/{{shard}}.json",
+        manifest=PATHS["registered"],
     output:
-        f"{RESULTS}/metrics/{{method}}/{{shard}}.csv",
+        PATHS["metrics"],
     log:
         f"logs/{NAME}/metrics/{{method}}/{{shard}}.log",
     conda:
@@ -37,7 +32,7 @@ rule evaluate:
     params:
         method=method_option,
         pairs=shard_pair_dirs,
-        results=lambda wildcards: f"{RESULTS}/registration/{wildcards.method}",
+        results=lambda wildcards: PATHS["registration"].format(method=wildcards.method),
     shell:
         "featreg evaluate --pairs {params.pairs} {params.method} "
         "--results-dir {params.results} --out {output} > {log} 2>&1"
@@ -74,11 +69,11 @@ if TUNING:
         input:
             lambda wildcards: validation_metric_shards(TUNING.grids[wildcards.base]),
         output:
-            selection_file("{base}"),
+            PATHS["selection"],
         log:
             f"logs/{NAME}/tuning/select/{{base}}.log",
         wildcard_constraints:
-            base="|".join(re.escape(name) for name in TUNING.grids),
+            base=names_pattern(TUNING.grids),
         conda:
             "../../envs/featreg.yaml"
         params:

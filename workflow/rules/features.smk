@@ -21,7 +21,7 @@ rule encoder_spec:
     input:
         weights=lambda wildcards: encoder_checkpoint(wildcards.encoder),
     output:
-        f"{RESULTS}/encoders/{{encoder}}.yaml",
+        PATHS["encoder_spec"],
     log:
         f"logs/{NAME}/encoders/{{encoder}}.log",
     params:
@@ -35,9 +35,9 @@ rule encoder_spec:
 rule cache_features:
     input:
         pairs=shard_pair_files,
-        spec=f"{RESULTS}/encoders/{{encoder}}.yaml",
+        spec=PATHS["encoder_spec"],
     output:
-        f"{RESULTS}/features/{{encoder}}/{{shard}}.json",
+        PATHS["features"],
     log:
         f"logs/{NAME}/features/{{encoder}}/{{shard}}.log",
     conda:
@@ -50,10 +50,11 @@ rule cache_features:
     params:
         device=DEVICE,
         pairs=shard_pair_dirs,
-        features=lambda wildcards: [
-            f"{RESULTS}/features/{wildcards.encoder}/{p}.pt"
-            for p in ALL_SHARDS[wildcards.shard]
-        ],
+        features=lambda wildcards: expand(
+            PATHS["feature_file"],
+            encoder=wildcards.encoder,
+            patient=ALL_SHARDS[wildcards.shard],
+        ),
     shell:
         "featreg features --encoders {input.spec} --encoder {wildcards.encoder} "
         "--pairs {params.pairs} --out {params.features} --manifest {output} "

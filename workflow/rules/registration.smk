@@ -8,7 +8,7 @@ rule register:
     input:
         unpack(registration_inputs),
     output:
-        f"{RESULTS}/registration/{{method}}/shards/{{shard}}.json",
+        PATHS["registered"],
     log:
         f"logs/{NAME}/registration/{{method}}/{{shard}}.log",
     conda:
@@ -23,7 +23,7 @@ rule register:
         pairs=shard_pair_dirs,
         encoder=encoder_options,
         batch_size=COMPUTE["batch_size"],
-        out_dir=lambda wildcards: f"{RESULTS}/registration/{wildcards.method}",
+        out_dir=lambda wildcards: PATHS["registration"].format(method=wildcards.method),
         device=DEVICE,
     shell:
         "featreg register {params.method} {params.encoder} "

@@ -16,11 +16,13 @@ rule save_config:
 rule feature_figures:
     input:
         specs=expand(
-            f"{RESULTS}/encoders/{{encoder}}.yaml",
+            PATHS["encoder_spec"],
             encoder=config["figures"]["feature_encoders"],
         ),
         pair=pair_manifest(shard_of(FIGURE_PATIENT)),
-        baseline=f"{RESULTS}/registration/{config['baseline']}/shards/{shard_of(FIGURE_PATIENT)}.json",
+        baseline=PATHS["registered"].format(
+            method=config["baseline"], shard=shard_of(FIGURE_PATIENT)
+        ),
     output:
         multiext(
             f"{REPORTS}/features/",
@@ -38,7 +40,9 @@ rule feature_figures:
         runtime=COMPUTE["runtime_min"],
     params:
         pair=pair_dir(FIGURE_PATIENT),
-        field=f"{RESULTS}/registration/{config['baseline']}/{FIGURE_PATIENT}/displacement.nii.gz",
+        field=PATHS["displacement"].format(
+            method=config["baseline"], patient=FIGURE_PATIENT
+        ),
         out=lambda wildcards, output: Path(output[0]).parent,
         device=DEVICE,
     shell:

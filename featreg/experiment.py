@@ -10,12 +10,14 @@ import hashlib
 import itertools
 import json
 from collections.abc import Mapping, Sequence
+import dataclasses
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from featreg.data.acdc import SPLITS, patient_number, select_patients
 from featreg.errors import ConfigError, InputError
+from featreg.io import write_text_atomic
 
 VARIANT_ALPHA = {"feature": 1.0}
 
@@ -358,6 +360,21 @@ def read_selection(path: str | Path) -> dict[str, Any]:
     return record
 
 
+def write_method_file(method: Method, path: str | Path) -> Path:
+    """Write ``method`` to ``path`` in its one canonical form (:meth:`Method.to_json`, sorted keys)."""
+    return write_text_atomic(path, method.to_json())
+
+
 def load_method_file(path: str | Path) -> Method:
-    """The tuned method of a selection record (its ``method`` entry)."""
-    return Method(**read_selection(path)["method"])
+    """The method of a method file (``results/<name>/methods/<method>.json``, :func:`write_method_file`)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError("method file is missing", path=path)
+    try:
+        entries = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise InputError(f"not a method file: not JSON ({exc})", path=path) from exc
+    fields = {f.name for f in dataclasses.fields(Method)}
+    if not isinstance(entries, dict) or set(entries) != fields:
+        raise InputError(f"not a method file: expected the entries {', '.join(sorted(fields))}", path=path)
+    return Method(**entries)

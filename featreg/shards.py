@@ -37,7 +37,7 @@ from featreg.encoders.registry import EncoderSpec, load_specs
 from featreg.errors import ConfigError, FeatregError, InputError
 from featreg.evaluation.evaluate import evaluate_result, failed_row
 from featreg.evaluation.statistics import TIE_BREAK, eligible_settings, select_setting, summarize
-from featreg.experiment import Method
+from featreg.experiment import Method, write_method_file
 from featreg.io import atomic_path, write_json_atomic
 from featreg.reporting.tables import read_metrics
 from featreg.registration.io import write_failed_result, write_pair_result
@@ -436,7 +436,15 @@ def select_tuned(spec: Mapping[str, Any], metrics: Any) -> dict[str, Any]:
     }
 
 
-def write_selection(spec: Mapping[str, Any], metric_tables: Sequence[str | Path], out: str | Path) -> Path:
-    """The selection job: :func:`select_tuned` on the candidates' validation metric tables, written to ``out``."""
+def write_selection(
+    spec: Mapping[str, Any], metric_tables: Sequence[str | Path], out: str | Path, method_file: str | Path
+) -> Path:
+    """The selection job: :func:`select_tuned` on the candidates' validation metric tables.
+
+    Writes the tuned method to ``method_file`` (where every method's file lives) and then
+    the selection record to ``out``.
+    """
     metrics = pd.concat([read_metrics(path) for path in metric_tables], ignore_index=True)
-    return write_json_atomic(out, select_tuned(spec, metrics))
+    record = select_tuned(spec, metrics)
+    write_method_file(Method(**record["method"]), method_file)
+    return write_json_atomic(out, record)

@@ -16,10 +16,12 @@ from featreg.experiment import (
     experiment_patients,
     load_method_file,
     method_table,
+    read_selection,
     shard_patients,
     split_patients,
     synthetic_role_number,
     tuning_plan,
+    write_method_file,
 )
 from featreg.shards import select_tuned
 
@@ -148,8 +150,8 @@ def test_selection_record_applies_the_rule(tmp_path):
     assert record["values"] == {"lam": 240.0} and record["paper"] == "ncc@paper"
     assert [c["eligible"] for c in record["candidates"]] == [False, True, True]
     assert record["rule"]["max_neg_jac_pct"] == 0.1 and "ties" in record["rule"]
-    (tmp_path / "ncc.json").write_text(json.dumps(record))
-    tuned = load_method_file(tmp_path / "ncc.json")
+    write_method_file(Method(**record["method"]), tmp_path / "ncc@tuned.json")
+    tuned = load_method_file(tmp_path / "ncc@tuned.json")
     assert tuned.name == "ncc@tuned" and tuned.settings["lam"] == 240.0 and tuned.settings["lr"] == 0.002
 
     folding = validation_table([("ncc@lam30", 0.85, 0.5, 0.4), ("ncc@lam60", 0.8, 0.3, 0.3),
@@ -158,8 +160,11 @@ def test_selection_record_applies_the_rule(tmp_path):
         select_tuned(spec, folding)
     with pytest.raises(InputError, match="lack grid point\\(s\\) of ncc: ncc@lam240"):
         select_tuned(spec, folding[folding["method"] != "ncc@lam240"])
+    (tmp_path / "bad.json").write_text("{}")
     with pytest.raises(InputError, match="not a selection record"):
-        load_method_file((tmp_path / "bad.json").write_text("{}") and tmp_path / "bad.json")
+        read_selection(tmp_path / "bad.json")
+    with pytest.raises(InputError, match="bad.json: not a method file: expected the entries alpha, distance"):
+        load_method_file(tmp_path / "bad.json")
 
 
 def test_selection_excludes_grid_points_that_failed_on_a_validation_pair():

@@ -6,20 +6,13 @@ import argparse
 import json
 
 from featreg.errors import ConfigError
-from featreg.experiment import Method, load_method_file
-
-
-def _method(args: argparse.Namespace) -> Method | None:
-    """The method of --method-json or --method-file (a selection record); None when neither is given."""
-    if args.method_file:
-        return load_method_file(args.method_file)
-    return Method.from_json(args.method_json) if args.method_json else None
 
 
 def _register(args: argparse.Namespace) -> int:
+    from featreg.experiment import load_method_file
     from featreg.shards import method_encoder_spec, register_shard
 
-    method = _method(args)
+    method = load_method_file(args.method_file)
     register_shard(
         method,
         args.pairs,
@@ -34,9 +27,10 @@ def _register(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
+    from featreg.experiment import load_method_file
     from featreg.shards import evaluate_shard
 
-    method = _method(args)
+    method = None if args.method_file is None else load_method_file(args.method_file)
     evaluate_shard(args.pairs, args.out, method=method, results_dir=args.results_dir)
     return 0
 
@@ -55,22 +49,15 @@ def _select(args: argparse.Namespace) -> int:
         spec = json.loads(args.spec)
     except json.JSONDecodeError as exc:
         raise ConfigError(f"--spec is not JSON: {exc}") from exc
-    write_selection(spec, args.metrics, args.out)
+    write_selection(spec, args.metrics, args.out, args.method_out)
     return 0
-
-
-def _add_method_options(parser: argparse.ArgumentParser, *, required: bool) -> None:
-    group = parser.add_mutually_exclusive_group(required=required)
-    group.add_argument("--method-json", default=None, help="the method as JSON (featreg.experiment.Method)")
-    group.add_argument("--method-file", default=None,
-                       help="a selection record of `featreg select-setting`: its tuned method")
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     device = {"choices": ["auto", "cpu", "cuda"], "default": "auto", "help": "where to compute (auto: cuda when available)"}
 
     p = subparsers.add_parser("register", help="register preprocessed pairs (batched) with one method")
-    _add_method_options(p, required=True)
+    p.add_argument("--method-file", required=True, help="the method (results/<name>/methods/<method>.json)")
     p.add_argument("--encoders", nargs="+", default=None, help="YAML/JSON files with encoder entries, for feature methods")
     p.add_argument("--features", default=None, help="feature manifest written by `featreg features`")
     p.add_argument("--pairs", nargs="+", required=True, help="preprocessed pair folders")
@@ -82,7 +69,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
     p = subparsers.add_parser("evaluate", help="metrics of pairs before (no --results-dir) or after registration")
     p.add_argument("--pairs", nargs="+", required=True, help="preprocessed pair folders")
-    _add_method_options(p, required=False)
+    p.add_argument("--method-file", default=None, help="the method whose results are evaluated (with --results-dir)")
     p.add_argument("--results-dir", default=None, help="the method's results (RESULTS_DIR/<patient>/)")
     p.add_argument("--out", required=True, help="CSV with one row per pair")
     p.set_defaults(func=_evaluate)
@@ -98,9 +85,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         description="Pick one method's grid point from its validation metrics with the rule of --spec "
         "(highest mean of the rule's metric among the points whose mean %J<=0 is at most max_neg_jac_pct; "
         "ties broken as featreg.evaluation.statistics.TIE_BREAK) and write a JSON record holding the rule, "
-        "every candidate's means and the tuned method, which `featreg register --method-file` runs.",
+        "every candidate's means and the tuned method, and write the tuned method to --method-out, "
+        "which `featreg register --method-file` runs.",
     )
     p.add_argument("--spec", required=True, help="JSON of featreg.experiment.TuningPlan.selection_spec")
     p.add_argument("--metrics", nargs="+", required=True, help="validation metric tables of the candidates")
     p.add_argument("--out", required=True, help="the selection record (JSON)")
+    p.add_argument("--method-out", required=True, help="the tuned method's file (results/<name>/methods/<base>@tuned.json)")
     p.set_defaults(func=_select)

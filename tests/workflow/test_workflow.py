@@ -10,6 +10,7 @@ import matplotlib.image as mpimg
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 from conftest import load_config, snakemake, write_config
 
@@ -97,6 +98,17 @@ def test_adding_an_encoder_reruns_only_its_jobs(finished_run: Path):
         "report": 1,
         "all": 1,
     }
+
+
+def test_reordering_config_keys_plans_only_the_report(finished_run: Path):
+    # The config re-saved as a new user would (yaml.safe_dump sorts every mapping's keys):
+    # same content, so the spec and method files, features and registrations stay; only
+    # the report's copy of the config (and the report) follow the file.
+    config_file = finished_run / "config/sorted.yaml"
+    config_file.write_text(yaml.safe_dump(load_config("test.yaml"), sort_keys=True))
+    assert config_file.read_text() != (finished_run / "config/test.yaml").read_text()
+    jobs = planned_jobs(snakemake(finished_run, "--configfile", str(config_file.relative_to(finished_run)), "-n"))
+    assert jobs == {"save_config": 1, "report": 1, "all": 1}
 
 
 def test_paper_config_plans_its_grid_in_seconds(workdir: Path):

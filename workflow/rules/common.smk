@@ -1,7 +1,6 @@
 # Config validation, the experiment's expansion (patients, shards, methods, tuning) and input functions.
 import json
 import re
-import shlex
 from pathlib import Path
 
 from snakemake.logging import logger
@@ -14,6 +13,7 @@ from featreg.io import write_text_atomic
 from featreg.errors import ConfigError
 from featreg.encoders.checkpoints import CHECKPOINTS
 from featreg.experiment import (
+    TUNED_SUFFIX,
     experiment_patients,
     method_table,
     shard_patients,
@@ -33,7 +33,7 @@ GPU = 1 if COMPUTE["gpu_jobs"] else 0
 
 # Methods on the test split: the configured ones, and with a tuning block each tuned
 # method at the paper's settings (when those differ from its own) and at its tuned
-# settings (<base>@tuned, read at run time from its selection record). Grid points run
+# settings (<base>@tuned, whose method file its selection job writes). Grid points run
 # on the validation split only.
 METHODS = method_table(config)
 TUNING = tuning_plan(config, METHODS)
@@ -53,9 +53,11 @@ PATHS = {
     "synthetic": f"{RESULTS}/synthetic/{{shard}}.json",
     "pair": f"{RESULTS}/pairs/{{patient}}",
     "pairs": f"{RESULTS}/pairs/shards/{{shard}}.json",
-    "encoder_spec": f"{RESULTS}/encoders/{{encoder}}.yaml",
+    "encoder_spec": f"{RESULTS}/encoders/{{encoder}}.json",
     "features": f"{RESULTS}/features/{{encoder}}/{{shard}}.json",
     "feature_file": f"{RESULTS}/features/{{encoder}}/{{patient}}.pt",
+    "method": f"{RESULTS}/methods/{{method}}.json",
+    "tuned_method": f"{RESULTS}/methods/{{base}}{TUNED_SUFFIX}.json",
     "registration": f"{RESULTS}/registration/{{method}}",
     "registered": f"{RESULTS}/registration/{{method}}/shards/{{shard}}.json",
     "displacement": f"{RESULTS}/registration/{{method}}/{{patient}}/displacement.nii.gz",
@@ -142,24 +144,20 @@ def selection_file(base):
     return PATHS["selection"].format(base=base)
 
 
-def method_inputs(wildcards):
-    """A tuned method's selection record (its settings are read from it at run time)."""
-    base = TUNED.get(wildcards.method)
-    return {"selection": selection_file(base)} if base else {}
+def method_file(wildcards):
+    """The method's file: written from the config, or by the selection job for a tuned method."""
+    return PATHS["method"].format(method=wildcards.method)
 
 
-def method_option(wildcards, input):
-    """--method-file for a tuned method, --method-json for every other one."""
-    if wildcards.method in TUNED:
-        return f"--method-file {input.selection}"
-    method = RUNNABLE[wildcards.method]
-    return f"--method-json {shlex.quote(method.to_json())}"
+def canonical_json(data):
+    """The one form a spec file is written in (and its rule's params are compared in)."""
+    return json.dumps(data, sort_keys=True)
 
 
 def registration_inputs(wildcards):
-    """Pairs of the shard, the cached fixed-image features when the method uses an encoder, and
-    a tuned method's selection record."""
-    inputs = {"pairs": shard_pair_files(wildcards), **method_inputs(wildcards)}
+    """Pairs of the shard, the method's file and, when the method uses an encoder, its spec
+    and the cached fixed-image features."""
+    inputs = {"pairs": shard_pair_files(wildcards), "method": method_file(wildcards)}
     encoder = ENCODER_OF[wildcards.method]
     if encoder is not None:
         inputs["features"] = PATHS["features"].format(
@@ -241,4 +239,10 @@ def encoder_checkpoint(encoder):
 def save_yaml(data, path, log):
     """Write ``data`` as YAML atomically and note it in the rule's log."""
     write_text_atomic(path, yaml.safe_dump(data, sort_keys=False))
+    Path(log).write_text(f"wrote {path}\n")
+
+
+def save_text(text, path, log):
+    """Write ``text`` atomically and note it in the rule's log."""
+    write_text_atomic(path, text)
     Path(log).write_text(f"wrote {path}\n")

@@ -20,8 +20,8 @@ rule evaluate_initial:
 
 rule evaluate:
     input:
-        unpack(method_inputs),
         pairs=shard_pair_files,
+        method=method_file,
         manifest=PATHS["registered"],
     output:
         PATHS["metrics"],
@@ -30,11 +30,10 @@ rule evaluate:
     conda:
         "../../envs/featreg.yaml"
     params:
-        method=method_option,
         pairs=shard_pair_dirs,
         results=lambda wildcards: PATHS["registration"].format(method=wildcards.method),
     shell:
-        "featreg evaluate --pairs {params.pairs} {params.method} "
+        "featreg evaluate --pairs {params.pairs} --method-file {input.method} "
         "--results-dir {params.results} --out {output} > {log} 2>&1"
 
 
@@ -69,7 +68,8 @@ if TUNING:
         input:
             lambda wildcards: validation_metric_shards(TUNING.grids[wildcards.base]),
         output:
-            PATHS["selection"],
+            selection=PATHS["selection"],
+            method=PATHS["tuned_method"],
         log:
             f"logs/{NAME}/tuning/select/{{base}}.log",
         wildcard_constraints:
@@ -77,9 +77,7 @@ if TUNING:
         conda:
             "../../envs/featreg.yaml"
         params:
-            spec=lambda wildcards: json.dumps(
-                TUNING.selection_spec(wildcards.base), sort_keys=True
-            ),
+            spec=lambda wildcards: canonical_json(TUNING.selection_spec(wildcards.base)),
         shell:
             "featreg select-setting --spec {params.spec:q} --metrics {input} "
-            "--out {output} > {log} 2>&1"
+            "--out {output.selection} --method-out {output.method} > {log} 2>&1"

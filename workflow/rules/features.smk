@@ -1,4 +1,4 @@
-# Encoders: one spec file per encoder (rewritten only when its entry changes) and the
+# Encoders: one spec file per encoder (canonical JSON, rewritten only when its entry changes) and the
 # fixed-image features, computed once per encoder and patient, reused by every method.
 
 
@@ -25,11 +25,11 @@ rule encoder_spec:
     log:
         f"logs/{NAME}/encoders/{{encoder}}.log",
     params:
-        spec=lambda wildcards: {
-            wildcards.encoder: config["encoders"][wildcards.encoder]
-        },
+        spec=lambda wildcards: canonical_json(
+            {wildcards.encoder: config["encoders"][wildcards.encoder]}
+        ),
     run:
-        save_yaml(params.spec, output[0], log[0])
+        save_text(params.spec, output[0], log[0])
 
 
 rule cache_features:

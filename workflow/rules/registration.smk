@@ -1,7 +1,8 @@
 # Registration: one job per (method, shard) optimises the shard's pairs in batches and
 # writes one result folder per patient; the shard manifest records each pair's status.
 # Test methods run on the test shards (s000, ...), tuning grid points on the validation
-# shards (v000, ...); a tuned method reads its settings from its selection record.
+# shards (v000, ...); every method comes as a file (results/<name>/methods/<method>.json),
+# a tuned one written by its selection job.
 
 
 rule register:
@@ -19,14 +20,26 @@ rule register:
         mem_mb=COMPUTE["mem_mb"],
         runtime=COMPUTE["runtime_min"],
     params:
-        method=method_option,
         pairs=shard_pair_dirs,
         encoder=encoder_options,
         batch_size=COMPUTE["batch_size"],
         out_dir=lambda wildcards: PATHS["registration"].format(method=wildcards.method),
         device=DEVICE,
     shell:
-        "featreg register {params.method} {params.encoder} "
+        "featreg register --method-file {input.method} {params.encoder} "
         "--pairs {params.pairs} "
         "--out-dir {params.out_dir} --manifest {output} "
         "--device {params.device} --batch-size {params.batch_size} > {log} 2>&1"
+
+
+rule method_file:
+    output:
+        PATHS["method"],
+    log:
+        f"logs/{NAME}/methods/{{method}}.log",
+    wildcard_constraints:
+        method=names_pattern(RUNNABLE),
+    params:
+        method=lambda wildcards: RUNNABLE[wildcards.method].to_json(),
+    run:
+        save_text(params.method, output[0], log[0])

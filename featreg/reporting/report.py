@@ -6,6 +6,7 @@ import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import yaml
@@ -86,7 +87,7 @@ def build_report(
     out_dir.mkdir(parents=True, exist_ok=True)
     df = read_metrics(metrics_csv)
     if figure_patient is not None and figure_patient not in set(df["patient"]):
-        raise InputError("the figure patient (--figure-patient) has no rows in the metrics table",
+        raise InputError("the figure patient (figures.patient) has no rows in the metrics table",
                          patient=figure_patient, path=metrics_csv)
     selections = read_selections(selection_jsons)
     defs = metric_definitions()
@@ -288,15 +289,15 @@ def _result_figures(df: pd.DataFrame, results_dir: Path, pairs_dir: str | Path |
     if figure_patient is not None:
         shown = [m for m in methods if (results_dir / m / figure_patient / "displacement.nii.gz").is_file()]
         if not shown:
-            raise InputError(f"the figure patient (--figure-patient) has no displacement.nii.gz of any of "
+            raise InputError(f"the figure patient (figures.patient) has no displacement.nii.gz of any of "
                              f"{', '.join(methods)}", patient=figure_patient, path=results_dir)
-        patient, choice = figure_patient, "given by --figure-patient"
+        patient, choice = figure_patient, "given by figures.patient"
     else:
         shown = methods
         patients = sorted(p for p in df["patient"].unique()
                           if all((results_dir / m / p / "displacement.nii.gz").is_file() for m in methods))
         patient = patients[0] if patients else None
-        choice = "the first patient, sorted, with a displacement for every method shown; --figure-patient picks one"
+        choice = "the first patient, sorted, with a displacement for every method shown; figures.patient picks one"
     if patient is None:
         logger.info("Jacobian maps skipped: no patient has displacement.nii.gz for %s", ", ".join(methods))
     else:
@@ -314,16 +315,16 @@ def _result_figures(df: pd.DataFrame, results_dir: Path, pairs_dir: str | Path |
     if figure_patient is not None:
         rows = rows[rows["patient"] == figure_patient]
         if rows.empty:
-            raise InputError(f"the figure patient (--figure-patient) has no result of the baseline {baseline!r} "
+            raise InputError(f"the figure patient (figures.patient) has no result of the baseline {baseline!r} "
                              f"with a finite Dice and a warped image", patient=figure_patient,
                              path=results_dir / baseline / figure_patient)
-        choice = "given by --figure-patient"
+        choice = "given by figures.patient"
     elif rows.empty:
         logger.info("qualitative panel skipped: no patient of %s has a finite Dice and a warped image", baseline)
         return written
     else:
         choice = ("the median mean Dice under the baseline among the patients with a result folder; "
-                  "--figure-patient picks one")
+                  "figures.patient picks one")
     row = rows.sort_values(["dice_mean", "patient"]).iloc[(len(rows) - 1) // 2]
     patient = row["patient"]
     initial = df[(df["variant"] == "initial") & (df["patient"] == patient)]
@@ -354,15 +355,42 @@ def _default_alpha_family(df: pd.DataFrame) -> tuple[str, str] | None:
     return str(encoder), str(distance)
 
 
+def _read_config(config: str | Path) -> dict[str, Any]:
+    config = Path(config)
+    if not config.is_file():
+        raise ConfigError(f"config file {config} is missing")
+    try:
+        loaded = yaml.safe_load(config.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {config} is not YAML: {exc}") from exc
+    return loaded if isinstance(loaded, dict) else {}
+
+
+def report_settings(config: str | Path) -> dict[str, Any]:
+    """The report's settings, read from the experiment's config (the workflow's saved copy):
+    ``baseline``, ``figure_patient`` (``figures.patient``) and ``alpha_family`` (``alpha_sweep``'s
+    encoder and distance); keyword arguments of :func:`build_report`."""
+    loaded = _read_config(config)
+    if "baseline" not in loaded:
+        raise ConfigError(f"config file {config} has no baseline")
+    sweep = loaded.get("alpha_sweep")
+    family = None
+    if sweep:
+        if not isinstance(sweep, dict) or not sweep.get("encoder") or not sweep.get("distance"):
+            raise ConfigError(f"config file {config}: alpha_sweep needs an encoder and a distance")
+        family = (sweep["encoder"], sweep["distance"])
+    return {
+        "baseline": loaded["baseline"],
+        "figure_patient": (loaded.get("figures") or {}).get("patient"),
+        "alpha_family": family,
+    }
+
+
 def _provenance(df: pd.DataFrame, config: str | Path | None, results_dir: str | Path | None) -> str:
     config_name = "not given"
     if config is not None:
-        config = Path(config)
-        if not config.is_file():
-            raise ConfigError(f"config file {config} is missing")
-        loaded = yaml.safe_load(config.read_text(encoding="utf-8")) or {}
-        name = loaded.get("name") if isinstance(loaded, dict) else None
-        config_name = f"{config.name}" + (f" ({name})" if name else "")
+        name = _read_config(config).get("name")
+        config_name = f"{Path(config).name}" + (f" ({name})" if name else "")
     iterations = "not recorded"
     if "iterations" in df.columns:
         registered = df.loc[df["variant"] != "initial", "iterations"].dropna()

@@ -6,6 +6,7 @@ import re
 
 import pandas as pd
 import pytest
+import yaml
 from reporting_fixtures import write_pair, write_result
 
 from featreg.cli import main
@@ -81,21 +82,30 @@ def test_report_figure_patient_and_devices_of_the_metrics_rows(tmp_path, metrics
     assert f"device of sam_l1/{patients[1]} unknown" in caplog.text
     maps, panel = (re.search(f"<h2>{title}</h2>.*?</figcaption>", html, flags=re.DOTALL).group(0)
                    for title in ("Jacobian determinant maps", "Qualitative result"))
-    assert f"on {patients[1]} (n = 1 pair; given by --figure-patient) for ncc, sam_l1;" in maps
-    assert f"under the baseline ncc: {patients[1]} (given by --figure-patient)" in panel
+    assert f"on {patients[1]} (n = 1 pair; given by figures.patient) for ncc, sam_l1;" in maps
+    assert f"under the baseline ncc: {patients[1]} (given by figures.patient)" in panel
     with pytest.raises(InputError, match=f"patient {patients[2]}, file .*: the figure patient .* no displacement"):
         build_report(metrics_csv, tmp_path / "out", figure_patient=patients[2], **options)
     with pytest.raises(InputError, match="patient patient999, .* has no rows in the metrics table"):
         build_report(metrics_csv, tmp_path / "out", figure_patient="patient999", **options)
 
 
+def write_config(folder, **entries):
+    """An experiment config holding what the report reads (baseline ncc unless given)."""
+    path = folder / "config.yaml"
+    path.write_text(yaml.safe_dump({"name": "test", "baseline": "ncc"} | entries))
+    return path
+
+
 def test_cli_report_without_results(tmp_path, metrics_df, caplog):
     metrics_csv = tmp_path / "metrics.csv"
     metrics_df.to_csv(metrics_csv, index=False)
     out = tmp_path / "out"
+    config = write_config(tmp_path, alpha_sweep={"encoder": "dinov2", "distance": "cosine", "alphas": [0.5]},
+                          figures={"patient": "patient122"})
     with caplog.at_level("INFO"):
-        assert main(["report", "--metrics", str(metrics_csv), "--out-dir", str(out), "--bootstrap", "100",
-                     "--alpha-family", "dinov2/cosine", "--figure-patient", "patient122"]) == 0
+        assert main(["report", "--metrics", str(metrics_csv), "--config", str(config), "--out-dir", str(out),
+                     "--bootstrap", "100"]) == 0
     assert (out / "report.html").is_file() and (out / "table1.md").is_file()
     assert not (out / "jacobian_maps.png").exists()
     assert "skipped: no results folder given" in caplog.text
@@ -130,11 +140,16 @@ def test_dice_verdict_names_better_worse_and_undecided_methods():
 def test_cli_report_errors(tmp_path, metrics_df, capsys):
     metrics_csv = tmp_path / "metrics.csv"
     metrics_df.to_csv(metrics_csv, index=False)
-    assert main(["report", "--metrics", str(metrics_csv), "--out-dir", str(tmp_path), "--baseline", "mind"]) == 2
+    def report(config, metrics=metrics_csv):
+        return main(["report", "--metrics", str(metrics), "--config", str(config), "--out-dir", str(tmp_path)])
+
+    assert report(write_config(tmp_path, baseline="mind")) == 2
     assert "baseline method 'mind' is not in the metrics table" in capsys.readouterr().err
-    assert main(["report", "--metrics", str(tmp_path / "no.csv"), "--out-dir", str(tmp_path)]) == 2
+    assert report(write_config(tmp_path), tmp_path / "no.csv") == 2
     assert "metrics table is missing" in capsys.readouterr().err
-    assert main(["report", "--metrics", str(metrics_csv), "--out-dir", str(tmp_path), "--alpha-family", "x"]) == 2
-    assert main(["report", "--metrics", str(metrics_csv), "--out-dir", str(tmp_path), "--figure-patient",
-                 "patient999"]) == 2
+    assert report(write_config(tmp_path, alpha_sweep={"encoder": "x"})) == 2
+    assert "alpha_sweep needs an encoder and a distance" in capsys.readouterr().err
+    assert report(write_config(tmp_path, figures={"patient": "patient999"})) == 2
     assert "patient patient999" in capsys.readouterr().err
+    assert report(tmp_path / "none.yaml") == 2
+    assert "config file" in capsys.readouterr().err

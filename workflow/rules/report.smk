@@ -69,24 +69,12 @@ rule report:
     conda:
         "../../envs/featreg.yaml"
     params:
-        baseline=config["baseline"],
         features=f"--feature-figures {REPORTS}/features" if FEATURE_FIGURES else "",
         tuning=tuning_report_options,
-        figure_patient=(
-            f"--figure-patient {FIGURE_PATIENT}"
-            if config["figures"]["patient"]
-            else ""
-        ),
         out_dir=lambda wildcards, output: Path(output.html).parent,
         pairs=f"{RESULTS}/pairs",
         results=f"{RESULTS}/registration",
-        alpha_family=(
-            f"--alpha-family {config['alpha_sweep']['encoder']}/{config['alpha_sweep']['distance']}"
-            if config.get("alpha_sweep")
-            else ""
-        ),
     shell:
         "featreg report --metrics {input.metrics} --config {input.config} "
-        "--out-dir {params.out_dir} --baseline {params.baseline} {params.alpha_family} "
-        "--pairs {params.pairs} --results {params.results} "
-        "{params.features} {params.tuning} {params.figure_patient} > {log} 2>&1"
+        "--out-dir {params.out_dir} --pairs {params.pairs} --results {params.results} "
+        "{params.features} {params.tuning} > {log} 2>&1"

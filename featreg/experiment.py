@@ -19,8 +19,6 @@ from featreg.data.acdc import SPLITS, patient_number, select_patients
 from featreg.errors import ConfigError, InputError
 from featreg.io import write_text_atomic
 
-VARIANT_ALPHA = {"feature": 1.0}
-
 
 @dataclass(frozen=True)
 class Method:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -217,19 +217,6 @@ def pareto_mask(points: np.ndarray, maximize: Sequence[bool]) -> np.ndarray:
         dominated = np.all(others <= signed[i], axis=1) & np.any(others < signed[i], axis=1)
         mask[i] = not dominated.any()
     return mask
-
-
-def pareto_front(summary: pd.DataFrame, objectives: Mapping[str, str]) -> pd.DataFrame:
-    """Rows of ``summary`` on the Pareto front of ``objectives`` ({column: "max" | "min"}).
-
-    Example: ``{"mean_dice_mean": "max", "mean_sdlogj": "min"}``.
-    """
-    bad = {c: d for c, d in objectives.items() if d not in ("max", "min")}
-    if bad:
-        raise ValueError(f"objective directions must be 'max' or 'min', got {bad}")
-    _require_columns(summary, list(objectives))
-    mask = pareto_mask(summary[list(objectives)].to_numpy(float), [d == "max" for d in objectives.values()])
-    return summary[mask]
 
 
 def eligible_settings(

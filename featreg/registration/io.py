@@ -22,10 +22,6 @@ from featreg.registration.optimize import LOSS_COLUMNS, RegistrationResult
 
 logger = logging.getLogger(__name__)
 
-"""pixdim is float32 (1.8 reads as 1.7999999523): spacings read back are rounded to 1e-6 mm."""
-
-FILES = ("displacement.nii.gz", "warped_image.nii.gz", "warped_label.nii.gz", "loss.csv", "run.json")
-
 
 def warp_label_mm(label: np.ndarray, displacement_mm: np.ndarray, spacing: Sequence[float]) -> np.ndarray:
     """Warp a ``(X, Y)`` label map by a ``(2, X, Y)`` field in mm: nearest neighbour, border replication, uint8."""

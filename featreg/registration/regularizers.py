@@ -58,18 +58,3 @@ def diffusion(displacement: torch.Tensor, weights: torch.Tensor) -> torch.Tensor
     dy = displacement[:, :, 1:, 1:] - displacement[:, :, 1:, :-1]
     w = weights.to(displacement.dtype).to(displacement.device)
     return (dx * dx).sum(dim=(2, 3)) @ w[:, 0] + (dy * dy).sum(dim=(2, 3)) @ w[:, 1]
-
-
-def diffusion_airlab(displacement: torch.Tensor, spacing: Sequence[float] = (1.0, 1.0)) -> torch.Tensor:
-    """airlab's diffusion value per pair; ``spacing`` is airlab's ``pixel_spacing`` (the paper: (1, 1))."""
-    return diffusion(displacement, diffusion_weights("airlab", displacement.shape[-2:], spacing))
-
-
-def diffusion_physical(displacement: torch.Tensor, spacing: Sequence[float]) -> torch.Tensor:
-    """Mean over pixels of ‖∇u‖²_F with u in mm and x in mm (``spacing`` in mm, array-axis order)."""
-    return diffusion(displacement, diffusion_weights("physical", displacement.shape[-2:], spacing))
-
-
-def regulariser(name: str, displacement: torch.Tensor, spacing: Sequence[float]) -> torch.Tensor:
-    """Dispatch by name on a dense displacement (see :func:`regulariser_weights`)."""
-    return diffusion(displacement, regulariser_weights(name, displacement.shape[-2:], spacing))

@@ -15,7 +15,6 @@ from featreg.evaluation.statistics import (
     eligible_settings,
     holm,
     paired_values,
-    pareto_front,
     pareto_mask,
     select_setting,
     summarize,
@@ -102,18 +101,18 @@ def test_bootstrap_ci_contains_the_true_mean_and_is_deterministic():
         bootstrap_mean_ci(values, n_resamples=0)
 
 
-def test_pareto_front_hand_made():
+def test_pareto_mask_hand_made():
     table = pd.DataFrame({
         "method": ["A", "B", "C", "D", "E", "F"],
         "dice": [0.80, 0.85, 0.75, 0.85, 0.70, np.nan],
         "sdlogj": [0.30, 0.40, 0.35, 0.50, 0.10, 0.0],
     })
     # C is dominated by A, D by B (same Dice, rougher); F has a NaN
-    front = pareto_front(table, {"dice": "max", "sdlogj": "min"})
-    assert front["method"].tolist() == ["A", "B", "E"]
+    front = pareto_mask(table[["dice", "sdlogj"]].to_numpy(float), [True, False])
+    assert table.loc[front, "method"].tolist() == ["A", "B", "E"]
     assert pareto_mask(np.array([[1.0, 1.0], [1.0, 1.0]]), [True, False]).tolist() == [True, True]
-    with pytest.raises(ValueError, match="objective directions must be 'max' or 'min'"):
-        pareto_front(table, {"dice": "up"})
+    with pytest.raises(ValueError, match=r"points must have shape \(n, 3\), got \(6, 2\)"):
+        pareto_mask(table[["dice", "sdlogj"]].to_numpy(float), [True, False, True])
 
 
 def _settings(rows):

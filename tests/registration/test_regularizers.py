@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from featreg.registration.bspline import BSplineTransform
-from featreg.registration.regularizers import diffusion_airlab, diffusion_physical, regulariser, regulariser_weights
+from featreg.registration.regularizers import diffusion, diffusion_weights, regulariser_weights
 
 
 def ramp(X: int, Y: int, a: float, component: int = 0, axis: int = 0) -> torch.Tensor:
@@ -17,19 +17,26 @@ def ramp(X: int, Y: int, a: float, component: int = 0, axis: int = 0) -> torch.T
     return field
 
 
+def regulariser(name: str, field: torch.Tensor, spacing) -> torch.Tensor:
+    """The engine's dense value of a named regulariser: :func:`diffusion` with its weights."""
+    return diffusion(field, regulariser_weights(name, field.shape[-2:], spacing))
+
+
 def test_airlab_convention_hand_computed():
     # u0 = a*i on 4x5: dx = a on the (3, 4) crop, dy = 0; airlab divides by (X-1)*Y*3 = 45.
-    assert diffusion_airlab(ramp(4, 5, 0.1)).item() == pytest.approx(0.01 * 12 / 45)
+    assert regulariser("airlab", ramp(4, 5, 0.1), (1.8, 1.8)).item() == pytest.approx(0.01 * 12 / 45)
     # spacing multiplies (is not squared): along axis 1 with spacing 2.
-    assert diffusion_airlab(ramp(4, 5, 0.1, component=1, axis=1), spacing=(1, 2)).item() == pytest.approx(2 * 0.01 * 12 / 45)
+    # (the engine passes airlab's [1, 1] whatever the image spacing: regulariser_weights)
+    weights = diffusion_weights("airlab", (4, 5), (1, 2))
+    assert diffusion(ramp(4, 5, 0.1, component=1, axis=1), weights).item() == pytest.approx(2 * 0.01 * 12 / 45)
 
 
 def test_physical_convention_hand_computed():
     # u0 = a*i px-normalised on X = 5: in mm, u0 = a*i*(X-1)/2*s0, so du0/dx0 = a*(X-1)/2 = 0.2 mm/mm.
-    value = diffusion_physical(ramp(5, 4, 0.1), spacing=(1.8, 1.8))
+    value = regulariser("physical", ramp(5, 4, 0.1), (1.8, 1.8))
     assert value.item() == pytest.approx(0.2**2)
     # A shear u1 = a*i on anisotropic spacing: du1/dx0 = a*(Y-1)/2*s1/s0 = 0.1*1.5*3/1.5 = 0.3.
-    assert diffusion_physical(ramp(5, 4, 0.1, component=1, axis=0), spacing=(1.5, 3.0)).item() == pytest.approx(0.09)
+    assert regulariser("physical", ramp(5, 4, 0.1, component=1, axis=0), (1.5, 3.0)).item() == pytest.approx(0.09)
 
 
 def test_constant_field_costs_nothing_and_dispatch():

@@ -13,7 +13,7 @@ import pandas as pd
 import psutil
 import pytest
 
-from conftest import REPO, load_config, snakemake, write_config
+from workflow_helpers import REPO, load_config, snakemake, write_config
 
 pytestmark = pytest.mark.slow
 

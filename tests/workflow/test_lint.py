@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import REPO, snakemake
+from workflow_helpers import REPO, snakemake
 
 
 def test_snakefmt_is_clean():

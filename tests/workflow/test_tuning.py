@@ -11,7 +11,7 @@ import matplotlib.image as mpimg
 import pandas as pd
 import pytest
 
-from conftest import REPO, load_config, snakemake, write_config
+from workflow_helpers import REPO, load_config, snakemake, write_config
 
 pytestmark = pytest.mark.slow
 

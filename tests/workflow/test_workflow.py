@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import load_config, snakemake, write_config
+from workflow_helpers import load_config, snakemake, write_config
 
 pytestmark = pytest.mark.slow
 
@@ -34,7 +34,7 @@ def finished_run(tmp_path_factory) -> Path:
     """One complete run of config/test.yaml, shared by the tests that read its outputs."""
     import shutil
 
-    from conftest import REPO
+    from workflow_helpers import REPO
 
     workdir = tmp_path_factory.mktemp("run")
     shutil.copytree(REPO / "config", workdir / "config")

@@ -343,15 +343,20 @@ SELECTION_KEYS = ("base", "tuned", "paper", "rule", "selected", "values", "metho
 """The entries of a selection record written by ``featreg select-setting``."""
 
 
+def _read_json(path: Path, what: str) -> Any:
+    """The JSON content of ``path``; InputError naming ``what`` the file should be when missing or not JSON."""
+    if not path.is_file():
+        raise InputError(f"{what} is missing", path=path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise InputError(f"not a {what}: not JSON ({exc})", path=path) from exc
+
+
 def read_selection(path: str | Path) -> dict[str, Any]:
     """A selection record written by ``featreg select-setting``, checked for its entries."""
     path = Path(path)
-    if not path.is_file():
-        raise InputError("selection record is missing", path=path)
-    try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise InputError(f"not a selection record: not JSON ({exc})", path=path) from exc
+    record = _read_json(path, "selection record")
     missing = [key for key in SELECTION_KEYS if not isinstance(record, dict) or key not in record]
     if missing:
         raise InputError(f"not a selection record: it lacks {', '.join(missing)}", path=path)
@@ -366,12 +371,7 @@ def write_method_file(method: Method, path: str | Path) -> Path:
 def load_method_file(path: str | Path) -> Method:
     """The method of a method file (``results/<name>/methods/<method>.json``, :func:`write_method_file`)."""
     path = Path(path)
-    if not path.is_file():
-        raise InputError("method file is missing", path=path)
-    try:
-        entries = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise InputError(f"not a method file: not JSON ({exc})", path=path) from exc
+    entries = _read_json(path, "method file")
     fields = {f.name for f in dataclasses.fields(Method)}
     if not isinstance(entries, dict) or set(entries) != fields:
         raise InputError(f"not a method file: expected the entries {', '.join(sorted(fields))}", path=path)

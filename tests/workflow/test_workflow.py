@@ -90,6 +90,7 @@ def test_adding_an_encoder_reruns_only_its_jobs(finished_run: Path):
     shards = 2  # 3 patients, shard_size 2
     assert jobs == {
         "encoder_spec": 1,  # the new encoder's spec file
+        "method_file": 2,  # mind2-cosine-v1 and -v2
         "save_config": 1,  # the report's copy of the config
         "cache_features": shards,
         "register": 2 * shards,  # mind2-cosine-v1 and -v2

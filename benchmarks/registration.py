@@ -131,14 +131,14 @@ def main() -> None:
         settings = RegistrationSettings.from_dict({**settings.to_dict(), "iterations": n})
         base_fixed, base_moving = (t.to(device) for t in make_pairs(1, seed=99))
         register_pairs(base_fixed, base_moving, RegistrationSettings.from_dict({**settings.to_dict(), "iterations": 10}),
-                       device=device, progress=False)  # warm-up
+                       device=device, progress_every_s=None)  # warm-up
         baseline_register(base_fixed, base_moving, iterations=10, **base_kw)
         batches = {batch: make_pairs(batch) for batch in args.batches}
         times: dict[int | None, list[float]] = {None: [], **{batch: [] for batch in batches}}
         for _ in range(args.repeats):  # interleaved: a load spike hits one repeat of each, not one engine
             times[None].append(baseline_register(base_fixed, base_moving, iterations=n, **base_kw))
             for batch, (fixed, moving) in batches.items():
-                times[batch].append(register_pairs(fixed, moving, settings, device=device, progress=False).seconds)
+                times[batch].append(register_pairs(fixed, moving, settings, device=device, progress_every_s=None).seconds)
         base_per_pair = min(times[None])
         for batch, seconds in times.items():
             per_pair = min(seconds) / (batch or 1)

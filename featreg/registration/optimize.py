@@ -190,9 +190,11 @@ def register_pairs(
         (X, Y),
         lattice=settings.lattice,
         control_spacing_px=settings.control_spacing_px,
+        placement=settings.lattice_placement,
         order=settings.order,
         diffeomorphic=settings.diffeomorphic,
         squaring_steps=settings.squaring_steps,
+        squaring_convention=settings.squaring_convention,
         device=dev,
     )
     params = transform.zeros(B).requires_grad_(True)

@@ -12,8 +12,9 @@ from featreg.registration.settings import RegistrationSettings
 
 def test_paper_preset():
     s = RegistrationSettings.paper()
-    assert (s.order, s.diffeomorphic, s.regulariser, s.lam, s.lr, s.iterations, s.lattice) == (
-        1, True, "airlab", 120.0, 5e-4, 1500, (24, 24))
+    assert (s.order, s.diffeomorphic, s.regulariser, s.lam, s.lr, s.iterations) == (1, True, "airlab", 120.0, 5e-4, 1500)
+    assert (s.lattice, s.control_spacing_px, s.lattice_placement, s.squaring_steps, s.squaring_convention) == (
+        None, 6.0, "airlab", 10, "airlab")
     assert RegistrationSettings.paper(iterations=10).iterations == 10
 
 
@@ -21,6 +22,10 @@ def test_paper_preset():
     "kwargs,message",
     [
         ({"lattice": None}, "give exactly one of lattice and control_spacing_px"),
+        ({"lattice_placement": "airlab"}, "lattice_placement 'airlab' takes control_spacing_px, an integer stride in px"),
+        ({"lattice": None, "control_spacing_px": 5.5, "lattice_placement": "airlab"}, "got control_spacing_px 5.5"),
+        ({"lattice_placement": "corner"}, "lattice_placement must be one of ['centred', 'airlab'], got 'corner'"),
+        ({"squaring_convention": "torch"}, "squaring_convention must be one of ['exact', 'airlab'], got 'torch'"),
         ({"control_spacing_px": 6.0}, "give exactly one of lattice and control_spacing_px"),
         ({"lattice": None, "control_spacing_px": -1.0}, "control_spacing_px must be positive, got -1.0"),
         ({"lattice": (24,)}, "lattice must be two integers, got (24,)"),

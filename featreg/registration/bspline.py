@@ -214,8 +214,8 @@ class BSplineTransform:
         """``grid_sample`` grid ``(B, X, Y, 2)`` of x + u(x), and u in grid order (components reversed).
 
         The optimisation loop warps with the grid; ``field.flip(1)`` is u as
-        :meth:`displacement` returns it, copied only where a regulariser of the
-        dense field needs it (diffeomorphic mode), not on every iteration.
+        :meth:`displacement` returns it (the loop's dense regulariser flips its
+        weights instead of copying the field).
         """
         field = self._field_grid_order(params)
         return to_grid(field), field

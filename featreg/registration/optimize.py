@@ -105,7 +105,7 @@ def pair_objective(
     grid, field = transform.sampling_grid(params)
     warped, inside = warp_grid_inside(moving, grid)
     if transform.diffeomorphic:
-        reg = diffusion(field.flip(1), reg_weights)
+        reg = diffusion(field, reg_weights.flip(0))  # field in grid order: component i is u_(1-i)
     else:
         reg = transform.difference_energy(params, reg_weights)
     total = settings.lam * reg

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
+import yaml
 
 from featreg.errors import ConfigError
+from featreg.experiment import PAPER_SETTINGS
 from featreg.registration.settings import RegistrationSettings
 
 
@@ -58,3 +61,11 @@ def test_from_dict_round_trip_and_unknown_keys():
 def test_settings_are_frozen():
     with pytest.raises(AttributeError):
         RegistrationSettings().lam = 3.0  # type: ignore[misc]
+
+
+def test_paper_config_and_paper_rows_use_the_paper_preset():
+    root = Path(__file__).resolve().parents[2]
+    registration = yaml.safe_load((root / "config" / "paper.yaml").read_text())["registration"]
+    assert RegistrationSettings.from_dict(registration) == RegistrationSettings.paper()
+    paper = RegistrationSettings.paper().to_dict()
+    assert {k: paper[k] for k in PAPER_SETTINGS} == PAPER_SETTINGS

@@ -194,8 +194,11 @@ def experiment_patients(
 
 # --- Tuning ----------------------------------------------------------------------------------
 
-PAPER_SETTINGS: dict[str, Any] = {"lam": 120.0, "lr": 5e-4, "iterations": 1500, "lattice": [24, 24]}
-"""The paper's fixed settings (λ, Adam learning rate, iterations, control-point lattice)."""
+PAPER_SETTINGS: dict[str, Any] = {
+    "lam": 120.0, "lr": 5e-4, "iterations": 1500, "lattice": None, "control_spacing_px": 6, "lattice_placement": "airlab",
+}
+"""The paper's fixed settings (λ, Adam learning rate, iterations, and airlab's control points at a 6 px stride:
+24×24 on 128×128), as in ``RegistrationSettings.paper()`` (not imported: parsing a config stays free of torch)."""
 
 TUNABLE = {"lam": "lam", "lr": "lr", "iterations": "it", "lattice": "lat", "alpha": "a"}
 """Keys a tuning grid may vary, in name order, with their label in grid-point names."""
@@ -214,8 +217,11 @@ def value_label(value: Any) -> str:
 def _with_settings(method: Method, name: str, values: Mapping[str, Any]) -> Method:
     """``method`` renamed, with ``values`` (TUNABLE keys) replacing its alpha and settings."""
     settings = {**method.settings, **{k: v for k, v in values.items() if k != "alpha"}}
-    if "lattice" in values:
+    # lattice and control_spacing_px are alternatives: the one that values sets replaces the other.
+    if "lattice" in values and "control_spacing_px" not in values:
         settings.pop("control_spacing_px", None)
+    if "control_spacing_px" in values and "lattice" not in values:
+        settings["lattice"] = None
     return Method(name, float(values.get("alpha", method.alpha)), method.encoder, method.distance, settings)
 
 

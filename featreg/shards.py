@@ -313,7 +313,6 @@ def register_shard(
             encoder=encoder,
             fixed_features=torch.cat(features) if features else None,
             device=torch_device,
-            progress=False,
         )
         for index, (patient, pair, key) in enumerate(zip(batch, pairs, keys)):
             write_pair_result(

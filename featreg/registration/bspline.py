@@ -29,6 +29,12 @@ from featreg.registration.sampling import grid_sample, to_grid
 ORDERS = (1, 3)
 """Supported kernel orders: 1 (tent, as the paper's airlab runs) and 3 (cubic, a standard FFD)."""
 
+PLACEMENTS = ("centred", "airlab")
+"""Control-point placements: centred on the image, or airlab's (:func:`knot_positions`)."""
+
+SQUARING_CONVENTIONS = ("exact", "airlab")
+"""Sampling inside scaling and squaring (:func:`scaling_and_squaring`)."""
+
 
 def bspline_kernel(t: torch.Tensor, order: int) -> torch.Tensor:
     """Centred B-spline kernel of ``order`` (1 or 3) at ``t`` in units of the control spacing."""
@@ -47,18 +53,27 @@ def _pad(order: int) -> int:
     return 1 if order == 3 else 0
 
 
-def lattice_size(n: int, *, count: int | None = None, spacing_px: float | None = None, order: int = 3) -> tuple[int, float]:
+def lattice_size(
+    n: int, *, count: int | None = None, spacing_px: float | None = None, order: int = 3, placement: str = "centred"
+) -> tuple[int, float]:
     """Control points and their spacing (px) along an axis of ``n`` pixels.
 
-    Give exactly one of ``count`` (the spacing is chosen so the lattice, with
-    one extra point beyond each end for cubic kernels, spans the image) or
-    ``spacing_px`` (the count is the smallest that spans the image). The lattice
-    is centred on the image.
+    ``centred``: give exactly one of ``count`` (the spacing is chosen so the
+    lattice, with one extra point beyond each end for cubic kernels, spans the
+    image) or ``spacing_px`` (the count is the smallest that spans the image).
+    ``airlab``: give ``spacing_px``, an integer stride (airlab's ``sigma``);
+    the count is airlab's ``ceil(n / stride) + 2``.
     """
+    if placement not in PLACEMENTS:
+        raise ValueError(f"placement must be one of {PLACEMENTS}, got {placement!r}")
     if (count is None) == (spacing_px is None):
         raise ValueError("give exactly one of count and spacing_px")
     if n < 2:
         raise ValueError(f"an axis needs at least 2 pixels, got {n}")
+    if placement == "airlab":
+        if spacing_px is None or spacing_px != int(spacing_px) or spacing_px < 1:
+            raise ValueError(f"airlab placement takes spacing_px, an integer stride >= 1 (airlab's sigma), got {spacing_px!r}")
+        return math.ceil(n / spacing_px) + 2, float(spacing_px)
     pad = _pad(order)
     if count is not None:
         if count < 2 + 2 * pad:
@@ -69,23 +84,57 @@ def lattice_size(n: int, *, count: int | None = None, spacing_px: float | None =
     return math.ceil((n - 1) / spacing_px - 1e-9) + 1 + 2 * pad, float(spacing_px)
 
 
-def basis_matrix(n: int, count: int, spacing_px: float, order: int, *, dtype=torch.float32, device=None) -> torch.Tensor:
-    """``(n, count)`` matrix of kernel weights: pixel i, control point k, lattice centred on the image."""
+def knot_positions(n: int, count: int, spacing_px: float, placement: str = "centred") -> torch.Tensor:
+    """Pixel positions (float64) of the ``count`` control points along an axis of ``n`` pixels.
+
+    ``centred``: the lattice's centre is the image's. ``airlab``: as airlab's
+    ``_KernelTransformation``, whose ``conv_transpose`` output (knot k at index
+    ``stride·k``) is cropped from ``stride + crop_start``, with
+    ``crop_start = ⌊|d|/2⌋·sign(d) + (d mod 2)·sign(d)`` and
+    ``d = stride·ceil(n / stride) - (stride - 1) - n``: for 128 px at stride 6,
+    knots at -5, 1, 7, ..., 133.
+    """
+    k = torch.arange(count, dtype=torch.float64)
+    if placement == "centred":
+        return (n - 1) / 2 + (k - (count - 1) / 2) * spacing_px
+    if placement == "airlab":
+        stride = int(spacing_px)
+        d = stride * math.ceil(n / stride) - (stride - 1) - n
+        sign = (d > 0) - (d < 0)
+        crop_start = abs(d) // 2 * sign + d % 2 * sign
+        return stride * k - (stride + crop_start)
+    raise ValueError(f"placement must be one of {PLACEMENTS}, got {placement!r}")
+
+
+def basis_matrix(
+    n: int, count: int, spacing_px: float, order: int, *, placement: str = "centred", dtype=torch.float32, device=None
+) -> torch.Tensor:
+    """``(n, count)`` matrix of kernel weights: pixel i, control point k at :func:`knot_positions`."""
     pixels = torch.arange(n, dtype=torch.float64)
-    knots = (n - 1) / 2 + (torch.arange(count, dtype=torch.float64) - (count - 1) / 2) * spacing_px
+    knots = knot_positions(n, count, spacing_px, placement)
     weights = bspline_kernel((pixels[:, None] - knots[None, :]) / spacing_px, order)
     return weights.to(dtype=dtype, device=device)
 
 
-def scaling_and_squaring(velocity: torch.Tensor, steps: int) -> torch.Tensor:
+def scaling_and_squaring(velocity: torch.Tensor, steps: int, convention: str = "exact") -> torch.Tensor:
     """Displacement exp(v) of a stationary velocity ``(B, 2, X, Y)``: v / 2^steps composed with itself ``steps`` times.
 
     Each step is u(x) + u(x + u(x)); ``velocity`` has its components in grid
-    order (:func:`to_grid`), as the transform keeps its fields.
+    order (:func:`to_grid`), as the transform keeps its fields. ``exact``
+    samples u as the warps do (``align_corners=True``, border replication);
+    ``airlab`` as airlab's ``Diffeomorphic`` does with current PyTorch
+    (``grid_sample``'s defaults: ``align_corners=False`` on the same
+    ``linspace(-1, 1)`` grid, zero padding), which shrinks u's sampling
+    positions by (N-1)/N about the centre and pulls it towards 0 at the border.
     """
+    if convention not in SQUARING_CONVENTIONS:
+        raise ValueError(f"convention must be one of {SQUARING_CONVENTIONS}, got {convention!r}")
     u = velocity / (2**steps)
     for _ in range(steps):
-        u = u + grid_sample(u, to_grid(u))
+        if convention == "exact":
+            u = u + grid_sample(u, to_grid(u))
+        else:
+            u = u + torch.nn.functional.grid_sample(u, to_grid(u), mode="bilinear", padding_mode="zeros", align_corners=False)
     return u
 
 
@@ -93,8 +142,10 @@ class BSplineTransform:
     """B-spline FFD on a fixed image shape; parameters ``(B, 2, Kx, Ky)`` in normalised units.
 
     With ``diffeomorphic=True`` the B-spline field is a stationary velocity
-    integrated by scaling and squaring (``squaring_steps``), as airlab's
-    ``diffeomorphic=True``. Zero parameters give exactly the identity.
+    integrated by scaling and squaring (``squaring_steps``, sampled by
+    ``squaring_convention``), as airlab's ``diffeomorphic=True``. ``placement``
+    puts the control points (:func:`knot_positions`); ``airlab`` takes
+    ``control_spacing_px``. Zero parameters give exactly the identity.
     """
 
     def __init__(
@@ -106,6 +157,8 @@ class BSplineTransform:
         order: int = 3,
         diffeomorphic: bool = False,
         squaring_steps: int = 7,
+        squaring_convention: str = "exact",
+        placement: str = "centred",
         dtype: torch.dtype = torch.float32,
         device: str | torch.device | None = None,
     ):
@@ -113,25 +166,29 @@ class BSplineTransform:
             raise ValueError(f"order must be one of {ORDERS}, got {order}")
         if squaring_steps < 1:
             raise ValueError(f"squaring_steps must be at least 1, got {squaring_steps}")
+        if squaring_convention not in SQUARING_CONVENTIONS:
+            raise ValueError(f"squaring_convention must be one of {SQUARING_CONVENTIONS}, got {squaring_convention!r}")
         self.shape = (int(shape[0]), int(shape[1]))
         self.order = order
         self.diffeomorphic = diffeomorphic
         self.squaring_steps = squaring_steps
+        self.squaring_convention = squaring_convention
+        self.placement = placement
         if lattice is not None and control_spacing_px is not None:
             raise ValueError("give exactly one of lattice and control_spacing_px")
         sizes = []
         for axis, n in enumerate(self.shape):
             if lattice is not None:
-                sizes.append(lattice_size(n, count=int(lattice[axis]), order=order))
+                sizes.append(lattice_size(n, count=int(lattice[axis]), order=order, placement=placement))
             else:
                 if control_spacing_px is None:
                     raise ValueError("give exactly one of lattice and control_spacing_px")
                 step = control_spacing_px if np.isscalar(control_spacing_px) else control_spacing_px[axis]
-                sizes.append(lattice_size(n, spacing_px=float(step), order=order))
+                sizes.append(lattice_size(n, spacing_px=float(step), order=order, placement=placement))
         self.lattice = (sizes[0][0], sizes[1][0])
         self.control_spacing_px = (sizes[0][1], sizes[1][1])
-        bx = basis_matrix(self.shape[0], *sizes[0], order, dtype=torch.float64)
-        by = basis_matrix(self.shape[1], *sizes[1], order, dtype=torch.float64)
+        bx = basis_matrix(self.shape[0], *sizes[0], order, placement=placement, dtype=torch.float64)
+        by = basis_matrix(self.shape[1], *sizes[1], order, placement=placement, dtype=torch.float64)
         self.basis_x = bx.to(dtype=dtype, device=device)
         self.basis_y_t = by.T.contiguous().to(dtype=dtype, device=device)
         # Gram matrices of the differenced (Δ) and cropped ([1:]) bases along each axis, for difference_energy.
@@ -146,7 +203,7 @@ class BSplineTransform:
         """Dense displacement ``(B, 2, X, Y)``, components in grid order (:func:`to_grid`)."""
         field = self.basis_x @ params.flip(1) @ self.basis_y_t
         if self.diffeomorphic:
-            field = scaling_and_squaring(field, self.squaring_steps)
+            field = scaling_and_squaring(field, self.squaring_steps, self.squaring_convention)
         return field
 
     def displacement(self, params: torch.Tensor) -> torch.Tensor:
@@ -157,8 +214,8 @@ class BSplineTransform:
         """``grid_sample`` grid ``(B, X, Y, 2)`` of x + u(x), and u in grid order (components reversed).
 
         The optimisation loop warps with the grid; ``field.flip(1)`` is u as
-        :meth:`displacement` returns it, copied only where a regulariser of the
-        dense field needs it (diffeomorphic mode), not on every iteration.
+        :meth:`displacement` returns it (the loop's dense regulariser flips its
+        weights instead of copying the field).
         """
         field = self._field_grid_order(params)
         return to_grid(field), field

@@ -19,12 +19,12 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from featreg.registration.bspline import BSplineTransform
 from featreg.registration.sampling import warp_grid_inside, warp_image
 from featreg.registration.units import displacement_to_mm
 from featreg.registration.losses import FEATURE_DISTANCES, IMAGE_DISTANCES
+from featreg.registration.progress import PROGRESS_EVERY_S, ProgressLog
 from featreg.registration.regularizers import diffusion, regulariser_weights
 from featreg.registration.settings import EARLY_STOP_WINDOW, RegistrationSettings
 
@@ -105,7 +105,7 @@ def pair_objective(
     grid, field = transform.sampling_grid(params)
     warped, inside = warp_grid_inside(moving, grid)
     if transform.diffeomorphic:
-        reg = diffusion(field.flip(1), reg_weights)
+        reg = diffusion(field, reg_weights.flip(0))  # field in grid order: component i is u_(1-i)
     else:
         reg = transform.difference_energy(params, reg_weights)
     total = settings.lam * reg
@@ -141,7 +141,7 @@ def register_pairs(
     encoder: Encoder | None = None,
     fixed_features: np.ndarray | torch.Tensor | None = None,
     device: str | torch.device = "auto",
-    progress: bool = True,
+    progress_every_s: float | None = PROGRESS_EVERY_S,
 ) -> RegistrationResult:
     """Register B moving images onto B fixed images (``(B, 1, X, Y)``, [0, 1]) jointly.
 
@@ -153,6 +153,8 @@ def register_pairs(
     ``torch.cuda.max_memory_allocated`` on GPU, the process's peak RSS on CPU
     (since process start). ``settings.seed`` seeds torch (for encoders with
     randomness; the engine itself is deterministic, starting from the identity).
+    ``progress_every_s`` spaces the batch's progress log lines (None: none); on GPU
+    a line is only written on an iteration where the loop may read the device anyway.
     """
     if not isinstance(settings, RegistrationSettings):
         raise TypeError(f"settings must be a RegistrationSettings, got {type(settings).__name__}")
@@ -188,9 +190,11 @@ def register_pairs(
         (X, Y),
         lattice=settings.lattice,
         control_spacing_px=settings.control_spacing_px,
+        placement=settings.lattice_placement,
         order=settings.order,
         diffeomorphic=settings.diffeomorphic,
         squaring_steps=settings.squaring_steps,
+        squaring_convention=settings.squaring_convention,
         device=dev,
     )
     params = transform.zeros(B).requires_grad_(True)
@@ -204,8 +208,9 @@ def register_pairs(
     check_every = 1 if on_cpu else 50
     logger.info("registering %d pair(s) of %dx%d on %s, lattice %s, %d iterations", B, X, Y, dev, transform.lattice, T)
 
+    progress = ProgressLog(T, progress_every_s, logger)
     ran = 0
-    for it in tqdm(range(T), disable=not progress, desc="registration", unit="it", leave=False):
+    for it in range(T):
         total, image, feature, reg = pair_objective(
             transform, params, fixed_t, moving_t, settings, reg_weights, encoder=encoder, fixed_features=feats
         )
@@ -236,6 +241,8 @@ def register_pairs(
             if not bool(active.any()):
                 logger.info("all pairs stopped at iteration %d", ran)
                 break
+        if ran % check_every == 0 and progress.due():
+            progress.write(ran, total.detach(), active)
 
     with torch.no_grad():
         displacement = transform.displacement(params.detach())

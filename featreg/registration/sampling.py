@@ -127,10 +127,21 @@ def sample_nearest(values: torch.Tensor, displacement: torch.Tensor) -> torch.Te
     return values.flatten(2).gather(2, index).view(B, C, X, Y)
 
 
+@functools.lru_cache(maxsize=32)
+def _identity_planes(X: int, Y: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    return _identity_grid(X, Y, dtype, device).permute(0, 3, 1, 2).contiguous()
+
+
 def to_grid(field: torch.Tensor) -> torch.Tensor:
-    """Sampling grid ``(B, X, Y, 2)`` of a normalised field ``(B, 2, X, Y)`` whose components are in grid order."""
+    """Sampling grid ``(B, X, Y, 2)`` of a normalised field ``(B, 2, X, Y)`` whose components are in grid order.
+
+    The grid is a view of a ``(B, 2, X, Y)`` tensor: the addition and each
+    coordinate plane ``grid[..., c]`` stay contiguous, which on CPU costs a
+    fraction of the same work on interleaved coordinates; ``grid_sample``
+    reads either layout equally fast.
+    """
     X, Y = field.shape[-2:]
-    return identity_grid((X, Y), dtype=field.dtype, device=field.device) + field.permute(0, 2, 3, 1)
+    return (field + _identity_planes(X, Y, field.dtype, field.device)).permute(0, 2, 3, 1)
 
 
 def grid_sample(values: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
@@ -140,8 +151,8 @@ def grid_sample(values: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
 
 def warp_grid_inside(image: torch.Tensor, grid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """The image at ``grid`` (:func:`grid_sample`) and the ``(B, 1, X, Y)`` bool mask of grid points inside the image."""
-    with torch.no_grad():
-        inside = (grid.abs() <= 1).all(dim=-1).unsqueeze(1)
+    with torch.no_grad():  # per coordinate plane: contiguous for a :func:`to_grid` grid
+        inside = (torch.maximum(grid[..., 0].abs(), grid[..., 1].abs()) <= 1).unsqueeze(1)
     return grid_sample(image, grid), inside
 
 

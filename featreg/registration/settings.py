@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from featreg.errors import ConfigError
-from featreg.registration.bspline import ORDERS
+from featreg.registration.bspline import ORDERS, PLACEMENTS, SQUARING_CONVENTIONS
 from featreg.registration.losses import FEATURE_DISTANCES, IMAGE_DISTANCES
 from featreg.registration.regularizers import REGULARISERS
 
@@ -17,7 +17,10 @@ class RegistrationSettings:
     """What to optimise and how; checked on construction.
 
     ``lattice`` (control points per axis) and ``control_spacing_px`` are
-    alternatives: give exactly one. Objective per pair:
+    alternatives: give exactly one; ``lattice_placement`` ``airlab`` puts the
+    control points as airlab does and takes ``control_spacing_px`` (an integer
+    stride). ``squaring_convention`` is the sampling inside scaling and squaring
+    (:func:`~featreg.registration.bspline.scaling_and_squaring`). Objective per pair:
     ``(1 - alpha)·image + alpha·feature + lam·regulariser``. ``early_stop_rtol``
     stops a pair once its loss changed by less than that fraction over the last
     ``EARLY_STOP_WINDOW`` iterations (off when None).
@@ -25,9 +28,11 @@ class RegistrationSettings:
 
     lattice: tuple[int, int] | None = (24, 24)
     control_spacing_px: float | None = None
+    lattice_placement: str = "centred"
     order: int = 3
     diffeomorphic: bool = False
     squaring_steps: int = 7
+    squaring_convention: str = "exact"
     regulariser: str = "airlab"
     lam: float = 120.0
     lr: float = 5e-4
@@ -48,6 +53,13 @@ class RegistrationSettings:
             raise ConfigError("give exactly one of lattice and control_spacing_px")
         if self.control_spacing_px is not None and not self.control_spacing_px > 0:
             raise ConfigError(f"control_spacing_px must be positive, got {self.control_spacing_px!r}")
+        if self.lattice_placement not in PLACEMENTS:
+            raise ConfigError(f"lattice_placement must be one of {list(PLACEMENTS)}, got {self.lattice_placement!r}")
+        if self.lattice_placement == "airlab" and (self.control_spacing_px is None or self.control_spacing_px != int(self.control_spacing_px)):
+            raise ConfigError(
+                f"lattice_placement 'airlab' takes control_spacing_px, an integer stride in px (airlab's sigma), "
+                f"not a lattice; got control_spacing_px {self.control_spacing_px!r}"
+            )
         if self.order not in ORDERS:
             raise ConfigError(f"order must be one of {list(ORDERS)}, got {self.order!r}")
         minimum = 4 if self.order == 3 else 2
@@ -55,6 +67,8 @@ class RegistrationSettings:
             raise ConfigError(f"lattice needs at least {minimum} control points per axis for order {self.order}, got {self.lattice!r}")
         if not isinstance(self.squaring_steps, int) or self.squaring_steps < 1:
             raise ConfigError(f"squaring_steps must be an integer >= 1, got {self.squaring_steps!r}")
+        if self.squaring_convention not in SQUARING_CONVENTIONS:
+            raise ConfigError(f"squaring_convention must be one of {list(SQUARING_CONVENTIONS)}, got {self.squaring_convention!r}")
         if self.regulariser not in REGULARISERS:
             raise ConfigError(f"regulariser must be one of {list(REGULARISERS)}, got {self.regulariser!r}")
         if not self.lam >= 0:
@@ -95,8 +109,17 @@ class RegistrationSettings:
 
     @classmethod
     def paper(cls, **overrides: Any) -> "RegistrationSettings":
-        """The paper's airlab setup: 24×24 tent (order 1) diffeomorphic FFD, airlab diffusion λ 120, Adam 5e-4, 1500 it."""
-        base = dict(lattice=(24, 24), order=1, diffeomorphic=True, regulariser="airlab", lam=120.0, lr=5e-4, iterations=1500)
+        """The paper's airlab setup (REFERENCE.md §1, docs/design.md lists what still differs).
+
+        airlab's ``BsplineTransformation(sigma=[6, 6], order=1, diffeomorphic=True)``:
+        tent kernel, airlab's placement at a 6 px stride (24×24 points on 128×128),
+        10 scaling-and-squaring steps sampled as airlab does; airlab's diffusion
+        with λ 120, Adam lr 5e-4, 1500 iterations.
+        """
+        base = dict(
+            lattice=None, control_spacing_px=6.0, lattice_placement="airlab", order=1, diffeomorphic=True, squaring_steps=10,
+            squaring_convention="airlab", regulariser="airlab", lam=120.0, lr=5e-4, iterations=1500,
+        )
         base.update(overrides)
         return cls(**base)
 

@@ -7,7 +7,8 @@ import pytest
 import torch
 from registration_helpers import jacobian_det_px
 
-from featreg.registration.bspline import BSplineTransform, basis_matrix, lattice_size
+from featreg.registration import RegistrationSettings
+from featreg.registration.bspline import BSplineTransform, basis_matrix, knot_positions, lattice_size, scaling_and_squaring
 from featreg.registration.sampling import sample_bilinear, warp_grid_inside, warp_image, warp_labels
 from featreg.registration.units import displacement_from_mm, displacement_to_mm
 
@@ -108,3 +109,60 @@ def test_diffeomorphic_mode_does_not_fold_where_a_plain_ffd_does():
     j_diffeo = jacobian_det_px(diffeo.displacement(params)[0].double().numpy() * scale)
     assert (j_plain <= 0).mean() > 0.05  # the deformation is large: the plain field folds
     assert (j_diffeo <= 0).sum() == 0
+
+
+def airlab_reference_basis(n: int, stride: int) -> torch.Tensor:
+    """airlab's order-1 basis built by hand: each control point's unit impulse through conv_transpose, cropped.
+
+    The tent kernel has 2·stride - 1 taps (stride - |d|) / stride, padding (taps - 1) / 2;
+    airlab crops the output to [stride + crop_start, -stride - crop_end], for 128 px at
+    stride 6 that is [5:-6] of the 6·24 - 5 = 139 samples.
+    """
+    count = -(-n // stride) + 2
+    taps = torch.tensor([(stride - abs(d)) / stride for d in range(-(stride - 1), stride)], dtype=torch.float64)
+    impulses = torch.eye(count, dtype=torch.float64)[:, None, :]  # (count, 1, count)
+    out = torch.nn.functional.conv_transpose1d(impulses, taps.view(1, 1, -1), stride=stride, padding=stride - 1)[:, 0]
+    assert (n, stride) == (128, 6) and out.shape[1] == 139  # the crop below is worked out for this case
+    return out[:, 5:-6].T  # (n, count)
+
+
+def test_airlab_placement_matches_a_hand_built_airlab_basis():
+    assert lattice_size(128, spacing_px=6, order=1, placement="airlab") == (24, 6.0)
+    knots = knot_positions(128, 24, 6.0, "airlab")
+    assert knots.tolist() == [6.0 * k - 5 for k in range(24)]  # -5, 1, 7, ..., 127, 133
+    basis = basis_matrix(128, 24, 6.0, 1, placement="airlab", dtype=torch.float64)
+    torch.testing.assert_close(basis, airlab_reference_basis(128, 6), rtol=0, atol=1e-15)
+    assert torch.allclose(basis.sum(dim=1), torch.ones(128, dtype=torch.float64), atol=1e-12)
+    assert basis[0, 0] == pytest.approx(1 / 6) and basis[127, 22] == 1.0  # the first knot barely reaches the image
+    transform = BSplineTransform((128, 128), lattice=None, control_spacing_px=6, order=1, placement="airlab")
+    assert transform.lattice == (24, 24) and transform.control_spacing_px == (6.0, 6.0)
+    with pytest.raises(ValueError, match="airlab placement takes spacing_px, an integer stride >= 1"):
+        lattice_size(128, count=24, order=1, placement="airlab")
+
+
+def test_airlab_squaring_samples_as_airlab_does():
+    torch.manual_seed(4)
+    velocity = 0.02 * torch.randn(2, 2, 20, 17, dtype=torch.float64)
+    velocity = torch.nn.functional.interpolate(velocity[..., ::4, ::4], size=(20, 17), mode="bilinear", align_corners=True)
+    # airlab's Diffeomorphic.diffeomorphic_2D with PyTorch's grid_sample defaults, written out.
+    grid = torch.stack(torch.meshgrid(torch.linspace(-1, 1, 17, dtype=torch.float64), torch.linspace(-1, 1, 20, dtype=torch.float64), indexing="xy"), dim=-1)
+    u = velocity / 2**10
+    for _ in range(10):
+        u = u + torch.nn.functional.grid_sample(u, u.permute(0, 2, 3, 1) + grid[None], align_corners=False)
+    torch.testing.assert_close(scaling_and_squaring(velocity, 10, "airlab"), u, rtol=0, atol=1e-12)
+    exact = scaling_and_squaring(velocity, 10, "exact")
+    assert (exact - u).abs().max() > 1e-4  # the convention changes the field
+    assert torch.equal(scaling_and_squaring(torch.zeros(1, 2, 9, 8), 10, "airlab"), torch.zeros(1, 2, 9, 8))
+
+
+def test_paper_mode_is_airlabs_transform():
+    settings = RegistrationSettings.paper()
+    transform = BSplineTransform(
+        (128, 128), lattice=settings.lattice, control_spacing_px=settings.control_spacing_px, placement=settings.lattice_placement,
+        order=settings.order, diffeomorphic=settings.diffeomorphic, squaring_steps=settings.squaring_steps,
+        squaring_convention=settings.squaring_convention,
+    )
+    assert transform.lattice == (24, 24) and transform.squaring_steps == 10 and transform.squaring_convention == "airlab"
+    reference = airlab_reference_basis(128, 6).float()
+    torch.testing.assert_close(transform.basis_x, reference, rtol=0, atol=1e-7)
+    torch.testing.assert_close(transform.basis_y_t, reference.T, rtol=0, atol=1e-7)

@@ -25,7 +25,7 @@ def result():
     fixed = torch.rand(2, 1, 24, 20, generator=torch.Generator().manual_seed(0))
     moving = torch.roll(fixed, 1, dims=-1)
     res = register_pairs(fixed, moving, RegistrationSettings(lattice=(5, 5), lr=5e-3, iterations=6),
-                         spacing=(1.8, 1.5), device="cpu", progress=False)
+                         spacing=(1.8, 1.5), device="cpu", progress_every_s=None)
     res.status[1], res.reason[1] = "failed", "loss became NaN at iteration 3"
     return res
 

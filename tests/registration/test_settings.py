@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
+import yaml
 
 from featreg.errors import ConfigError
+from featreg.experiment import PAPER_SETTINGS
 from featreg.registration.settings import RegistrationSettings
 
 
 def test_paper_preset():
     s = RegistrationSettings.paper()
-    assert (s.order, s.diffeomorphic, s.regulariser, s.lam, s.lr, s.iterations, s.lattice) == (
-        1, True, "airlab", 120.0, 5e-4, 1500, (24, 24))
+    assert (s.order, s.diffeomorphic, s.regulariser, s.lam, s.lr, s.iterations) == (1, True, "airlab", 120.0, 5e-4, 1500)
+    assert (s.lattice, s.control_spacing_px, s.lattice_placement, s.squaring_steps, s.squaring_convention) == (
+        None, 6.0, "airlab", 10, "airlab")
     assert RegistrationSettings.paper(iterations=10).iterations == 10
 
 
@@ -21,6 +25,10 @@ def test_paper_preset():
     "kwargs,message",
     [
         ({"lattice": None}, "give exactly one of lattice and control_spacing_px"),
+        ({"lattice_placement": "airlab"}, "lattice_placement 'airlab' takes control_spacing_px, an integer stride in px"),
+        ({"lattice": None, "control_spacing_px": 5.5, "lattice_placement": "airlab"}, "got control_spacing_px 5.5"),
+        ({"lattice_placement": "corner"}, "lattice_placement must be one of ['centred', 'airlab'], got 'corner'"),
+        ({"squaring_convention": "torch"}, "squaring_convention must be one of ['exact', 'airlab'], got 'torch'"),
         ({"control_spacing_px": 6.0}, "give exactly one of lattice and control_spacing_px"),
         ({"lattice": None, "control_spacing_px": -1.0}, "control_spacing_px must be positive, got -1.0"),
         ({"lattice": (24,)}, "lattice must be two integers, got (24,)"),
@@ -53,3 +61,11 @@ def test_from_dict_round_trip_and_unknown_keys():
 def test_settings_are_frozen():
     with pytest.raises(AttributeError):
         RegistrationSettings().lam = 3.0  # type: ignore[misc]
+
+
+def test_paper_config_and_paper_rows_use_the_paper_preset():
+    root = Path(__file__).resolve().parents[2]
+    registration = yaml.safe_load((root / "config" / "paper.yaml").read_text())["registration"]
+    assert RegistrationSettings.from_dict(registration) == RegistrationSettings.paper()
+    paper = RegistrationSettings.paper().to_dict()
+    assert {k: paper[k] for k in PAPER_SETTINGS} == PAPER_SETTINGS

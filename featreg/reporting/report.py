@@ -12,8 +12,14 @@ import yaml
 
 from featreg.io import write_text_atomic
 from featreg.errors import ConfigError, InputError
-from featreg.evaluation.statistics import compare_to_baseline
 from featreg.reporting import figures
+from featreg.reporting.comparisons import (
+    Family,
+    comparison_families,
+    family_tests,
+    verdict,
+    verdict_reading,
+)
 from featreg.reporting.html import Section, write_report
 from featreg.reporting.tuning import (
     pareto_metrics,
@@ -21,12 +27,10 @@ from featreg.reporting.tuning import (
     settings_labels,
     tuning_frame,
     values_label,
-    verdict_frame,
 )
 from featreg.reporting.tables import (
     CONVENTIONS,
     PAPER_TABLE1,
-    compared_methods,
     metric_definitions,
     read_metrics,
     read_paper_table,
@@ -40,9 +44,6 @@ from featreg.reporting.tables import (
 )  # fmt: skip
 
 logger = logging.getLogger(__name__)
-
-TESTED = ("dice_mean", "hd95_mean", "sdlogj", "neg_jac_pct")
-
 
 def build_report(
     metrics_csv: str | Path,
@@ -66,9 +67,9 @@ def build_report(
     With a tuning run (``validation_csv``, the grid's validation metrics, and the
     ``selection_jsons`` of ``featreg select-setting``) also tuning.csv (every grid
     point with its means, eligibility and Pareto-front membership),
-    pareto_validation.png, verdict.csv (each tuned method against the tuned
-    baseline on test), and the reproduction table lists only the paper-settings
-    and tuned rows. Settings are selected on the validation split only: without
+    pareto_validation.png, and the reproduction table lists only the paper-settings
+    and tuned rows. The verdict speaks of one comparison family at a time
+    (``featreg.reporting.comparisons``), statistics.csv holds every test of every family. Settings are selected on the validation split only: without
     a tuning run the report selects nothing (a choice made on the test metrics
     would not be a held-out selection).
 
@@ -94,10 +95,13 @@ def build_report(
     written: dict[str, Path] = {}
     sections: list[Section] = [Section("How this was computed", "text", _provenance(df, config, results_dir))]
 
+    families = comparison_families(df, baseline, selections)
+    tests = family_tests(df, families, n_resamples=n_resamples, seed=seed)
+    written["statistics.csv"] = write_text_atomic(out_dir / "statistics.csv", tests.to_csv(index=False))
     summary = summary_table(df)
     written["summary.csv"] = write_text_atomic(out_dir / "summary.csv", summary.to_csv(index=False))
-    written["table1.md"] = write_text_atomic(out_dir / "table1.md", table1_markdown(df, baseline))
-    sections.append(Section("Table 1", "table", table1_frame(df, baseline), table1_header(df, baseline)))
+    written["table1.md"] = write_text_atomic(out_dir / "table1.md", table1_markdown(df, tests, baseline))
+    sections.append(Section("Table 1", "table", table1_frame(df, tests, baseline), table1_header(df, tests)))
     failed = df.loc[df["status"].eq("failed"), ["method", "patient", "reason"]]
     if not failed.empty:
         sections.append(Section(
@@ -106,23 +110,9 @@ def build_report(
             "NaN in metrics.csv); the reason is the error the job recorded for that pair.",
         ))
 
-    compared = compared_methods(df, baseline)
-    tests = pd.concat(
-        [compare_to_baseline(df, m, baseline, methods=compared, n_resamples=n_resamples, seed=seed).assign(metric=m)
-         for m in TESTED],
-        ignore_index=True,
-    )
-    written["statistics.csv"] = write_text_atomic(out_dir / "statistics.csv", tests.to_csv(index=False))
-    sections.append(Section(
-        f"Paired comparison against {baseline}", "table", tests.round(4),
-        f"Each method against the baseline {baseline!r} per metric: n_pairs patients with a finite value for "
-        f"both; paired two-sided Wilcoxon signed-rank test (scipy.stats.wilcoxon, zero differences dropped, "
-        f"p = 1 for identical samples), p_holm Holm-corrected across the {len(compared)} registered methods per "
-        f"metric (the unregistered initial pair is not tested); mean_diff = mean "
-        f"of (method − baseline) in the metric's unit with a percentile-bootstrap 95 % CI ({n_resamples} "
-        f"resamples, seed {seed}). Units: Dice unitless, HD95 mm, sdlogJ unitless, %J≤0 percent of pixels.",
-    ))
-    sections.append(Section("Verdict on mean Dice", "text", dice_verdict(tests, baseline)))
+    sections += _test_sections(tests, families, n_resamples, seed)
+    sections.append(Section("Verdict", "text", "\n\n".join([*verdict(tests, families),
+                                                             verdict_reading(n_resamples, seed)])))
 
     labels = settings_labels(selections) if selections else None
     written["reproduction.md"] = write_text_atomic(out_dir / "reproduction.md",
@@ -132,8 +122,7 @@ def build_report(
                             reproduction_caption(paper, tuned=bool(selections))))
 
     if selections:
-        written |= _tuning_sections(df, read_metrics(validation_csv), selections, out_dir, baseline,
-                                    n_resamples, seed, sections)
+        written |= _tuning_sections(read_metrics(validation_csv), selections, out_dir, sections)
 
     path = figures.dice_boxplot(df, out_dir / "dice_boxplot.png", baseline=baseline)
     written[path.name] = path
@@ -174,9 +163,33 @@ def build_report(
     return written
 
 
-def _tuning_sections(df: pd.DataFrame, validation: pd.DataFrame, selections: Sequence[dict], out_dir: Path,
-                     baseline: str, n_resamples: int, seed: int, sections: list[Section]) -> dict[str, Path]:
-    """The selections, the validation Pareto fronts and the verdict of a tuning run."""
+UNITS = {"dice_mean": "unitless", "hd95_mean": "mm", "sdlogj": "unitless", "neg_jac_pct": "percentage points"}
+"""Unit of a paired difference per tested metric."""
+
+
+def _test_sections(tests: pd.DataFrame, families: Sequence[Family], n_resamples: int, seed: int) -> list[Section]:
+    """One collapsed table per family: every method and metric with its test, difference and CI."""
+    sections = []
+    for family in families:
+        rows = tests[tests["family"] == family.key].drop(columns="family")
+        rows = rows.assign(unit=rows["metric"].map(UNITS)).round(4)
+        against = (f"each method against {family.reference!r}" if family.reference
+                   else "each method at its tuned settings against itself untuned")
+        sections.append(Section(
+            f"Paired tests: {family.title}", "table", rows,
+            f"{against}, per metric: n_pairs patients with a finite value for both; paired two-sided Wilcoxon "
+            f"signed-rank test (scipy.stats.wilcoxon, zero differences dropped, p = 1 for identical samples), "
+            f"p_holm Holm-corrected across the {len(family.pairs)} comparison(s) of this family per metric; "
+            f"mean_diff = mean of (method − reference) in the unit given, with a percentile-bootstrap 95 % CI "
+            f"({n_resamples} resamples, seed {seed}). Dice: higher is better; HD95 (mm), sdlogJ and %J≤0 "
+            f"(percentage points): lower is better. All families: statistics.csv.",
+        ))
+    return sections
+
+
+def _tuning_sections(validation: pd.DataFrame, selections: Sequence[dict], out_dir: Path,
+                     sections: list[Section]) -> dict[str, Path]:
+    """The selections and the validation Pareto fronts of a tuning run."""
     written: dict[str, Path] = {}
     defs = metric_definitions()
     rule = selections[0]["rule"]
@@ -206,40 +219,7 @@ def _tuning_sections(df: pd.DataFrame, validation: pd.DataFrame, selections: Seq
         f"{'across its λ grid (other grid values in the legend)' if order_by else 'across its grid'}; ringed: "
         f"the Pareto front over all grid points (maximise Dice, minimise the x metric); tuning.csv marks "
         f"each method's own front. {defs['sdlogj']} {defs['neg_jac_pct']}"))
-    verdict = verdict_frame(df, selections, baseline, n_resamples=n_resamples, seed=seed)
-    written["verdict.csv"] = write_text_atomic(out_dir / "verdict.csv", verdict.to_csv(index=False))
-    tuned_baseline = next(r["tuned"] for r in selections if r["base"] == baseline)
-    sections.append(Section(
-        f"Verdict: tuned methods against the tuned {baseline}", "table", verdict.round(4),
-        f"On the test split, each method at its tuned settings against {tuned_baseline!r} per metric: n_pairs "
-        f"patients with a finite value for both; paired two-sided Wilcoxon signed-rank test (zero differences "
-        f"dropped, p = 1 for identical samples), p_holm Holm-corrected across the {len(selections) - 1} tuned "
-        f"methods per metric; mean_diff = mean of (method − baseline) with a percentile-bootstrap 95 % CI "
-        f"({n_resamples} resamples, seed {seed}). Dice: higher is better; HD95 (mm), sdlogJ and %J≤0: lower "
-        f"is better."))
     return written
-
-
-SIGNIFICANCE = 0.05
-
-
-def dice_verdict(tests: pd.DataFrame, baseline: str) -> str:
-    """One plain sentence per outcome: which methods beat, trail or do not differ from the baseline in mean Dice.
-
-    A method differs when its Holm-corrected Wilcoxon p is below ``SIGNIFICANCE``;
-    the direction is the sign of the mean paired difference.
-    """
-    dice = tests[tests["metric"] == "dice_mean"]
-    better = dice[(dice["p_holm"] < SIGNIFICANCE) & (dice["mean_diff"] > 0)]["method"].tolist()
-    worse = dice[(dice["p_holm"] < SIGNIFICANCE) & (dice["mean_diff"] < 0)]["method"].tolist()
-    same = [m for m in dice["method"] if m not in better and m not in worse]
-    rule = f"Holm-corrected paired Wilcoxon p < {SIGNIFICANCE} against {baseline!r}"
-    lines = [
-        f"Better than the baseline in mean Dice ({rule}): {', '.join(better) or 'none'}.",
-        f"Worse than the baseline: {', '.join(worse) or 'none'}.",
-        f"No significant difference, so no claimed gain holds for these: {', '.join(same) or 'none'}.",
-    ]
-    return " ".join(lines)
 
 
 FEATURE_FIGURES = {

@@ -1,4 +1,4 @@
-"""The fair-comparison protocol in the report: selections, validation Pareto fronts, the verdict.
+"""The fair-comparison protocol in the report: grids, selections, validation Pareto fronts.
 
 Inputs are the selection records written by ``featreg select-setting`` (one per
 tuned method, see ``featreg.experiment.select_tuned``), the validation metrics
@@ -15,12 +15,9 @@ import numpy as np
 import pandas as pd
 
 from featreg.errors import InputError
-from featreg.evaluation.statistics import compare_to_baseline, eligible_settings, pareto_mask, summarize
+from featreg.evaluation.statistics import eligible_settings, pareto_mask, summarize
 from featreg.experiment import read_selection, value_label
 from featreg.reporting.tables import normalise_metrics
-
-VERDICT_METRICS = ("dice_mean", "hd95_mean", "sdlogj", "neg_jac_pct")
-
 
 def read_selections(paths: Sequence[str | Path]) -> list[dict[str, Any]]:
     """The selection records, checked for their entries, in the order given."""
@@ -103,27 +100,3 @@ def pareto_metrics(validation_df: pd.DataFrame, selections: Sequence[Mapping[str
     df = df.assign(base=df["method"].map(base), curve=df["method"].map(curve), lam=df["method"].map(lam))
     return df, ("lam" if df["lam"].notna().any() else None)
 
-
-def verdict_frame(test_df: pd.DataFrame, selections: Sequence[Mapping[str, Any]], baseline: str, *,
-                  n_resamples: int = 2000, seed: int = 0) -> pd.DataFrame:
-    """Each tuned method against the tuned baseline on the test split, per metric.
-
-    Paired two-sided Wilcoxon, Holm across the tuned methods per metric, mean
-    paired difference (method − baseline) with a percentile-bootstrap 95 % CI
-    (``featreg.evaluation.statistics.compare_to_baseline``).
-    """
-    tuned = {r["base"]: r["tuned"] for r in selections}
-    if baseline not in tuned:
-        raise InputError(f"the baseline {baseline!r} has no selection record: it must be tuned too "
-                         f"(tuned: {', '.join(tuned) or 'none'})")
-    df = normalise_metrics(test_df)
-    others = [name for base, name in tuned.items() if base != baseline]
-    absent = [name for name in [tuned[baseline], *others] if name not in set(df["method"])]
-    if absent:
-        raise InputError(f"test metrics lack tuned method(s): {', '.join(absent)}")
-    frames = [
-        compare_to_baseline(df, metric, tuned[baseline], methods=others, n_resamples=n_resamples, seed=seed)
-        .assign(metric=metric)
-        for metric in VERDICT_METRICS
-    ]
-    return pd.concat(frames, ignore_index=True)

@@ -22,11 +22,12 @@ from featreg.reporting.comparisons import (
 )
 from featreg.reporting.html import Section, write_report
 from featreg.reporting.tuning import (
+    edge_warnings,
+    grid_frame,
     pareto_metrics,
     read_selections,
     settings_labels,
     tuning_frame,
-    values_label,
 )
 from featreg.reporting.tables import (
     CONVENTIONS,
@@ -67,8 +68,9 @@ def build_report(
     With a tuning run (``validation_csv``, the grid's validation metrics, and the
     ``selection_jsons`` of ``featreg select-setting``) also tuning.csv (every grid
     point with its means, eligibility and Pareto-front membership),
-    pareto_validation.png, and the reproduction table lists only the paper-settings
-    and tuned rows. The verdict speaks of one comparison family at a time
+    pareto_validation.png, each method's grid (with a warning in the verdict where
+    the selected point lies on its edge), and the reproduction table lists only the
+    paper-settings and tuned rows. The verdict speaks of one comparison family at a time
     (``featreg.reporting.comparisons``), statistics.csv holds every test of every family. Settings are selected on the validation split only: without
     a tuning run the report selects nothing (a choice made on the test metrics
     would not be a held-out selection).
@@ -111,8 +113,12 @@ def build_report(
         ))
 
     sections += _test_sections(tests, families, n_resamples, seed)
-    sections.append(Section("Verdict", "text", "\n\n".join([*verdict(tests, families),
-                                                             verdict_reading(n_resamples, seed)])))
+    grids = grid_frame(selections) if selections else None
+    findings = verdict(tests, families)
+    if grids is not None:
+        findings += [f"Caution, a selected setting on its grid's edge: {w}" for w in edge_warnings(grids)]
+    findings.append(verdict_reading(n_resamples, seed))
+    sections.append(Section("Verdict", "text", "\n\n".join(findings)))
 
     labels = settings_labels(selections) if selections else None
     written["reproduction.md"] = write_text_atomic(out_dir / "reproduction.md",
@@ -122,7 +128,7 @@ def build_report(
                             reproduction_caption(paper, tuned=bool(selections))))
 
     if selections:
-        written |= _tuning_sections(read_metrics(validation_csv), selections, out_dir, sections)
+        written |= _tuning_sections(read_metrics(validation_csv), selections, grids, out_dir, sections)
 
     path = figures.dice_boxplot(df, out_dir / "dice_boxplot.png", baseline=baseline)
     written[path.name] = path
@@ -187,9 +193,9 @@ def _test_sections(tests: pd.DataFrame, families: Sequence[Family], n_resamples:
     return sections
 
 
-def _tuning_sections(validation: pd.DataFrame, selections: Sequence[dict], out_dir: Path,
+def _tuning_sections(validation: pd.DataFrame, selections: Sequence[dict], grids: pd.DataFrame, out_dir: Path,
                      sections: list[Section]) -> dict[str, Path]:
-    """The selections and the validation Pareto fronts of a tuning run."""
+    """Each method's grid and selection, and the validation Pareto fronts of a tuning run."""
     written: dict[str, Path] = {}
     defs = metric_definitions()
     rule = selections[0]["rule"]
@@ -197,24 +203,25 @@ def _tuning_sections(validation: pd.DataFrame, selections: Sequence[dict], out_d
         [c["method"] for r in selections for c in r["candidates"]]), "patient"].nunique()
     grid = tuning_frame(validation, selections)
     written["tuning.csv"] = write_text_atomic(out_dir / "tuning.csv", grid.to_csv(index=False))
-    chosen = "; ".join(f"{r['base']}: {values_label(r['values'])} ({r['selected']})" for r in selections)
     sections.append(Section(
-        "Tuning on the validation split", "text",
-        f"Every tuned method ran the same number of grid points ({len(selections[0]['candidates'])}) on "
-        f"{n_val} validation patients, disjoint from the test patients. Rule: highest mean {rule['metric']} "
+        "Tuning on the validation split", "table", grids,
+        f"Every tuned method ran the same number of grid points ({len(selections[0]['candidates'])}, the grid "
+        f"column: values per key, the grid is their product) on {n_val} validation patients, disjoint from the "
+        f"test patients. Rule: highest mean {rule['metric']} "
         f"among the grid points with a finite {rule['metric']} and {rule['folding']} on every validation pair "
         f"(a point that failed on a pair is not eligible) whose mean {rule['folding']} (percent of pixels with "
         f"J ≤ 0 over the whole field, averaged over the pairs) is at most {rule['max_neg_jac_pct']} %; ties: "
-        f"{rule['ties']}. The "
-        f"selected setting of each method then ran on the test split as '<method>@tuned'.\n\nSelected: "
-        f"{chosen}. Every grid point's means and Pareto-front membership: tuning.csv."))
+        f"{rule['ties']}. The selected setting of each method then ran on the test split as '<method>@tuned'. "
+        f"edge: a selected value that is the smallest or largest of its key's values, so the grid may be too "
+        f"narrow. Every grid point's means and Pareto-front membership: tuning.csv."))
     points, order_by = pareto_metrics(validation, selections)
     path = figures.pareto_plot(points, out_dir / "pareto_validation.png", family=("base", "curve"),
                                order_by=order_by)
     written[path.name] = path
     sections.append(Section(
         "Accuracy against smoothness on the validation split", "figure", path,
-        f"Per grid point: mean Dice against mean sdlogJ (left) and mean %J≤0 (right), means over the {n_val} "
+        f"Per grid point: mean Dice (unitless) against mean sdlogJ (unitless, left) and mean %J≤0 (percent of "
+        f"pixels, right), means over the {n_val} "
         f"validation pairs with a finite value; one curve per method "
         f"{'across its λ grid (other grid values in the legend)' if order_by else 'across its grid'}; ringed: "
         f"the Pareto front over all grid points (maximise Dice, minimise the x metric); tuning.csv marks "

@@ -100,3 +100,48 @@ def pareto_metrics(validation_df: pd.DataFrame, selections: Sequence[Mapping[str
     df = df.assign(base=df["method"].map(base), curve=df["method"].map(curve), lam=df["method"].map(lam))
     return df, ("lam" if df["lam"].notna().any() else None)
 
+
+def grid_frame(selections: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
+    """One row per tuned method: its grid (values per key), its number of points and the selected values.
+
+    ``edge`` names the keys whose selected value is the smallest or largest of
+    its grid (a key with two or more values): the best setting may lie beyond.
+    """
+    rows = []
+    for record in selections:
+        values = grid_axes(record)
+        edges = [f"{key} = {value_label(record['values'][key])} is the "
+                 f"{'smallest' if record['values'][key] == axis[0] else 'largest'} of {_axis_label(axis)}"
+                 for key, axis in values.items()
+                 if len(axis) > 1 and record["values"][key] in (axis[0], axis[-1])]
+        rows.append({
+            "method": record["base"],
+            "grid": " × ".join(f"{key} {_axis_label(axis)}" for key, axis in values.items()),
+            "points": len(record["candidates"]),
+            "selected": values_label(record["values"]),
+            "edge": "; ".join(edges) or "none",
+        })
+    return pd.DataFrame(rows, columns=["method", "grid", "points", "selected", "edge"])
+
+
+def grid_axes(record: Mapping[str, Any]) -> dict[str, list[Any]]:
+    """The values each grid key of a selection record takes, ascending (lattices by their sizes)."""
+    axes = {}
+    for key in record["values"]:
+        distinct = sorted({_hashable(c["values"][key]) for c in record["candidates"]})
+        axes[key] = [list(v) if isinstance(v, tuple) else v for v in distinct]
+    return axes
+
+
+def _axis_label(axis: Sequence[Any]) -> str:
+    return "{" + ", ".join(value_label(v) for v in axis) + "}"
+
+
+def _hashable(value: Any) -> Any:
+    return tuple(value) if isinstance(value, list) else value
+
+
+def edge_warnings(grids: pd.DataFrame) -> list[str]:
+    """One sentence per tuned method whose selected point lies on an edge of its grid."""
+    return [f"{row.method}: the selected {row.edge}, so the grid was too narrow to know whether a value beyond "
+            f"it is better; widen the grid." for row in grids.itertuples() if row.edge != "none"]

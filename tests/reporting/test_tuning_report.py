@@ -11,6 +11,9 @@ from featreg.errors import InputError
 from featreg.reporting.report import build_report
 from featreg.reporting.tables import read_paper_table, reproduction_frame
 from featreg.reporting.tuning import (
+    edge_warnings,
+    grid_axes,
+    grid_frame,
     pareto_metrics,
     read_selections,
     settings_labels,
@@ -48,6 +51,21 @@ def test_pareto_metrics_one_curve_per_method_across_lambda(tmp_path):
     assert points.loc[points["method"] == "ncc@lam480", "lam"].iloc[0] == 480.0
 
 
+def test_grid_frame_states_each_grid_and_warns_on_its_edges(tmp_path):
+    selections, _, _, _ = selections_and_tables(tmp_path)
+    grids = grid_frame(selections).set_index("method")
+    assert grids.loc["ncc", "grid"] == "lam {30, 120, 480} × lr {0.002}" and grids.loc["ncc", "points"] == 3
+    assert grids.loc["ncc", "selected"] == "lam 120, lr 0.002" and grids.loc["ncc", "edge"] == "none"
+    # sam picked λ 30, the smallest; lr has one value, so it has no edge to lie on
+    assert grids.loc["sam-l1-v2", "edge"] == "lam = 30 is the smallest of {30, 120, 480}"
+    assert edge_warnings(grids.reset_index()) == [
+        "sam-l1-v2: the selected lam = 30 is the smallest of {30, 120, 480}, so the grid was too narrow to know "
+        "whether a value beyond it is better; widen the grid."]
+    lattice = {"values": {"lattice": [32, 32]}, "base": "x",
+               "candidates": [{"values": {"lattice": v}} for v in ([16, 16], [32, 32], [24, 24])]}
+    assert grid_axes(lattice) == {"lattice": [[16, 16], [24, 24], [32, 32]]}
+
+
 def test_reproduction_lists_paper_and_tuned_rows_with_their_settings(tmp_path):
     selections, _, test, _ = selections_and_tables(tmp_path)
     labels = settings_labels(selections)
@@ -71,6 +89,8 @@ def test_report_with_tuning_writes_verdict_fronts_and_selection(tmp_path):
     html = (tmp_path / "out/report.html").read_text()
     assert "<h2>Verdict</h2>" in html and "<h2>Paired tests: tuned</h2>" in html
     assert "At the tuned settings (each chosen on the validation split), against ncc@tuned (1 method)" in html
+    assert "sam-l1-v2: the selected lam = 30 is the smallest of {30, 120, 480}" in html
+    assert "<td>lam {30, 120, 480} × lr {0.002}</td>" in html
     assert "tuned: lam 30, lr 0.002" in (tmp_path / "out/reproduction.md").read_text()
     stats = pd.read_csv(tmp_path / "out/statistics.csv")
     tuned = stats[stats["family"] == "tuned"]

@@ -191,3 +191,12 @@ def _difference(row: pd.Series, decimals: int) -> str:
     interval = f" [{number(row['ci_low'])}, {number(row['ci_high'])}]" if np.isfinite(row["ci_low"]) else ""
     return f"Δ {number(row['mean_diff'])}{interval}, n = {int(row['n_pairs'])}"
 
+
+def settings_of(families: Sequence[Family]) -> dict[str, str]:
+    """Method -> the title of the family it is tested in or the reference of (the tuning family aside)."""
+    settings = {}
+    for family in families:
+        if family.key != "tuning":
+            for method, reference in family.pairs:
+                settings[method] = settings[reference] = family.title
+    return settings

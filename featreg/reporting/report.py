@@ -17,6 +17,7 @@ from featreg.reporting.comparisons import (
     Family,
     comparison_families,
     family_tests,
+    settings_of,
     verdict,
     verdict_reading,
 )
@@ -46,6 +47,7 @@ from featreg.reporting.tables import (
 
 logger = logging.getLogger(__name__)
 
+
 def build_report(
     metrics_csv: str | Path,
     out_dir: str | Path,
@@ -65,13 +67,16 @@ def build_report(
 ) -> dict[str, Path]:
     """Write summary.csv, statistics.csv, table1.md, reproduction.md, the figures and report.html.
 
-    With a tuning run (``validation_csv``, the grid's validation metrics, and the
-    ``selection_jsons`` of ``featreg select-setting``) also tuning.csv (every grid
-    point with its means, eligibility and Pareto-front membership),
-    pareto_validation.png, each method's grid (with a warning in the verdict where
-    the selected point lies on its edge), and the reproduction table lists only the
-    paper-settings and tuned rows. The verdict speaks of one comparison family at a time
-    (``featreg.reporting.comparisons``), statistics.csv holds every test of every family. Settings are selected on the validation split only: without
+    The page opens with the findings: the verdict (one paragraph per comparison
+    family, ``featreg.reporting.comparisons``), Table 1 and the accuracy-against-
+    smoothness figure; the per-family test tables follow, collapsed. statistics.csv
+    holds every test of every family. With a tuning run (``validation_csv``, the
+    grid's validation metrics, and the ``selection_jsons`` of ``featreg
+    select-setting``) also tuning.csv (every grid point with its means,
+    eligibility and Pareto-front membership), pareto_validation.png, each
+    method's grid with a warning where the selected point lies on its edge, and
+    the reproduction table lists only the paper-settings and tuned rows.
+    Settings are selected on the validation split only: without
     a tuning run the report selects nothing (a choice made on the test metrics
     would not be a held-out selection).
 
@@ -95,15 +100,35 @@ def build_report(
     defs = metric_definitions()
     n_pairs = df["patient"].nunique()
     written: dict[str, Path] = {}
-    sections: list[Section] = [Section("How this was computed", "text", _provenance(df, config, results_dir))]
 
     families = comparison_families(df, baseline, selections)
     tests = family_tests(df, families, n_resamples=n_resamples, seed=seed)
     written["statistics.csv"] = write_text_atomic(out_dir / "statistics.csv", tests.to_csv(index=False))
+    grids = grid_frame(selections) if selections else None
+    findings = verdict(tests, families)
+    if grids is not None:
+        findings += [f"Caution, a selected setting on its grid's edge: {w}" for w in edge_warnings(grids)]
+    findings.append(verdict_reading(n_resamples, seed))
+    sections: list[Section] = [Section("Verdict", "text", "\n\n".join(findings), css_class="verdict")]
+
     summary = summary_table(df)
     written["summary.csv"] = write_text_atomic(out_dir / "summary.csv", summary.to_csv(index=False))
     written["table1.md"] = write_text_atomic(out_dir / "table1.md", table1_markdown(df, tests, baseline))
     sections.append(Section("Table 1", "table", table1_frame(df, tests, baseline), table1_header(df, tests)))
+
+    settings = settings_of(families) if selections else {}
+    labelled = df.assign(settings=df["method"].map(lambda m: settings.get(m, "")))
+    path = figures.pareto_plot(labelled, out_dir / "pareto.png", family=("settings", "variant", "encoder", "distance"))
+    written[path.name] = path
+    sections.append(Section("Accuracy against smoothness", "figure", path,
+                            f"Per method: mean Dice (unitless) against mean sdlogJ (unitless, left) and mean %J≤0 "
+                            f"(percent of pixels, right), means over the pairs with a finite value ({n_pairs} "
+                            f"patients); one curve per family (settings, variant, encoder, distance) across its "
+                            f"grid; ringed: the Pareto front (maximise Dice, minimise the x metric). A method up "
+                            f"and to the right of another gains Dice by folding more. {defs['sdlogj']} "
+                            f"{defs['neg_jac_pct']}"))
+
+    sections.append(Section("How this was computed", "text", _provenance(df, config, results_dir)))
     failed = df.loc[df["status"].eq("failed"), ["method", "patient", "reason"]]
     if not failed.empty:
         sections.append(Section(
@@ -112,23 +137,17 @@ def build_report(
             "NaN in metrics.csv); the reason is the error the job recorded for that pair.",
         ))
 
+    if selections:
+        written |= _tuning_sections(read_metrics(validation_csv), selections, grids, out_dir, sections)
+
     sections += _test_sections(tests, families, n_resamples, seed)
-    grids = grid_frame(selections) if selections else None
-    findings = verdict(tests, families)
-    if grids is not None:
-        findings += [f"Caution, a selected setting on its grid's edge: {w}" for w in edge_warnings(grids)]
-    findings.append(verdict_reading(n_resamples, seed))
-    sections.append(Section("Verdict", "text", "\n\n".join(findings)))
 
     labels = settings_labels(selections) if selections else None
     written["reproduction.md"] = write_text_atomic(out_dir / "reproduction.md",
                                                    reproduction_table(df, paper_csv, labels))
     paper = read_paper_table(paper_csv)
     sections.append(Section("Reproduction of the paper's Table 1", "table", reproduction_frame(df, paper, labels),
-                            reproduction_caption(paper, tuned=bool(selections))))
-
-    if selections:
-        written |= _tuning_sections(read_metrics(validation_csv), selections, grids, out_dir, sections)
+                            reproduction_caption(paper, tuned=bool(selections)), collapsed=True))
 
     path = figures.dice_boxplot(df, out_dir / "dice_boxplot.png", baseline=baseline)
     written[path.name] = path
@@ -136,14 +155,6 @@ def build_report(
                             f"Dice per class (RV, Myo, LV) and mean over classes, one box per method, over the "
                             f"{n_pairs} pairs with a finite value (box: quartiles, line: median, whiskers: 1.5 IQR). "
                             f"{defs['dice']}"))
-
-    path = figures.pareto_plot(df, out_dir / "pareto.png")
-    written[path.name] = path
-    sections.append(Section("Accuracy against smoothness", "figure", path,
-                            f"Per method: mean Dice against mean sdlogJ (left) and mean %J≤0 (right), means over "
-                            f"the pairs with a finite value ({n_pairs} patients); one curve per family (variant, "
-                            f"encoder, distance) across its grid; ringed: the Pareto front (maximise Dice, "
-                            f"minimise the x metric). {defs['sdlogj']} {defs['neg_jac_pct']}"))
 
     family = alpha_family or _default_alpha_family(df)
     if family is None:
@@ -189,6 +200,7 @@ def _test_sections(tests: pd.DataFrame, families: Sequence[Family], n_resamples:
             f"mean_diff = mean of (method − reference) in the unit given, with a percentile-bootstrap 95 % CI "
             f"({n_resamples} resamples, seed {seed}). Dice: higher is better; HD95 (mm), sdlogJ and %J≤0 "
             f"(percentage points): lower is better. All families: statistics.csv.",
+            collapsed=True,
         ))
     return sections
 

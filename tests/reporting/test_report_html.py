@@ -53,6 +53,7 @@ def test_build_report_with_results(tmp_path, metrics_df):
     assert len(figures) == html.count("data:image/png;base64,") == sum(n.endswith(".png") for n in written)
     assert all("<figcaption>" in f for f in figures)
     assert html.count('class="caption"') == 3  # Table 1, the paired tests of the one family, reproduction
+    assert "<summary>Paired tests: configured settings</summary>" in html
     assert "tiny.yaml (tiny-test)" in html and "Device: cpu" in html and "Iterations per registration: 1500" in html
     # no tuning run: nothing is selected on the test metrics, and the panel shows the baseline
     assert "Selected setting" not in html and "Selected:" not in html

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -87,8 +89,10 @@ def test_report_with_tuning_writes_verdict_fronts_and_selection(tmp_path):
                            selection_jsons=paths, n_resamples=200)
     assert {"tuning.csv", "statistics.csv", "pareto_validation.png", "reproduction.md"} <= set(written)
     html = (tmp_path / "out/report.html").read_text()
-    assert "<h2>Verdict</h2>" in html and "<h2>Paired tests: tuned</h2>" in html
-    assert "At the tuned settings (each chosen on the validation split), against ncc@tuned (1 method)" in html
+    # findings first: the verdict, Table 1, then the accuracy-against-smoothness figure
+    headings = re.findall(r"<h2>(.*?)</h2>|<summary>(.*?)</summary>", html)
+    assert [a or b for a, b in headings][:3] == ["Verdict", "Table 1", "Accuracy against smoothness"]
+    assert "<summary>Paired tests: tuned</summary>" in html
     assert "sam-l1-v2: the selected lam = 30 is the smallest of {30, 120, 480}" in html
     assert "<td>lam {30, 120, 480} × lr {0.002}</td>" in html
     assert "tuned: lam 30, lr 0.002" in (tmp_path / "out/reproduction.md").read_text()

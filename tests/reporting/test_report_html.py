@@ -20,9 +20,12 @@ def test_write_report_is_self_contained(tmp_path, metrics_df):
     out = write_report(tmp_path / "r.html", [
         Section("A figure", "figure", png, "caption <one>"),
         Section("A table", "table", pd.DataFrame({"a": [1]}), "caption two"),
-        Section("Text", "text", "para 1\n\npara <2>"),
+        Section("Text", "text", "para 1\n\npara <2>", css_class="verdict"),
+        Section("Long <table>", "table", pd.DataFrame({"b": [2]}), "caption three", collapsed=True),
     ])
     text = out.read_text()
+    assert '<section class="verdict"><h2>Text</h2>' in text
+    assert "<details><summary>Long &lt;table&gt;</summary><div class=\"scroll\">" in text
     assert "data:image/png;base64,iVBORw0KGgpmYWtl" in text
     assert "<figcaption>caption &lt;one&gt;</figcaption>" in text and "caption two" in text
     assert "<p>para &lt;2&gt;</p>" in text

@@ -168,6 +168,12 @@ def _family_verdict(tests: pd.DataFrame, family: Family) -> str:
         parts = [f"{word}: {', '.join(groups[d])}" for word, d in zip(words, (1, -1, 0)) if groups[d]]
         clauses.append(f"In {label}, {'; '.join(parts) or 'no comparison'}.")
     text = f"{intro}: {clauses[0][0].lower()}{clauses[0][1:]} " + " ".join(clauses[1:])
+    n = int(tests["n_pairs"].min()) if len(tests) else 0
+    smallest = min(1.0, len(family.pairs) * 2.0 / 2**n)  # exact two-sided Wilcoxon, every difference one sign
+    if smallest >= SIGNIFICANCE and not (tests["p_holm"] < SIGNIFICANCE).any():
+        text += (f" With n = {n} pairs, the exact two-sided Wilcoxon test cannot give a Holm-corrected p below "
+                 f"{smallest:.3g}, so no difference can be significant here: 'not significantly different' says "
+                 f"nothing.")
     traders = [m for m, o in outcome.items() if o.get("dice_mean") == 1 and o.get("neg_jac_pct") == -1]
     if traders:
         text += (f" {', '.join(traders)} gain{'s' if len(traders) == 1 else ''} Dice only while folding "
@@ -186,7 +192,10 @@ def _direction(row: pd.Series, sign: int) -> int:
 def _difference(row: pd.Series, decimals: int) -> str:
     """``Δ +0.012 [−0.004, +0.020], n = 30``; the interval is left out when it was not computed."""
     def number(value: float) -> str:
-        return f"{value:+.{decimals}f}".replace("-", "−") if np.isfinite(value) else "–"
+        if not np.isfinite(value):
+            return "–"
+        text = f"{value:+.{decimals}f}"
+        return f"{0:.{decimals}f}" if float(text) == 0 else text.replace("-", "−")
 
     interval = f" [{number(row['ci_low'])}, {number(row['ci_high'])}]" if np.isfinite(row["ci_low"]) else ""
     return f"Δ {number(row['mean_diff'])}{interval}, n = {int(row['n_pairs'])}"

@@ -104,3 +104,16 @@ def test_a_dice_gain_that_folds_more_is_named_a_trade_off():
     assert "In %J≤0 (Δ in percentage points), worse: sam (Δ +0.250" in text
     assert text.endswith("sam gains Dice only while folding significantly more (%J≤0 higher): it trades accuracy "
                          "against smoothness, not a free gain.")
+
+
+def test_a_family_too_small_to_reach_significance_says_so():
+    test = tuning_alone_table()
+    test = test[test["patient"].isin(["patient121", "patient122", "patient123"])
+                & ~test["method"].str.endswith("@tuned")]
+    test.loc[test["method"] == "sam", "dice_mean"] += 0.1
+    families = comparison_families(test, "ncc")
+    (text,) = verdict(family_tests(test, families, n_resamples=0), families)
+    assert "in mean Dice, not significantly different: sam (Δ +0.1" in text
+    assert text.endswith("With n = 3 pairs, the exact two-sided Wilcoxon test cannot give a Holm-corrected p below "
+                         "0.25, so no difference can be significant here: 'not significantly different' says nothing.")
+    assert "In %J≤0 (Δ in percentage points), not significantly different: sam (Δ 0.000, n = 3)." in text

@@ -26,7 +26,7 @@ from featreg.errors import InputError
 from featreg.evaluation.statistics import COMPARISON_COLUMNS, compare_pairs
 from featreg.reporting.tables import FAMILY_TITLES, method_descriptors, normalise_metrics
 
-TESTED_METRICS = ("dice_mean", "hd95_mean", "sdlogj", "neg_jac_pct")
+STATISTICS_METRICS = ("dice_mean", "hd95_mean", "sdlogj", "neg_jac_pct")
 """Metrics every family is tested on (statistics.csv)."""
 
 SIGNIFICANCE = 0.05
@@ -111,7 +111,7 @@ def _nonempty(families: list[Family]) -> list[Family]:
     return [f for f in families if f.pairs]
 
 
-def family_tests(metrics_df: pd.DataFrame, families: Sequence[Family], *, metrics: Sequence[str] = TESTED_METRICS,
+def family_tests(metrics_df: pd.DataFrame, families: Sequence[Family], *, metrics: Sequence[str] = STATISTICS_METRICS,
                  n_resamples: int = 2000, seed: int = 0) -> pd.DataFrame:
     """Every pair of every family on every metric, Holm-corrected per (family, metric).
 

@@ -16,7 +16,7 @@ from featreg.io import atomic_path
 logger = logging.getLogger(__name__)
 
 CSS = """
-body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; max-width: 1100px;
+body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; max-width: 1280px;
        margin: 2em auto; padding: 0 1em; color: #222; line-height: 1.45; }
 h1 { border-bottom: 2px solid #ddd; padding-bottom: .2em; }
 h2 { margin-top: 2em; border-bottom: 1px solid #eee; }
@@ -29,6 +29,7 @@ details { margin-top: 1.5em; border-top: 1px solid #eee; padding-top: .3em; }
 summary { cursor: pointer; font-size: 1.15em; font-weight: bold; }
 .verdict p { background: #f7f9fc; border-left: 4px solid #4a78b5; padding: .5em .8em; }
 th, td { border: 1px solid #ccc; padding: .25em .5em; text-align: right; }
+td { white-space: nowrap; }
 th { background: #f4f4f4; }
 td:first-child, th:first-child { text-align: left; }
 """

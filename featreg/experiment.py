@@ -236,6 +236,14 @@ def expand_grid(method: Method, grid: Mapping[str, Sequence[Any]]) -> dict[str, 
     if unknown:
         raise ConfigError(f"tuning grid of {method.name}: unknown key(s) {', '.join(unknown)} (tunable: {', '.join(TUNABLE)})")
     keys = [k for k in TUNABLE if k in grid]
+    if "alpha" in grid:
+        if method.variant != "combined":
+            raise ConfigError(f"tuning grid of {method.name}: alpha is tuned only for a variant-2 method "
+                              f"(0 < alpha < 1), not a {method.variant} one")
+        outside = [a for a in grid["alpha"] if not 0 < a < 1]
+        if outside:
+            raise ConfigError(f"tuning grid of {method.name}: alpha values must lie strictly between 0 and 1 "
+                              f"(0 is the baseline, 1 variant 1), got {outside}")
     for key in keys:
         labels = [value_label(v) for v in grid[key]]
         if not labels:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 from featreg.errors import ConfigError, InputError
 from featreg.experiment import (
@@ -98,8 +100,12 @@ def test_grid_points_are_named_by_their_values():
         expand_grid(base, {"beta": [1]})
     with pytest.raises(ConfigError, match="lam repeats a value"):
         expand_grid(base, {"lam": [60, 60.0]})
-    with pytest.raises(ConfigError, match="alpha 0.5 > 0 needs an encoder"):
+    with pytest.raises(ConfigError, match="alpha is tuned only for a variant-2 method .*, not a baseline one"):
         expand_grid(Method("ncc"), {"alpha": [0.5]})
+    with pytest.raises(ConfigError, match="not a feature one"):
+        expand_grid(Method("mind-cosine-v1", 1.0, "mind", "cosine"), {"alpha": [0.5]})
+    with pytest.raises(ConfigError, match="strictly between 0 and 1 .*, got \\[1.0\\]"):
+        expand_grid(base, {"alpha": [0.3, 1.0]})
 
 
 def test_tuning_plan_same_budget_baseline_and_paper_rows():
@@ -187,3 +193,17 @@ def test_alpha_sweep_names_keep_every_digit():
     names = [name for name in method_table(cfg) if "-a" in name]
     assert names == ["mind-cosine-a0.001", "mind-cosine-a0.12", "mind-cosine-a0.125"]  # 0.3 is the v2 point
     assert method_table(cfg)["mind-cosine-a0.125"].alpha == 0.125
+
+
+def test_paper_config_tunes_alpha_on_validation_with_an_equal_budget():
+    paper = yaml.safe_load((Path(__file__).parents[1] / "config/paper.yaml").read_text(encoding="utf-8"))
+    methods = method_table(paper)
+    plan = tuning_plan(paper, methods)
+    assert len(plan.grids) == 13 and {len(grid) for grid in plan.grids.values()} == {plan.budget}
+    for base, keys in plan.keys.items():
+        assert keys == (("lam", "alpha") if methods[base].variant == "combined" else ("lam", "lr")), base
+    v2 = plan.grids["sam-cosine-v2"].values()
+    assert {m.alpha for m in v2} == {0.1, 0.3, 0.6} and {m.settings["lr"] for m in v2} == {PAPER_SETTINGS["lr"]}
+    # the paper-settings row keeps the fixed combined_alpha; only the tuned row chooses α (on validation)
+    assert plan.paper["sam-cosine-v2"].name == "sam-cosine-v2" and plan.paper["sam-cosine-v2"].alpha == 0.3
+    assert paper["tuning"]["split"] == "val" and paper["dataset"]["split"] == "test"

@@ -7,8 +7,9 @@ Conventions (stated in every table and figure caption that uses them):
   std is the sample standard deviation (``ddof=1``).
 - Methods are compared with a paired two-sided Wilcoxon signed-rank test
   (``scipy.stats.wilcoxon``, zero differences dropped) on the patients that
-  both methods have a finite value for; p-values are Holm-corrected across
-  the methods compared with the same baseline on the same metric.
+  both methods have a finite value for; p-values are Holm-corrected within
+  one family of comparisons (e.g. every method against the same baseline at
+  the same settings) on one metric.
 - The effect size is the mean paired difference (method − baseline) with a
   seeded percentile-bootstrap 95 % confidence interval.
 - A setting is selectable only when it has a finite Dice and %J≤0 on every
@@ -170,11 +171,9 @@ def compare_to_baseline(
     n_resamples: int = 9999,
     seed: int = 0,
 ) -> pd.DataFrame:
-    """Each method against ``baseline`` on ``metric``: paired Wilcoxon, Holm, mean difference with CI.
+    """Each method against ``baseline`` on ``metric``: :func:`compare_pairs` with one reference.
 
-    Columns: ``method, n_pairs, statistic, p, p_holm, mean_diff, ci_low, ci_high``.
     The Holm family is all ``methods`` (default: every method except the baseline).
-    ``n_resamples=0`` skips the bootstrap (NaN interval).
     """
     _require_columns(df, [by, key, metric])
     present = list(dict.fromkeys(df[by].astype(str)))
@@ -182,20 +181,43 @@ def compare_to_baseline(
         raise InputError(f"baseline method {baseline!r} is not in the metrics table (methods: {', '.join(present)})")
     if methods is None:
         methods = [m for m in present if m != baseline]
+    return compare_pairs(df, metric, [(m, baseline) for m in methods], by=by, key=key, n_resamples=n_resamples,
+                         seed=seed)
+
+
+COMPARISON_COLUMNS = ("method", "reference", "n_pairs", "statistic", "p", "p_holm", "mean_diff", "ci_low", "ci_high")
+
+
+def compare_pairs(
+    df: pd.DataFrame,
+    metric: str,
+    pairs: Sequence[tuple[str, str]],
+    *,
+    by: str = "method",
+    key: str = "patient",
+    n_resamples: int = 9999,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """Each (method, reference) of ``pairs`` on ``metric``: paired Wilcoxon, Holm, mean difference with CI.
+
+    Columns :data:`COMPARISON_COLUMNS`. The pairs are one Holm family: each
+    p-value is corrected for the number of pairs. ``mean_diff`` is the mean of
+    (method − reference) over the patients where both are finite, with a seeded
+    percentile-bootstrap 95 % CI; ``n_resamples=0`` skips the bootstrap (NaN interval).
+    """
+    _require_columns(df, [by, key, metric])
     rows = []
-    for method in methods:
-        x, y, _ = paired_values(df, metric, method, baseline, by=by, key=key)
+    for method, reference in pairs:
+        x, y, _ = paired_values(df, metric, method, reference, by=by, key=key)
         statistic, p = wilcoxon_p(x, y)
         if n_resamples:
             mean_diff, low, high = bootstrap_mean_ci(x - y, n_resamples=n_resamples, seed=seed)
         else:
             mean_diff, low, high = describe(x - y).mean, float("nan"), float("nan")
-        rows.append(
-            {"method": method, "n_pairs": int(x.size), "statistic": statistic, "p": p,
-             "mean_diff": mean_diff, "ci_low": low, "ci_high": high}
-        )
-    out = pd.DataFrame(rows, columns=["method", "n_pairs", "statistic", "p", "mean_diff", "ci_low", "ci_high"])
-    out.insert(4, "p_holm", holm(out["p"].to_numpy(float)) if len(out) else [])
+        rows.append({"method": method, "reference": reference, "n_pairs": int(x.size), "statistic": statistic,
+                     "p": p, "p_holm": float("nan"), "mean_diff": mean_diff, "ci_low": low, "ci_high": high})
+    out = pd.DataFrame(rows, columns=list(COMPARISON_COLUMNS))
+    out["p_holm"] = holm(out["p"].to_numpy(float)) if len(out) else []
     return out
 
 

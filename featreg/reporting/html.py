@@ -16,15 +16,20 @@ from featreg.io import atomic_path
 logger = logging.getLogger(__name__)
 
 CSS = """
-body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; max-width: 1100px;
+body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; max-width: 1280px;
        margin: 2em auto; padding: 0 1em; color: #222; line-height: 1.45; }
 h1 { border-bottom: 2px solid #ddd; padding-bottom: .2em; }
 h2 { margin-top: 2em; border-bottom: 1px solid #eee; }
 figure { margin: 1em 0; }
 img { max-width: 100%; border: 1px solid #eee; }
 figcaption, .caption { font-size: .9em; color: #444; margin-top: .4em; }
+.scroll { overflow-x: auto; }
 table { border-collapse: collapse; font-size: .85em; margin: .5em 0; }
+details { margin-top: 1.5em; border-top: 1px solid #eee; padding-top: .3em; }
+summary { cursor: pointer; font-size: 1.15em; font-weight: bold; }
+.verdict p { background: #f7f9fc; border-left: 4px solid #4a78b5; padding: .5em .8em; }
 th, td { border: 1px solid #ccc; padding: .25em .5em; text-align: right; }
+td { white-space: nowrap; }
 th { background: #f4f4f4; }
 td:first-child, th:first-child { text-align: left; }
 """
@@ -37,13 +42,16 @@ class Section:
     ``kind`` is "figure" (``content``: a PNG path), "table" (a DataFrame) or
     "text" (a string; blank lines separate paragraphs). ``caption`` is shown
     under figures and tables and must state definitions, units, n and the
-    mean ± std convention.
+    mean ± std convention. A ``collapsed`` section shows only its title until
+    opened (long tables that back the findings); ``css_class`` styles it.
     """
 
     title: str
     kind: str
     content: object
     caption: str = ""
+    collapsed: bool = False
+    css_class: str = ""
 
     def __post_init__(self) -> None:
         if self.kind not in ("figure", "table", "text"):
@@ -53,8 +61,8 @@ class Section:
 
 
 def render_section(section: Section) -> str:
-    """The HTML of one section."""
-    title = f"<h2>{html.escape(section.title)}</h2>"
+    """The HTML of one section: ``<section>``, or ``<details>`` when collapsed."""
+    title = html.escape(section.title)
     caption = html.escape(section.caption)
     if section.kind == "figure":
         data = base64.b64encode(Path(section.content).read_bytes()).decode("ascii")
@@ -64,11 +72,15 @@ def render_section(section: Section) -> str:
         frame = section.content
         if not isinstance(frame, pd.DataFrame):
             raise TypeError(f"section {section.title!r}: a table needs a DataFrame, got {type(frame).__name__}")
-        body = frame.to_html(index=False, escape=True, na_rep="–", border=0) + f'<p class="caption">{caption}</p>'
+        table = frame.to_html(index=False, escape=True, na_rep="–", border=0)
+        body = f'<div class="scroll">{table}</div><p class="caption">{caption}</p>'
     else:
         paragraphs = [p for p in str(section.content).split("\n\n") if p.strip()]
         body = "".join(f"<p>{html.escape(p)}</p>" for p in paragraphs)
-    return f"<section>{title}{body}</section>"
+    css = f' class="{html.escape(section.css_class)}"' if section.css_class else ""
+    if section.collapsed:
+        return f"<details{css}><summary>{title}</summary>{body}</details>"
+    return f"<section{css}><h2>{title}</h2>{body}</section>"
 
 
 def write_report(out_html: str | Path, sections: Sequence[Section], *, title: str = "featreg report") -> Path:

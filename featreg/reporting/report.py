@@ -13,21 +13,27 @@ import yaml
 
 from featreg.io import write_text_atomic
 from featreg.errors import ConfigError, InputError
-from featreg.evaluation.statistics import compare_to_baseline
 from featreg.reporting import figures
+from featreg.reporting.comparisons import (
+    Family,
+    comparison_families,
+    family_tests,
+    settings_of,
+    verdict,
+    verdict_reading,
+)
 from featreg.reporting.html import Section, write_report
 from featreg.reporting.tuning import (
+    edge_warnings,
+    grid_frame,
     pareto_metrics,
     read_selections,
     settings_labels,
     tuning_frame,
-    values_label,
-    verdict_frame,
 )
 from featreg.reporting.tables import (
     CONVENTIONS,
     PAPER_TABLE1,
-    compared_methods,
     metric_definitions,
     read_metrics,
     read_paper_table,
@@ -41,8 +47,6 @@ from featreg.reporting.tables import (
 )  # fmt: skip
 
 logger = logging.getLogger(__name__)
-
-TESTED = ("dice_mean", "hd95_mean", "sdlogj", "neg_jac_pct")
 
 
 def build_report(
@@ -64,12 +68,16 @@ def build_report(
 ) -> dict[str, Path]:
     """Write summary.csv, statistics.csv, table1.md, reproduction.md, the figures and report.html.
 
-    With a tuning run (``validation_csv``, the grid's validation metrics, and the
-    ``selection_jsons`` of ``featreg select-setting``) also tuning.csv (every grid
-    point with its means, eligibility and Pareto-front membership),
-    pareto_validation.png, verdict.csv (each tuned method against the tuned
-    baseline on test), and the reproduction table lists only the paper-settings
-    and tuned rows. Settings are selected on the validation split only: without
+    The page opens with the findings: the verdict (one paragraph per comparison
+    family, ``featreg.reporting.comparisons``), Table 1 and the accuracy-against-
+    smoothness figure; the per-family test tables follow, collapsed. statistics.csv
+    holds every test of every family. With a tuning run (``validation_csv``, the
+    grid's validation metrics, and the ``selection_jsons`` of ``featreg
+    select-setting``) also tuning.csv (every grid point with its means,
+    eligibility and Pareto-front membership), pareto_validation.png, each
+    method's grid with a warning where the selected point lies on its edge, and
+    the reproduction table lists only the paper-settings and tuned rows.
+    Settings are selected on the validation split only: without
     a tuning run the report selects nothing (a choice made on the test metrics
     would not be a held-out selection).
 
@@ -93,12 +101,35 @@ def build_report(
     defs = metric_definitions()
     n_pairs = df["patient"].nunique()
     written: dict[str, Path] = {}
-    sections: list[Section] = [Section("How this was computed", "text", _provenance(df, config, results_dir))]
+
+    families = comparison_families(df, baseline, selections)
+    tests = family_tests(df, families, n_resamples=n_resamples, seed=seed)
+    written["statistics.csv"] = write_text_atomic(out_dir / "statistics.csv", tests.to_csv(index=False))
+    grids = grid_frame(selections) if selections else None
+    findings = verdict(tests, families)
+    if grids is not None:
+        findings += [f"Caution, a selected setting on its grid's edge: {w}" for w in edge_warnings(grids)]
+    findings.append(verdict_reading(n_resamples, seed))
+    sections: list[Section] = [Section("Verdict", "text", "\n\n".join(findings), css_class="verdict")]
 
     summary = summary_table(df)
     written["summary.csv"] = write_text_atomic(out_dir / "summary.csv", summary.to_csv(index=False))
-    written["table1.md"] = write_text_atomic(out_dir / "table1.md", table1_markdown(df, baseline))
-    sections.append(Section("Table 1", "table", table1_frame(df, baseline), table1_header(df, baseline)))
+    written["table1.md"] = write_text_atomic(out_dir / "table1.md", table1_markdown(df, tests, baseline))
+    sections.append(Section("Table 1", "table", table1_frame(df, tests, baseline), table1_header(df, tests)))
+
+    settings = settings_of(families) if selections else {}
+    labelled = df.assign(settings=df["method"].map(lambda m: settings.get(m, "")))
+    path = figures.pareto_plot(labelled, out_dir / "pareto.png", family=("settings", "variant", "encoder", "distance"))
+    written[path.name] = path
+    sections.append(Section("Accuracy against smoothness", "figure", path,
+                            f"Per method: mean Dice (unitless) against mean sdlogJ (unitless, left) and mean %J≤0 "
+                            f"(percent of pixels, right), means over the pairs with a finite value ({n_pairs} "
+                            f"patients); one curve per family (settings, variant, encoder, distance) across its "
+                            f"grid; ringed: the Pareto front (maximise Dice, minimise the x metric). A method up "
+                            f"and to the right of another gains Dice by folding more. {defs['sdlogj']} "
+                            f"{defs['neg_jac_pct']}"))
+
+    sections.append(Section("How this was computed", "text", _provenance(df, config, results_dir)))
     failed = df.loc[df["status"].eq("failed"), ["method", "patient", "reason"]]
     if not failed.empty:
         sections.append(Section(
@@ -107,34 +138,17 @@ def build_report(
             "NaN in metrics.csv); the reason is the error the job recorded for that pair.",
         ))
 
-    compared = compared_methods(df, baseline)
-    tests = pd.concat(
-        [compare_to_baseline(df, m, baseline, methods=compared, n_resamples=n_resamples, seed=seed).assign(metric=m)
-         for m in TESTED],
-        ignore_index=True,
-    )
-    written["statistics.csv"] = write_text_atomic(out_dir / "statistics.csv", tests.to_csv(index=False))
-    sections.append(Section(
-        f"Paired comparison against {baseline}", "table", tests.round(4),
-        f"Each method against the baseline {baseline!r} per metric: n_pairs patients with a finite value for "
-        f"both; paired two-sided Wilcoxon signed-rank test (scipy.stats.wilcoxon, zero differences dropped, "
-        f"p = 1 for identical samples), p_holm Holm-corrected across the {len(compared)} registered methods per "
-        f"metric (the unregistered initial pair is not tested); mean_diff = mean "
-        f"of (method − baseline) in the metric's unit with a percentile-bootstrap 95 % CI ({n_resamples} "
-        f"resamples, seed {seed}). Units: Dice unitless, HD95 mm, sdlogJ unitless, %J≤0 percent of pixels.",
-    ))
-    sections.append(Section("Verdict on mean Dice", "text", dice_verdict(tests, baseline)))
+    if selections:
+        written |= _tuning_sections(read_metrics(validation_csv), selections, grids, out_dir, sections)
+
+    sections += _test_sections(tests, families, n_resamples, seed)
 
     labels = settings_labels(selections) if selections else None
     written["reproduction.md"] = write_text_atomic(out_dir / "reproduction.md",
                                                    reproduction_table(df, paper_csv, labels))
     paper = read_paper_table(paper_csv)
     sections.append(Section("Reproduction of the paper's Table 1", "table", reproduction_frame(df, paper, labels),
-                            reproduction_caption(paper, tuned=bool(selections))))
-
-    if selections:
-        written |= _tuning_sections(df, read_metrics(validation_csv), selections, out_dir, baseline,
-                                    n_resamples, seed, sections)
+                            reproduction_caption(paper, tuned=bool(selections)), collapsed=True))
 
     path = figures.dice_boxplot(df, out_dir / "dice_boxplot.png", baseline=baseline)
     written[path.name] = path
@@ -142,14 +156,6 @@ def build_report(
                             f"Dice per class (RV, Myo, LV) and mean over classes, one box per method, over the "
                             f"{n_pairs} pairs with a finite value (box: quartiles, line: median, whiskers: 1.5 IQR). "
                             f"{defs['dice']}"))
-
-    path = figures.pareto_plot(df, out_dir / "pareto.png")
-    written[path.name] = path
-    sections.append(Section("Accuracy against smoothness", "figure", path,
-                            f"Per method: mean Dice against mean sdlogJ (left) and mean %J≤0 (right), means over "
-                            f"the pairs with a finite value ({n_pairs} patients); one curve per family (variant, "
-                            f"encoder, distance) across its grid; ringed: the Pareto front (maximise Dice, "
-                            f"minimise the x metric). {defs['sdlogj']} {defs['neg_jac_pct']}"))
 
     family = alpha_family or _default_alpha_family(df)
     if family is None:
@@ -175,9 +181,34 @@ def build_report(
     return written
 
 
-def _tuning_sections(df: pd.DataFrame, validation: pd.DataFrame, selections: Sequence[dict], out_dir: Path,
-                     baseline: str, n_resamples: int, seed: int, sections: list[Section]) -> dict[str, Path]:
-    """The selections, the validation Pareto fronts and the verdict of a tuning run."""
+UNITS = {"dice_mean": "unitless", "hd95_mean": "mm", "sdlogj": "unitless", "neg_jac_pct": "percentage points"}
+"""Unit of a paired difference per tested metric."""
+
+
+def _test_sections(tests: pd.DataFrame, families: Sequence[Family], n_resamples: int, seed: int) -> list[Section]:
+    """One collapsed table per family: every method and metric with its test, difference and CI."""
+    sections = []
+    for family in families:
+        rows = tests[tests["family"] == family.key].drop(columns="family")
+        rows = rows.assign(unit=rows["metric"].map(UNITS)).round(4)
+        against = (f"each method against {family.reference!r}" if family.reference
+                   else "each method at its tuned settings against itself untuned")
+        sections.append(Section(
+            f"Paired tests: {family.title}", "table", rows,
+            f"{against}, per metric: n_pairs patients with a finite value for both; paired two-sided Wilcoxon "
+            f"signed-rank test (scipy.stats.wilcoxon, zero differences dropped, p = 1 for identical samples), "
+            f"p_holm Holm-corrected across the {len(family.pairs)} comparison(s) of this family per metric; "
+            f"mean_diff = mean of (method − reference) in the unit given, with a percentile-bootstrap 95 % CI "
+            f"({n_resamples} resamples, seed {seed}). Dice: higher is better; HD95 (mm), sdlogJ and %J≤0 "
+            f"(percentage points): lower is better. All families: statistics.csv.",
+            collapsed=True,
+        ))
+    return sections
+
+
+def _tuning_sections(validation: pd.DataFrame, selections: Sequence[dict], grids: pd.DataFrame, out_dir: Path,
+                     sections: list[Section]) -> dict[str, Path]:
+    """Each method's grid and selection, and the validation Pareto fronts of a tuning run."""
     written: dict[str, Path] = {}
     defs = metric_definitions()
     rule = selections[0]["rule"]
@@ -185,62 +216,30 @@ def _tuning_sections(df: pd.DataFrame, validation: pd.DataFrame, selections: Seq
         [c["method"] for r in selections for c in r["candidates"]]), "patient"].nunique()
     grid = tuning_frame(validation, selections)
     written["tuning.csv"] = write_text_atomic(out_dir / "tuning.csv", grid.to_csv(index=False))
-    chosen = "; ".join(f"{r['base']}: {values_label(r['values'])} ({r['selected']})" for r in selections)
     sections.append(Section(
-        "Tuning on the validation split", "text",
-        f"Every tuned method ran the same number of grid points ({len(selections[0]['candidates'])}) on "
-        f"{n_val} validation patients, disjoint from the test patients. Rule: highest mean {rule['metric']} "
+        "Tuning on the validation split", "table", grids,
+        f"Every tuned method ran the same number of grid points ({len(selections[0]['candidates'])}, the grid "
+        f"column: values per key, the grid is their product) on {n_val} validation patients, disjoint from the "
+        f"test patients. Rule: highest mean {rule['metric']} "
         f"among the grid points with a finite {rule['metric']} and {rule['folding']} on every validation pair "
         f"(a point that failed on a pair is not eligible) whose mean {rule['folding']} (percent of pixels with "
         f"J ≤ 0 over the whole field, averaged over the pairs) is at most {rule['max_neg_jac_pct']} %; ties: "
-        f"{rule['ties']}. The "
-        f"selected setting of each method then ran on the test split as '<method>@tuned'.\n\nSelected: "
-        f"{chosen}. Every grid point's means and Pareto-front membership: tuning.csv."))
+        f"{rule['ties']}. The selected setting of each method then ran on the test split as '<method>@tuned'. "
+        f"edge: a selected value that is the smallest or largest of its key's values, so the grid may be too "
+        f"narrow. Every grid point's means and Pareto-front membership: tuning.csv."))
     points, order_by = pareto_metrics(validation, selections)
     path = figures.pareto_plot(points, out_dir / "pareto_validation.png", family=("base", "curve"),
                                order_by=order_by)
     written[path.name] = path
     sections.append(Section(
         "Accuracy against smoothness on the validation split", "figure", path,
-        f"Per grid point: mean Dice against mean sdlogJ (left) and mean %J≤0 (right), means over the {n_val} "
+        f"Per grid point: mean Dice (unitless) against mean sdlogJ (unitless, left) and mean %J≤0 (percent of "
+        f"pixels, right), means over the {n_val} "
         f"validation pairs with a finite value; one curve per method "
         f"{'across its λ grid (other grid values in the legend)' if order_by else 'across its grid'}; ringed: "
         f"the Pareto front over all grid points (maximise Dice, minimise the x metric); tuning.csv marks "
         f"each method's own front. {defs['sdlogj']} {defs['neg_jac_pct']}"))
-    verdict = verdict_frame(df, selections, baseline, n_resamples=n_resamples, seed=seed)
-    written["verdict.csv"] = write_text_atomic(out_dir / "verdict.csv", verdict.to_csv(index=False))
-    tuned_baseline = next(r["tuned"] for r in selections if r["base"] == baseline)
-    sections.append(Section(
-        f"Verdict: tuned methods against the tuned {baseline}", "table", verdict.round(4),
-        f"On the test split, each method at its tuned settings against {tuned_baseline!r} per metric: n_pairs "
-        f"patients with a finite value for both; paired two-sided Wilcoxon signed-rank test (zero differences "
-        f"dropped, p = 1 for identical samples), p_holm Holm-corrected across the {len(selections) - 1} tuned "
-        f"methods per metric; mean_diff = mean of (method − baseline) with a percentile-bootstrap 95 % CI "
-        f"({n_resamples} resamples, seed {seed}). Dice: higher is better; HD95 (mm), sdlogJ and %J≤0: lower "
-        f"is better."))
     return written
-
-
-SIGNIFICANCE = 0.05
-
-
-def dice_verdict(tests: pd.DataFrame, baseline: str) -> str:
-    """One plain sentence per outcome: which methods beat, trail or do not differ from the baseline in mean Dice.
-
-    A method differs when its Holm-corrected Wilcoxon p is below ``SIGNIFICANCE``;
-    the direction is the sign of the mean paired difference.
-    """
-    dice = tests[tests["metric"] == "dice_mean"]
-    better = dice[(dice["p_holm"] < SIGNIFICANCE) & (dice["mean_diff"] > 0)]["method"].tolist()
-    worse = dice[(dice["p_holm"] < SIGNIFICANCE) & (dice["mean_diff"] < 0)]["method"].tolist()
-    same = [m for m in dice["method"] if m not in better and m not in worse]
-    rule = f"Holm-corrected paired Wilcoxon p < {SIGNIFICANCE} against {baseline!r}"
-    lines = [
-        f"Better than the baseline in mean Dice ({rule}): {', '.join(better) or 'none'}.",
-        f"Worse than the baseline: {', '.join(worse) or 'none'}.",
-        f"No significant difference, so no claimed gain holds for these: {', '.join(same) or 'none'}.",
-    ]
-    return " ".join(lines)
 
 
 FEATURE_FIGURES = {

@@ -14,7 +14,7 @@ from featreg.errors import InputError
 from featreg.evaluation.evaluate import RUN_COLUMNS
 from featreg.evaluation.metrics import DEFINITIONS
 from featreg.evaluation.metrics import METRIC_COLUMNS as PAIR_METRIC_COLUMNS
-from featreg.evaluation.statistics import compare_to_baseline, describe, summarize
+from featreg.evaluation.statistics import describe, summarize
 
 PAPER_TABLE1 = Path(__file__).with_name("data") / "paper_table1.csv"
 """Kögl et al., MICCAI 2024, Table 1, as data (source in the file's comment lines and column)."""
@@ -88,16 +88,6 @@ def summary_table(metrics_df: pd.DataFrame) -> pd.DataFrame:
     return desc.merge(counts.reset_index(), on="method").merge(stats, on="method")
 
 
-def compared_methods(df: pd.DataFrame, baseline: str) -> list[str]:
-    """The Holm family of the tests against ``baseline``: every registered method but the baseline.
-
-    The unregistered ``initial`` pair (variant "initial") is not a method and is
-    never tested. Order of first appearance.
-    """
-    desc = method_descriptors(df)
-    return [m for m, v in zip(desc["method"], desc["variant"]) if v != "initial" and m != baseline]
-
-
 def ordered_methods(df: pd.DataFrame, baseline: str) -> list[str]:
     """Table 1 row order: initial, the baseline, other baselines, then per encoder its variants.
 
@@ -158,16 +148,21 @@ def format_p(p: float) -> str:
     return "<0.001" if p < 0.001 else f"{p:.3f}"
 
 
-def table1_frame(metrics_df: pd.DataFrame, baseline: str = "ncc") -> pd.DataFrame:
-    """Table 1 as a frame of formatted cells (see :func:`table1_markdown`)."""
+def table1_frame(metrics_df: pd.DataFrame, tests: pd.DataFrame, baseline: str = "ncc") -> pd.DataFrame:
+    """Table 1 as a frame of formatted cells (see :func:`table1_markdown`).
+
+    ``tests`` is ``featreg.reporting.comparisons.family_tests``: each row shows the
+    Holm-corrected p of the comparison it is the method of (never one of the tuning
+    family, which compares a method with itself), and names that comparison.
+    """
     df = normalise_metrics(metrics_df)
     _require(df, [*DESCRIPTOR_COLUMNS, "patient", *TABLE1_METRICS])
+    _require(tests, ["family", "metric", "method", "reference", "p_holm"])
     order = ordered_methods(df, baseline)
-    tests = {
-        metric: compare_to_baseline(df, metric, baseline, methods=compared_methods(df, baseline),
-                                    n_resamples=0).set_index("method")
-        for metric in TESTED_METRICS
-    }
+    compared = tests[tests["family"] != "tuning"]
+    tested = compared.drop_duplicates("method").set_index("method")
+    references = compared.drop_duplicates("reference").set_index("reference")["family"]
+    p_holm = compared.set_index(["method", "metric"])["p_holm"]
     desc = method_descriptors(df).set_index("method")
     rows = []
     for method in order:
@@ -182,39 +177,54 @@ def table1_frame(metrics_df: pd.DataFrame, baseline: str = "ncc") -> pd.DataFram
         for col, label in TABLE1_METRICS.items():
             row[label] = format_mean_std(values[col], n_expected=n)
         row["n"] = str(n)
+        if method in references.index:
+            row["Tested against"] = f"reference ({FAMILY_TITLES[references[method]]})"
+        elif method in tested.index:
+            row["Tested against"] = f"{tested.loc[method, 'reference']} ({FAMILY_TITLES[tested.loc[method, 'family']]})"
+        else:
+            row["Tested against"] = "not tested"
         for metric, label in TESTED_METRICS.items():
-            if method == baseline:
+            if method in references.index:
                 row[label] = "ref."
             else:
-                row[label] = format_p(tests[metric]["p_holm"].get(method, np.nan))
+                row[label] = format_p(p_holm.get((method, metric), np.nan))
         rows.append(row)
     return pd.DataFrame(rows)
 
 
-def table1_header(metrics_df: pd.DataFrame, baseline: str) -> str:
-    """The paragraph above Table 1: definitions, units, n and the test."""
+FAMILY_TITLES = {"paper": "paper settings", "configured": "configured settings", "tuned": "tuned",
+                 "tuning": "tuning effect"}
+"""Family keys of ``featreg.reporting.comparisons`` as Table 1 names them."""
+
+
+def table1_header(metrics_df: pd.DataFrame, tests: pd.DataFrame) -> str:
+    """The paragraph above Table 1: definitions, units, n and the tests with their families."""
     df = normalise_metrics(metrics_df)
     defs = metric_definitions()
     n_patients = df["patient"].nunique()
-    n_compared = len(compared_methods(df, baseline))
+    sizes = tests[tests["family"] != "tuning"].groupby("family", sort=False)["method"].nunique()
+    families = "; ".join(f"{FAMILY_TITLES[k]}: {n} method(s)" for k, n in sizes.items()) or "none"
     return (
         f"Table 1. Registration of {n_patients} pairs (fixed ED, moving ES), one row per method. {CONVENTIONS} "
         f"{defs['dice']} {defs['hd95']} {defs['sdlogj']} {defs['neg_jac_pct']} "
-        f"p: paired two-sided Wilcoxon signed-rank test against the baseline {baseline!r} on the patients "
-        f"with a finite value for both methods, Holm-corrected across the {n_compared} registered methods "
-        f"compared (the unregistered initial pair is not tested: '–'); 'ref.' marks the baseline."
+        f"p: paired two-sided Wilcoxon signed-rank test on the patients with a finite value for both methods, "
+        f"against the reference named in 'Tested against', run at the same kind of settings (paper, configured "
+        f"or tuned); each family is Holm-corrected on its own across its methods ({families}). 'ref.' marks a "
+        f"family's reference; the unregistered initial pair is not tested ('–'). A tuned row is only ever "
+        f"tested against the tuned baseline; the effect of tuning (X@tuned against X) is in the verdict and "
+        f"statistics.csv."
     )
 
 
-def table1_markdown(metrics_df: pd.DataFrame, baseline: str = "ncc") -> str:
+def table1_markdown(metrics_df: pd.DataFrame, tests: pd.DataFrame, baseline: str = "ncc") -> str:
     """Table 1 in the paper's layout as Markdown, preceded by its header paragraph.
 
     Rows: initial, baseline, then per encoder its variants; columns DSC,
-    HD95 (mm), sdlogJ, %J≤0 (mean ± std), n, and Holm-corrected Wilcoxon p
-    against the baseline for DSC and HD95.
+    HD95 (mm), sdlogJ, %J≤0 (mean ± std), n, the comparison, and its
+    Holm-corrected Wilcoxon p for DSC and HD95 (``tests``: :func:`table1_frame`).
     """
-    frame = table1_frame(metrics_df, baseline)
-    return table1_header(metrics_df, baseline) + "\n\n" + to_markdown(frame) + "\n"
+    frame = table1_frame(metrics_df, tests, baseline)
+    return table1_header(metrics_df, tests) + "\n\n" + to_markdown(frame) + "\n"
 
 
 def read_paper_table(path: str | Path = PAPER_TABLE1) -> pd.DataFrame:

@@ -1,4 +1,4 @@
-"""The fair-comparison protocol in the report: selections, validation Pareto fronts, the verdict.
+"""The fair-comparison protocol in the report: grids, selections, validation Pareto fronts.
 
 Inputs are the selection records written by ``featreg select-setting`` (one per
 tuned method, see ``featreg.shards.select_tuned``), the validation metrics
@@ -15,12 +15,9 @@ import numpy as np
 import pandas as pd
 
 from featreg.errors import InputError
-from featreg.evaluation.statistics import compare_to_baseline, eligible_settings, pareto_mask, summarize
+from featreg.evaluation.statistics import eligible_settings, pareto_mask, summarize
 from featreg.experiment import read_selection, value_label
 from featreg.reporting.tables import normalise_metrics
-
-VERDICT_METRICS = ("dice_mean", "hd95_mean", "sdlogj", "neg_jac_pct")
-
 
 def read_selections(paths: Sequence[str | Path]) -> list[dict[str, Any]]:
     """The selection records, checked for their entries, in the order given."""
@@ -104,26 +101,47 @@ def pareto_metrics(validation_df: pd.DataFrame, selections: Sequence[Mapping[str
     return df, ("lam" if df["lam"].notna().any() else None)
 
 
-def verdict_frame(test_df: pd.DataFrame, selections: Sequence[Mapping[str, Any]], baseline: str, *,
-                  n_resamples: int = 2000, seed: int = 0) -> pd.DataFrame:
-    """Each tuned method against the tuned baseline on the test split, per metric.
+def grid_frame(selections: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
+    """One row per tuned method: its grid (values per key), its number of points and the selected values.
 
-    Paired two-sided Wilcoxon, Holm across the tuned methods per metric, mean
-    paired difference (method − baseline) with a percentile-bootstrap 95 % CI
-    (``featreg.evaluation.statistics.compare_to_baseline``).
+    ``edge`` names the keys whose selected value is the smallest or largest of
+    its grid (a key with two or more values): the best setting may lie beyond.
     """
-    tuned = {r["base"]: r["tuned"] for r in selections}
-    if baseline not in tuned:
-        raise InputError(f"the baseline {baseline!r} has no selection record: it must be tuned too "
-                         f"(tuned: {', '.join(tuned) or 'none'})")
-    df = normalise_metrics(test_df)
-    others = [name for base, name in tuned.items() if base != baseline]
-    absent = [name for name in [tuned[baseline], *others] if name not in set(df["method"])]
-    if absent:
-        raise InputError(f"test metrics lack tuned method(s): {', '.join(absent)}")
-    frames = [
-        compare_to_baseline(df, metric, tuned[baseline], methods=others, n_resamples=n_resamples, seed=seed)
-        .assign(metric=metric)
-        for metric in VERDICT_METRICS
-    ]
-    return pd.concat(frames, ignore_index=True)
+    rows = []
+    for record in selections:
+        values = grid_axes(record)
+        edges = [f"{key} = {value_label(record['values'][key])} is the "
+                 f"{'smallest' if record['values'][key] == axis[0] else 'largest'} of {_axis_label(axis)}"
+                 for key, axis in values.items()
+                 if len(axis) > 1 and record["values"][key] in (axis[0], axis[-1])]
+        rows.append({
+            "method": record["base"],
+            "grid": " × ".join(f"{key} {_axis_label(axis)}" for key, axis in values.items()),
+            "points": len(record["candidates"]),
+            "selected": values_label(record["values"]),
+            "edge": "; ".join(edges) or "none",
+        })
+    return pd.DataFrame(rows, columns=["method", "grid", "points", "selected", "edge"])
+
+
+def grid_axes(record: Mapping[str, Any]) -> dict[str, list[Any]]:
+    """The values each grid key of a selection record takes, ascending (lattices by their sizes)."""
+    axes = {}
+    for key in record["values"]:
+        distinct = sorted({_hashable(c["values"][key]) for c in record["candidates"]})
+        axes[key] = [list(v) if isinstance(v, tuple) else v for v in distinct]
+    return axes
+
+
+def _axis_label(axis: Sequence[Any]) -> str:
+    return "{" + ", ".join(value_label(v) for v in axis) + "}"
+
+
+def _hashable(value: Any) -> Any:
+    return tuple(value) if isinstance(value, list) else value
+
+
+def edge_warnings(grids: pd.DataFrame) -> list[str]:
+    """One sentence per tuned method whose selected point lies on an edge of its grid."""
+    return [f"{row.method}: the selected {row.edge}, so the grid was too narrow to know whether a value beyond "
+            f"it is better; widen the grid." for row in grids.itertuples() if row.edge != "none"]

@@ -9,7 +9,9 @@ from scipy import stats
 
 from featreg.errors import InputError
 from featreg.evaluation.statistics import (
+    COMPARISON_COLUMNS,
     bootstrap_mean_ci,
+    compare_pairs,
     compare_to_baseline,
     describe,
     eligible_settings,
@@ -87,6 +89,21 @@ def test_compare_to_baseline_table_and_errors():
         compare_to_baseline(df, "dice", "nope")
     with pytest.raises(InputError, match="more than one row for patient"):
         compare_to_baseline(pd.concat([df, df.iloc[:1]]), "dice", "ncc")
+
+
+def test_compare_pairs_each_against_its_own_reference_in_one_holm_family():
+    rng = np.random.default_rng(2)
+    base = rng.uniform(0.6, 0.8, 8)
+    df = pd.concat([
+        pd.DataFrame({"method": name, "patient": range(8), "dice": base + shift + rng.normal(0, 0.002, 8)})
+        for name, shift in (("a", 0.0), ("a@tuned", 0.05), ("b", 0.0), ("b@tuned", 0.0))
+    ])
+    out = compare_pairs(df, "dice", [("a@tuned", "a"), ("b@tuned", "b")], n_resamples=0)
+    assert out.columns.tolist() == list(COMPARISON_COLUMNS)
+    assert out["reference"].tolist() == ["a", "b"]
+    assert out.loc[0, "p"] == pytest.approx(2 / 2**8)  # all eight differences positive, exact test
+    assert out.loc[0, "p_holm"] == pytest.approx(2 * 2 / 2**8)  # two comparisons in the family
+    assert out.loc[1, "p"] > 0.05 and np.isnan(out.loc[0, "ci_low"])
 
 
 def test_bootstrap_ci_contains_the_true_mean_and_is_deterministic():

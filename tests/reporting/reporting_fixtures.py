@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from featreg.data.nifti import write_nifti
+from featreg.reporting.tuning import read_selections
 
 METHODS = (
     # method, encoder, distance, variant, alpha, Dice shift over initial, sdlogj, neg_jac_pct
@@ -80,3 +81,52 @@ def write_result(results: Path, method: str, patient: str, scale: float, shape: 
     (folder / "run.json").write_text(json.dumps({"patient": patient, "method": method, "status": "ok",
                                                  "iterations": 1500, "device": "cpu"}))
     return folder
+
+
+RULE = {"metric": "dice_mean", "folding": "neg_jac_pct", "max_neg_jac_pct": 0.1, "ties": "..."}
+# base, encoder, distance, variant, alpha, {lam: (Dice, sdlogJ, %J<=0)}
+GRIDS = {
+    "ncc": ("", "", "baseline", 0.0, {30.0: (0.84, 0.50, 0.30), 120.0: (0.83, 0.40, 0.05), 480.0: (0.78, 0.20, 0.0)}),
+    "sam-l1-v2": ("sam", "l1", "combined", 0.3,
+                  {30.0: (0.86, 0.45, 0.02), 120.0: (0.85, 0.47, 0.01), 480.0: (0.80, 0.25, 0.0)}),
+}
+
+
+def rows(method: str, encoder: str, distance: str, variant: str, alpha: float, dice: float, sdlogj: float,
+         neg: float, patients: range, noise: np.ndarray | None = None) -> list[dict]:
+    noise = np.zeros(len(patients)) if noise is None else noise
+    return [{"method": method, "encoder": encoder, "distance": distance, "variant": variant, "alpha": alpha,
+             "patient": f"patient{k:03d}", "status": "ok", "reason": "", "dice_mean": dice + e,
+             **{f"dice_{c}": dice + e for c in ("RV", "Myo", "LV")},
+             "hd95_mean": 3.0 - dice - e, "sdlogj": sdlogj, "neg_jac_pct": neg, "iterations": 20}
+            for k, e in zip(patients, noise)]
+
+
+def selections_and_tables(tmp_path):
+    """Selection records (written to tmp_path), the validation table and the test table of a tuning run.
+
+    Test rows: ncc and sam-l1-v2 at the paper's settings (their configured ones), both
+    @tuned (sam-l1-v2@tuned 0.03 above the others in Dice), and the initial pair.
+    """
+    val, test, paths = [], [], []
+    rng = np.random.default_rng(0)
+    for base, (encoder, distance, variant, alpha, grid) in GRIDS.items():
+        candidates = []
+        for lam, (dice, sdlogj, neg) in grid.items():
+            name = f"{base}@lam{lam:g}"
+            val += rows(name, encoder, distance, variant, alpha, dice, sdlogj, neg, range(101, 106))
+            candidates.append({"method": name, "values": {"lam": lam, "lr": 0.002}})
+        eligible = {lam: v for lam, v in grid.items() if v[2] <= 0.1}
+        lam = max(eligible, key=lambda k: eligible[k][0])
+        record = {"base": base, "tuned": f"{base}@tuned", "paper": base, "rule": RULE,
+                  "selected": f"{base}@lam{lam:g}", "values": {"lam": lam, "lr": 0.002}, "candidates": candidates,
+                  "method": {"name": f"{base}@tuned"}}
+        paths.append(tmp_path / f"{base}.json")
+        paths[-1].write_text(json.dumps(record))
+        shift = 0.03 if base != "ncc" else 0.0
+        test += rows(base, encoder, distance, variant, alpha, 0.8, 0.4, 0.0, range(121, 131), rng.normal(0, 0.01, 10))
+        test += rows(f"{base}@tuned", encoder, distance, variant, alpha, 0.8 + shift, 0.3, 0.0, range(121, 131),
+                     rng.normal(0, 0.005, 10))
+    test += rows("initial", "", "", "initial", np.nan, 0.6, 0.0, 0.0, range(121, 131))
+    val += rows("initial", "", "", "initial", np.nan, 0.6, 0.0, 0.0, range(101, 106))
+    return read_selections(paths), pd.DataFrame(val), pd.DataFrame(test), paths

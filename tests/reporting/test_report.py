@@ -21,9 +21,12 @@ def test_write_report_is_self_contained(tmp_path, metrics_df):
     out = write_report(tmp_path / "r.html", [
         Section("A figure", "figure", png, "caption <one>"),
         Section("A table", "table", pd.DataFrame({"a": [1]}), "caption two"),
-        Section("Text", "text", "para 1\n\npara <2>"),
+        Section("Text", "text", "para 1\n\npara <2>", css_class="verdict"),
+        Section("Long <table>", "table", pd.DataFrame({"b": [2]}), "caption three", collapsed=True),
     ])
     text = out.read_text()
+    assert '<section class="verdict"><h2>Text</h2>' in text
+    assert "<details><summary>Long &lt;table&gt;</summary><div class=\"scroll\">" in text
     assert "data:image/png;base64,iVBORw0KGgpmYWtl" in text
     assert "<figcaption>caption &lt;one&gt;</figcaption>" in text and "caption two" in text
     assert "<p>para &lt;2&gt;</p>" in text
@@ -53,7 +56,8 @@ def test_build_report_with_results(tmp_path, metrics_df):
     figures = re.findall(r"<figure>.*?</figure>", html, flags=re.DOTALL)
     assert len(figures) == html.count("data:image/png;base64,") == sum(n.endswith(".png") for n in written)
     assert all("<figcaption>" in f for f in figures)
-    assert html.count('class="caption"') == 3  # Table 1, paired tests, reproduction
+    assert html.count('class="caption"') == 3  # Table 1, the paired tests of the one family, reproduction
+    assert "<summary>Paired tests: configured settings</summary>" in html
     assert "tiny.yaml (tiny-test)" in html and "Device: cpu" in html and "Iterations per registration: 1500" in html
     # no tuning run: nothing is selected on the test metrics, and the panel shows the baseline
     assert "Selected setting" not in html and "Selected:" not in html
@@ -61,6 +65,7 @@ def test_build_report_with_results(tmp_path, metrics_df):
     stats = pd.read_csv(out / "statistics.csv")
     assert set(stats["metric"]) == {"dice_mean", "hd95_mean", "sdlogj", "neg_jac_pct"}
     assert set(stats["method"]) == {"dinov2_cos", "dinov2_cos_a0.3", "dinov2_cos_a0.7", "sam_l1"}  # no initial
+    assert set(stats["family"]) == {"configured"} and set(stats["reference"]) == {"ncc"}
 
 
 def test_report_figure_patient_and_devices_of_the_metrics_rows(tmp_path, metrics_df, caplog):
@@ -120,21 +125,6 @@ def test_report_lists_failed_pairs_with_their_reason(tmp_path, metrics_df):
     html = (tmp_path / "out" / "report.html").read_text()
     assert "Failed pairs" in html and "loss became NaN at iteration 7" in html
     assert metrics_df.loc[failed, "patient"] in html
-
-
-def test_dice_verdict_names_better_worse_and_undecided_methods():
-    from featreg.reporting.report import dice_verdict
-
-    tests = pd.DataFrame({
-        "metric": ["dice_mean"] * 3 + ["hd95_mean"],
-        "method": ["a", "b", "c", "a"],
-        "p_holm": [0.01, 0.02, 0.4, 0.001],
-        "mean_diff": [0.05, -0.03, 0.02, -1.0],
-    })
-    text = dice_verdict(tests, "ncc")
-    assert "Better than the baseline in mean Dice (Holm-corrected paired Wilcoxon p < 0.05 against 'ncc'): a." in text
-    assert "Worse than the baseline: b." in text
-    assert "no claimed gain holds for these: c." in text
 
 
 def test_cli_report_errors(tmp_path, metrics_df, capsys):

@@ -9,6 +9,7 @@ import pytest
 
 from featreg.errors import InputError
 from featreg.evaluation.metrics import DEFINITIONS
+from featreg.reporting.comparisons import comparison_families, family_tests
 from featreg.reporting.tables import (
     METRIC_COLUMNS,
     PAPER_TABLE1,
@@ -41,24 +42,26 @@ def test_format_mean_std():
 
 def test_table1_layout(metrics_df):
     metrics_df.loc[(metrics_df["method"] == "sam_l1") & (metrics_df["patient"] == "patient122"), "hd95_mean"] = np.nan
-    text = table1_markdown(metrics_df, baseline="ncc")
+    tests = family_tests(metrics_df, comparison_families(metrics_df, "ncc"), n_resamples=0)
+    text = table1_markdown(metrics_df, tests, baseline="ncc")
     header, table = text.split("\n\n", 1)
     assert "mean ± sample standard deviation" in header and "n counts the finite values" in header
     assert "Wilcoxon signed-rank" in header and "Holm" in header and "HD95" in header and "mm" in header
     lines = table.strip().splitlines()
-    assert lines[0] == ("| Encoder | Variant | Method | DSC | HD95 (mm) | sdlogJ | %J≤0 | n | p DSC (Holm) "
-                        "| p HD95 (Holm) |")
+    assert lines[0] == ("| Encoder | Variant | Method | DSC | HD95 (mm) | sdlogJ | %J≤0 | n | Tested against "
+                        "| p DSC (Holm) | p HD95 (Holm) |")
     methods = [line.split(" | ")[2] for line in lines[2:]]
     assert methods == ["initial", "ncc", "dinov2_cos", "dinov2_cos_a0.3", "dinov2_cos_a0.7", "sam_l1"]
     rows = {line.split(" | ")[2]: line.split(" | ") for line in lines[2:]}
     assert rows["ncc"][0] == "| no encoder" and rows["ncc"][1] == "NCC" and rows["ncc"][-2:] == ["ref.", "ref. |"]
+    assert rows["ncc"][8] == "reference (configured settings)" and rows["sam_l1"][8] == "ncc (configured settings)"
     assert rows["dinov2_cos_a0.3"][1] == "Cos + NCC (α = 0.3)" and rows["sam_l1"][1] == "L1"
     assert all(re.fullmatch(r"\d\.\d{3} ± \d\.\d{3}", cell) for cell in rows["ncc"][3:7])
     assert rows["sam_l1"][4].endswith("(n = 7)") and rows["sam_l1"][7] == "8"
     # all 8 differences share a sign: exact p = 2/256, Holm over the 4 registered methods other than ncc
-    assert rows["dinov2_cos"][8] == f"{4 * 2 / 256:.3f}"
-    assert rows["initial"][-2:] == ["–", "– |"]  # the unregistered pair is not tested
-    assert "Holm-corrected across the 4 registered methods" in header
+    assert rows["dinov2_cos"][9] == f"{4 * 2 / 256:.3f}"
+    assert rows["initial"][-3:] == ["not tested", "–", "– |"]  # the unregistered pair is not tested
+    assert "each family is Holm-corrected on its own across its methods (configured settings: 4 method(s))" in header
 
 
 def test_captions_quote_the_metrics_code():
@@ -69,8 +72,9 @@ def test_captions_quote_the_metrics_code():
 
 
 def test_table1_unknown_baseline(metrics_df):
+    tests = family_tests(metrics_df, comparison_families(metrics_df, "ncc"), n_resamples=0)
     with pytest.raises(InputError, match="baseline method 'mind' is not in the metrics table"):
-        table1_markdown(metrics_df, baseline="mind")
+        table1_markdown(metrics_df, tests, baseline="mind")
 
 
 def test_paper_table_is_the_papers():

@@ -2,67 +2,25 @@
 
 from __future__ import annotations
 
-import json
+import re
 
 import numpy as np
 import pandas as pd
 import pytest
-from reporting_fixtures import make_metrics
+from reporting_fixtures import make_metrics, selections_and_tables
 
 from featreg.errors import InputError
 from featreg.reporting.report import build_report
 from featreg.reporting.tables import read_paper_table, reproduction_frame
 from featreg.reporting.tuning import (
+    edge_warnings,
+    grid_axes,
+    grid_frame,
     pareto_metrics,
     read_selections,
     settings_labels,
     tuning_frame,
-    verdict_frame,
 )  # fmt: skip
-
-RULE = {"metric": "dice_mean", "folding": "neg_jac_pct", "max_neg_jac_pct": 0.1, "ties": "..."}
-# base, encoder, distance, variant, alpha, {lam: (Dice, sdlogJ, %J<=0)}
-GRIDS = {
-    "ncc": ("", "", "baseline", 0.0, {30.0: (0.84, 0.50, 0.30), 120.0: (0.83, 0.40, 0.05), 480.0: (0.78, 0.20, 0.0)}),
-    "sam-l1-v2": ("sam", "l1", "combined", 0.3,
-                  {30.0: (0.86, 0.45, 0.02), 120.0: (0.85, 0.47, 0.01), 480.0: (0.80, 0.25, 0.0)}),
-}
-
-
-def rows(method: str, encoder: str, distance: str, variant: str, alpha: float, dice: float, sdlogj: float,
-         neg: float, patients: range, noise: np.ndarray | None = None) -> list[dict]:
-    noise = np.zeros(len(patients)) if noise is None else noise
-    return [{"method": method, "encoder": encoder, "distance": distance, "variant": variant, "alpha": alpha,
-             "patient": f"patient{k:03d}", "status": "ok", "reason": "", "dice_mean": dice + e,
-             **{f"dice_{c}": dice + e for c in ("RV", "Myo", "LV")},
-             "hd95_mean": 3.0 - dice - e, "sdlogj": sdlogj, "neg_jac_pct": neg, "iterations": 20}
-            for k, e in zip(patients, noise)]
-
-
-def selections_and_tables(tmp_path):
-    """Selection records (written to tmp_path), the validation table and the test table."""
-    val, test, paths = [], [], []
-    rng = np.random.default_rng(0)
-    for base, (encoder, distance, variant, alpha, grid) in GRIDS.items():
-        candidates = []
-        for lam, (dice, sdlogj, neg) in grid.items():
-            name = f"{base}@lam{lam:g}"
-            val += rows(name, encoder, distance, variant, alpha, dice, sdlogj, neg, range(101, 106))
-            candidates.append({"method": name, "values": {"lam": lam, "lr": 0.002}})
-        eligible = {lam: v for lam, v in grid.items() if v[2] <= 0.1}
-        lam = max(eligible, key=lambda k: eligible[k][0])
-        record = {"base": base, "tuned": f"{base}@tuned", "paper": base, "rule": RULE,
-                  "selected": f"{base}@lam{lam:g}", "values": {"lam": lam, "lr": 0.002}, "candidates": candidates,
-                  "method": {"name": f"{base}@tuned"}}
-        paths.append(tmp_path / f"{base}.json")
-        paths[-1].write_text(json.dumps(record))
-        shift = 0.03 if base != "ncc" else 0.0
-        test += rows(base, encoder, distance, variant, alpha, 0.8, 0.4, 0.0, range(121, 131), rng.normal(0, 0.01, 10))
-        test += rows(f"{base}@tuned", encoder, distance, variant, alpha, 0.8 + shift, 0.3, 0.0, range(121, 131),
-                     rng.normal(0, 0.005, 10))
-    test += rows("initial", "", "", "initial", np.nan, 0.6, 0.0, 0.0, range(121, 131))
-    val += rows("initial", "", "", "initial", np.nan, 0.6, 0.0, 0.0, range(101, 106))
-    return read_selections(paths), pd.DataFrame(val), pd.DataFrame(test), paths
 
 
 def test_tuning_frame_marks_selection_eligibility_and_fronts(tmp_path):
@@ -95,17 +53,19 @@ def test_pareto_metrics_one_curve_per_method_across_lambda(tmp_path):
     assert points.loc[points["method"] == "ncc@lam480", "lam"].iloc[0] == 480.0
 
 
-def test_verdict_against_the_tuned_baseline(tmp_path):
-    selections, _, test, _ = selections_and_tables(tmp_path)
-    verdict = verdict_frame(test, selections, "ncc", n_resamples=500)
-    assert set(verdict["metric"]) == {"dice_mean", "hd95_mean", "sdlogj", "neg_jac_pct"}
-    dice = verdict[verdict["metric"] == "dice_mean"].iloc[0]
-    assert dice["method"] == "sam-l1-v2@tuned" and dice["n_pairs"] == 10
-    assert dice["mean_diff"] == pytest.approx(0.03, abs=0.01) and dice["ci_low"] > 0 and dice["p_holm"] < 0.01
-    with pytest.raises(InputError, match="baseline 'mind' has no selection record"):
-        verdict_frame(test, selections, "mind")
-    with pytest.raises(InputError, match="test metrics lack tuned method\\(s\\): ncc@tuned"):
-        verdict_frame(test[test["method"] != "ncc@tuned"], selections, "ncc")
+def test_grid_frame_states_each_grid_and_warns_on_its_edges(tmp_path):
+    selections, _, _, _ = selections_and_tables(tmp_path)
+    grids = grid_frame(selections).set_index("method")
+    assert grids.loc["ncc", "grid"] == "lam {30, 120, 480} × lr {0.002}" and grids.loc["ncc", "points"] == 3
+    assert grids.loc["ncc", "selected"] == "lam 120, lr 0.002" and grids.loc["ncc", "edge"] == "none"
+    # sam picked λ 30, the smallest; lr has one value, so it has no edge to lie on
+    assert grids.loc["sam-l1-v2", "edge"] == "lam = 30 is the smallest of {30, 120, 480}"
+    assert edge_warnings(grids.reset_index()) == [
+        "sam-l1-v2: the selected lam = 30 is the smallest of {30, 120, 480}, so the grid was too narrow to know "
+        "whether a value beyond it is better; widen the grid."]
+    lattice = {"values": {"lattice": [32, 32]}, "base": "x",
+               "candidates": [{"values": {"lattice": v}} for v in ([16, 16], [32, 32], [24, 24])]}
+    assert grid_axes(lattice) == {"lattice": [[16, 16], [24, 24], [32, 32]]}
 
 
 def test_reproduction_lists_paper_and_tuned_rows_with_their_settings(tmp_path):
@@ -127,12 +87,19 @@ def test_report_with_tuning_writes_verdict_fronts_and_selection(tmp_path):
     val.to_csv(tmp_path / "validation.csv", index=False)
     written = build_report(tmp_path / "metrics.csv", tmp_path / "out", validation_csv=tmp_path / "validation.csv",
                            selection_jsons=paths, n_resamples=200)
-    assert {"tuning.csv", "verdict.csv", "pareto_validation.png", "reproduction.md"} <= set(written)
+    assert {"tuning.csv", "statistics.csv", "pareto_validation.png", "reproduction.md"} <= set(written)
     html = (tmp_path / "out/report.html").read_text()
-    assert "Verdict: tuned methods against the tuned ncc" in html and "Selected: ncc: lam 120, lr 0.002" in html
+    # findings first: the verdict, Table 1, then the accuracy-against-smoothness figure
+    headings = re.findall(r"<h2>(.*?)</h2>|<summary>(.*?)</summary>", html)
+    assert [a or b for a, b in headings][:3] == ["Verdict", "Table 1", "Accuracy against smoothness"]
+    assert "<summary>Paired tests: tuned</summary>" in html
+    assert "sam-l1-v2: the selected lam = 30 is the smallest of {30, 120, 480}" in html
+    assert "<td>lam {30, 120, 480} × lr {0.002}</td>" in html
     assert "tuned: lam 30, lr 0.002" in (tmp_path / "out/reproduction.md").read_text()
-    verdict = pd.read_csv(tmp_path / "out/verdict.csv")
-    assert set(verdict["method"]) == {"sam-l1-v2@tuned"}
+    stats = pd.read_csv(tmp_path / "out/statistics.csv")
+    tuned = stats[stats["family"] == "tuned"]
+    assert set(tuned["method"]) == {"sam-l1-v2@tuned"} and set(tuned["reference"]) == {"ncc@tuned"}
+    assert set(stats["family"]) == {"paper", "tuned", "tuning"}
 
 
 def test_report_needs_both_tuning_inputs(tmp_path):

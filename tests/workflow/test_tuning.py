@@ -81,8 +81,10 @@ def test_selection_tuned_rows_verdict_and_fronts(tuned_run: Path):
         run = json.loads((tuned_run / f"results/tune/registration/{base}@tuned/patient001/run.json").read_text())
         assert run["settings"]["lam"] == record["values"]["lam"]
 
-    verdict = pd.read_csv(reports / "verdict.csv")
-    assert set(verdict["method"]) == {"mse@tuned"} and (verdict["n_pairs"] == 2).all()
+    stats = pd.read_csv(reports / "statistics.csv")
+    tuned = stats[stats["family"] == "tuned"]
+    assert set(tuned["method"]) == {"mse@tuned"} and set(tuned["reference"]) == {"ncc@tuned"}
+    assert (stats["n_pairs"] == 2).all() and set(stats["family"]) == {"paper", "tuned", "tuning"}
     tuning = pd.read_csv(reports / "tuning.csv")
     assert set(tuning["method"]) == grid and tuning.groupby("base")["selected"].sum().eq(1).all()
     assert tuning.groupby("base")["front_sdlogj"].any().all()

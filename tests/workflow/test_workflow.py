@@ -131,12 +131,12 @@ def test_paper_config_plans_its_grid_in_seconds(workdir: Path):
     # One test shard (121-150) and one validation shard (101-120). Test: ncc, the no-upsampling
     # ablation, 3 encoders x 2 distances x 2 variants and the alpha sweep (0.1..1.0 minus 0.3 and
     # 1.0, already in the grid) = 22 methods, plus one tuned method per tuned method (13); tuning:
-    # 13 methods x 8 grid points on the validation shard. Features: 4 encoders on test, 3 on val.
+    # 13 methods x 12 grid points on the validation shard. Features: 4 encoders on test, 3 on val.
     assert jobs["preprocess"] == 2
-    assert jobs["register"] == 22 + 13 + 13 * 8
+    assert jobs["register"] == 22 + 13 + 13 * 12
     assert jobs["cache_features"] == 4 + 3
     assert jobs["fetch_checkpoint"] == 2  # DINOv2 (shared by two encoders) and SAM
-    assert "3130 registrations" in proc_text
+    assert "4170 registrations" in proc_text  # 35 x 30 test + 13 x 12 x 20 validation
     assert elapsed < 60
 
 

@@ -21,9 +21,12 @@ so the workflow can check settings at parse time without it.
 from __future__ import annotations
 
 import dataclasses
+import resource
+import sys
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from importlib.metadata import version
 from typing import Any
 
 import numpy as np
@@ -163,12 +166,15 @@ def parameter_maps(settings: ElastixSettings) -> list[dict[str, list[str]]]:
 @dataclass(frozen=True)
 class ElastixResult:
     """One registered pair: ``displacement_mm (2, X, Y)`` in featreg's convention, elastix's own
-    result image ``warped (X, Y)`` (0 where x + u(x) leaves the moving image), wall seconds, the maps."""
+    result image ``warped (X, Y)`` (0 where x + u(x) leaves the moving image), wall seconds,
+    the process's peak RSS so far, the parameter maps and elastix's version."""
 
     displacement_mm: np.ndarray
     warped: np.ndarray
     seconds: float
+    peak_memory_mb: float
     parameter_maps: list[dict[str, list[str]]]
+    engine: str
 
 
 def to_itk_image(array: np.ndarray, spacing: Sequence[float]) -> Any:
@@ -214,4 +220,7 @@ def register_elastix(fixed: np.ndarray, moving: np.ndarray, spacing: Sequence[fl
     itk_field = itk.array_from_image(field)  # (X, Y, 2), component 0 along ITK's first axis = numpy's last
     displacement_mm = np.ascontiguousarray(np.moveaxis(itk_field[..., ::-1], -1, 0), dtype=np.float32)
     warped = itk.array_from_image(method.GetOutput()).astype(np.float32)
-    return ElastixResult(displacement_mm=displacement_mm, warped=warped, seconds=seconds, parameter_maps=maps)
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
+    return ElastixResult(displacement_mm=displacement_mm, warped=warped, seconds=seconds,
+                         peak_memory_mb=rss / 2**20 if sys.platform == "darwin" else rss / 2**10,
+                         parameter_maps=maps, engine=f"itk-elastix {version('itk-elastix')}")

@@ -2,6 +2,8 @@
 # writes one result folder per patient; the shard manifest records each pair's status.
 # Test methods run on the test shards (s000, ...), tuning grid points on the validation
 # shards (v000, ...); a tuned method reads its settings from its selection record.
+# FFD methods run in rule register (batched, on the GPU when there is one); elastix
+# methods in rule register_elastix (one pair at a time on compute.threads CPU threads).
 
 
 rule register:
@@ -11,6 +13,8 @@ rule register:
         f"{RESULTS}/registration/{{method}}/shards/{{shard}}.json",
     log:
         f"logs/{NAME}/registration/{{method}}/{{shard}}.log",
+    wildcard_constraints:
+        method=METHOD_PATTERN["ffd"],
     conda:
         "../../envs/featreg.yaml"
     threads: COMPUTE["threads"]
@@ -30,3 +34,30 @@ rule register:
         "--pairs {params.pairs} "
         "--out-dir {params.out_dir} --manifest {output} "
         "--device {params.device} --batch-size {params.batch_size} > {log} 2>&1"
+
+
+if METHOD_PATTERN["elastix"]:
+
+    rule register_elastix:
+        input:
+            unpack(method_inputs),
+            pairs=shard_pair_files,
+        output:
+            f"{RESULTS}/registration/{{method}}/shards/{{shard}}.json",
+        log:
+            f"logs/{NAME}/registration/{{method}}/{{shard}}.log",
+        wildcard_constraints:
+            method=METHOD_PATTERN["elastix"],
+        conda:
+            "../../envs/featreg.yaml"
+        threads: COMPUTE["threads"]
+        resources:
+            mem_mb=COMPUTE["mem_mb"],
+            runtime=COMPUTE["runtime_min"],
+        params:
+            method=method_option,
+            pairs=shard_pair_dirs,
+            out_dir=lambda wildcards: f"{RESULTS}/registration/{wildcards.method}",
+        shell:
+            "featreg register {params.method} --pairs {params.pairs} "
+            "--out-dir {params.out_dir} --manifest {output} --threads {threads} > {log} 2>&1"

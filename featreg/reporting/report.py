@@ -203,7 +203,7 @@ def _tuning_sections(df: pd.DataFrame, validation: pd.DataFrame, selections: Seq
         "Accuracy against smoothness on the validation split", "figure", path,
         f"Per grid point: mean Dice against mean sdlogJ (left) and mean %J≤0 (right), means over the {n_val} "
         f"validation pairs with a finite value; one curve per method "
-        f"{'across its λ grid (other grid values in the legend)' if order_by else 'across its grid'}; ringed: "
+        f"{'across its λ grid (elastix: its bending weight; other grid values in the legend)' if order_by else 'across its grid'}; ringed: "
         f"the Pareto front over all grid points (maximise Dice, minimise the x metric); tuning.csv marks "
         f"each method's own front. {defs['sdlogj']} {defs['neg_jac_pct']}"))
     verdict = verdict_frame(df, selections, baseline, n_resamples=n_resamples, seed=seed)

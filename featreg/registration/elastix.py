@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import resource
 import sys
+import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -215,7 +216,14 @@ def register_elastix(fixed: np.ndarray, moving: np.ndarray, spacing: Sequence[fl
     method.SetParameterObject(parameters)
     method.SetLogToConsole(False)
     method.UpdateLargestPossibleRegion()
-    field = itk.transformix_deformation_field(moving_image, method.GetTransformParameterObject())
+    transformix = itk.TransformixFilter.New(moving_image)
+    transformix.SetTransformParameterObject(method.GetTransformParameterObject())
+    transformix.SetComputeDeformationField(True)
+    transformix.SetLogToConsole(False)
+    with tempfile.TemporaryDirectory(prefix="featreg-transformix-") as scratch:
+        transformix.SetOutputDirectory(scratch)  # it also writes the field as a file, by default into the cwd
+        transformix.UpdateLargestPossibleRegion()
+    field = transformix.GetOutputDeformationField()
     seconds = time.perf_counter() - start
     itk_field = itk.array_from_image(field)  # (X, Y, 2), component 0 along ITK's first axis = numpy's last
     displacement_mm = np.ascontiguousarray(np.moveaxis(itk_field[..., ::-1], -1, 0), dtype=np.float32)

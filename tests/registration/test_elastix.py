@@ -125,3 +125,10 @@ def test_parameter_maps_follow_the_settings():
 def test_default_grid_spacing_is_featreg_default_lattice():
     count, spacing_px = lattice_size(128, count=24, order=3)
     assert DEFAULT_GRID_SPACING_MM == pytest.approx(spacing_px * 1.8)
+
+
+def test_registration_writes_no_file_into_the_working_directory(known, tmp_path, monkeypatch):
+    fixed, moving, _ = known
+    monkeypatch.chdir(tmp_path)
+    register_elastix(fixed, moving, SPACING, ElastixSettings(resolutions=1, iterations=5))
+    assert list(tmp_path.iterdir()) == []

@@ -32,22 +32,18 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+import yaml
 
 from featreg.io import atomic_path
 from featreg.registration import RegistrationSettings, register_pairs
 from featreg.registration.bspline import basis_matrix, bspline_kernel
-
-try:
-    import itk  # noqa: F401  (itk-elastix)
-
-    from featreg.registration.elastix import ElastixSettings, register_elastix
-except ImportError:  # elastix is an optional extra
-    register_elastix = None
+from featreg.registration.elastix import ElastixSettings, register_elastix
 
 SHAPE = (128, 128)
 LATTICE = 24
 STRIDE = 6  # px between control points, as airlab's sigma=[6, 6]
 CSV_PATH = Path(__file__).resolve().parents[1] / "reports" / "benchmarks" / "registration.csv"
+CONFIG = Path(__file__).resolve().parents[1] / "config" / "config.yaml"  # its elastix row's settings are benchmarked
 
 
 def make_pairs(batch: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -153,11 +149,10 @@ def main() -> None:
     threads = torch.get_num_threads()
     device = torch.device(args.device)
     n = args.iterations
+    elastix = ElastixSettings.from_dict(yaml.safe_load(CONFIG.read_text())["methods"]["elastix"]["settings"])
     rows = []
     print(f"torch {torch.__version__}, {threads} threads, device {device}, {platform.processor() or platform.machine()}")
     print(f"{n} iterations per run, fastest of {args.repeats}; seconds per pair at 1500 iterations extrapolate linearly")
-    if register_elastix is None:
-        print("elastix: not installed (pip install itk-elastix), its row is left out")
     header = f"{'setup':6} {'batch':>5} {'engine':15} {'ms/pair-it':>10} {'s/pair@1500':>11} {'speedup':>8} {'spread':>7}"
     print("\n" + header)
     print("-" * len(header))
@@ -171,7 +166,7 @@ def main() -> None:
         batches = {batch: make_pairs(batch) for batch in args.batches}
         runs = {**{(engine, 1): [] for engine in BASELINES}, **{("featreg", batch): [] for batch in batches}}
         iterations = dict.fromkeys(runs, n)
-        if register_elastix is not None and name == "ncc":  # elastix has one setup: B-spline + NCC
+        if name == "ncc":  # elastix has one setup: B-spline + NCC
             runs[("elastix", 1)] = []
         for _ in range(args.repeats):  # interleaved: a load spike hits one repeat of each, not one engine
             for field in BASELINES:

@@ -11,21 +11,27 @@ import itertools
 import json
 from collections.abc import Mapping, Sequence
 import dataclasses
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from featreg.data.acdc import SPLITS, patient_number, select_patients
 from featreg.errors import ConfigError, InputError
 from featreg.io import write_text_atomic
+from featreg.registration.elastix import ElastixSettings
+
+KINDS = ("ffd", "elastix")
+"""Registration engines: featreg's PyTorch FFD, or elastix's B-spline (featreg.registration.elastix)."""
 
 
 @dataclass(frozen=True)
 class Method:
-    """One registration method: an objective and its settings.
+    """One registration method: an engine, an objective and its settings.
 
-    ``alpha`` weights the feature term: 0 is the intensity baseline, 1 is variant 1
-    (features only), anything between is variant 2 (features + intensity).
+    For the FFD (``kind`` ffd), ``alpha`` weights the feature term: 0 is the intensity
+    baseline, 1 is variant 1 (features only), anything between is variant 2 (features
+    + intensity). An elastix method (``kind`` elastix) has no feature term; its
+    ``settings`` are :class:`~featreg.registration.elastix.ElastixSettings`, checked here.
     """
 
     name: str
@@ -33,8 +39,18 @@ class Method:
     encoder: str | None = None
     distance: str | None = None
     settings: Mapping[str, Any] = field(default_factory=dict)
+    kind: str = "ffd"
 
     def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ConfigError(f"method {self.name}: kind must be one of {list(KINDS)}, got {self.kind!r}")
+        if self.kind == "elastix":
+            if self.alpha != 0 or self.encoder is not None or self.distance is not None:
+                raise ConfigError(f"method {self.name}: an elastix method takes no alpha, encoder or distance")
+            try:
+                ElastixSettings.from_dict(self.settings)
+            except ConfigError as exc:
+                raise ConfigError(f"method {self.name}: {exc}") from exc
         if not 0.0 <= self.alpha <= 1.0:
             raise ConfigError(f"method {self.name}: alpha must be in [0, 1], got {self.alpha}")
         if self.alpha > 0 and (self.encoder is None or self.distance is None):
@@ -44,7 +60,9 @@ class Method:
 
     @property
     def variant(self) -> str:
-        """``baseline`` (alpha 0), ``feature`` (variant 1, alpha 1) or ``combined`` (variant 2)."""
+        """``classical`` (elastix), ``baseline`` (alpha 0), ``feature`` (variant 1, alpha 1) or ``combined`` (variant 2)."""
+        if self.kind == "elastix":
+            return "classical"
         if self.alpha == 0:
             return "baseline"
         return "feature" if self.alpha == 1 else "combined"
@@ -81,13 +99,16 @@ def method_table(config: Mapping[str, Any]) -> dict[str, Method]:
         methods[method.name] = method
 
     for name, entry in config.get("methods", {}).items():
+        kind = entry.get("kind", "ffd")
         add(
             Method(
                 name=name,
                 alpha=float(entry.get("alpha", 0.0)),
                 encoder=entry.get("encoder"),
                 distance=entry.get("distance"),
-                settings={**defaults, **entry.get("settings", {})},
+                # the registration block holds the FFD's defaults; an elastix method has its own
+                settings={**(defaults if kind == "ffd" else {}), **entry.get("settings", {})},
+                kind=kind,
             )
         )
     grid = config.get("grid", {})
@@ -111,7 +132,7 @@ def method_table(config: Mapping[str, Any]) -> dict[str, Method]:
     if baseline not in methods:
         raise ConfigError(f"baseline method {baseline!r} is not among the methods ({', '.join(methods)})")
     if methods[baseline].variant != "baseline":
-        raise ConfigError(f"baseline method {baseline!r} must have alpha 0")
+        raise ConfigError(f"baseline method {baseline!r} must be an FFD method with alpha 0")
     return methods
 
 
@@ -200,8 +221,15 @@ PAPER_SETTINGS: dict[str, Any] = {
 """The paper's fixed settings (λ, Adam learning rate, iterations, and airlab's control points at a 6 px stride:
 24×24 on 128×128), as in ``RegistrationSettings.paper()`` (not imported: parsing a config stays free of torch)."""
 
-TUNABLE = {"lam": "lam", "lr": "lr", "iterations": "it", "lattice": "lat", "alpha": "a"}
+TUNABLE = {"lam": "lam", "lr": "lr", "iterations": "it", "lattice": "lat", "alpha": "a", "bending_weight": "bw",
+           "grid_spacing_mm": "gs"}
 """Keys a tuning grid may vary, in name order, with their label in grid-point names."""
+
+TUNABLE_BY_KIND = {
+    "ffd": ("lam", "lr", "iterations", "lattice", "alpha"),
+    "elastix": ("bending_weight", "iterations", "grid_spacing_mm"),
+}
+"""The keys of :data:`TUNABLE` that apply to each method kind."""
 
 TUNED_SUFFIX = "@tuned"
 PAPER_SUFFIX = "@paper"
@@ -222,7 +250,7 @@ def _with_settings(method: Method, name: str, values: Mapping[str, Any]) -> Meth
         settings.pop("control_spacing_px", None)
     if "control_spacing_px" in values and "lattice" not in values:
         settings["lattice"] = None
-    return Method(name, float(values.get("alpha", method.alpha)), method.encoder, method.distance, settings)
+    return replace(method, name=name, alpha=float(values.get("alpha", method.alpha)), settings=settings)
 
 
 def expand_grid(method: Method, grid: Mapping[str, Sequence[Any]]) -> dict[str, Method]:
@@ -232,9 +260,11 @@ def expand_grid(method: Method, grid: Mapping[str, Sequence[Any]]) -> dict[str, 
     ``ncc@lam60_lr0.0005``: derived from the values, so adding a value adds names
     and keeps the others (their results are reused).
     """
-    unknown = sorted(set(grid) - set(TUNABLE))
+    tunable = TUNABLE_BY_KIND[method.kind]
+    unknown = sorted(set(grid) - set(tunable))
     if unknown:
-        raise ConfigError(f"tuning grid of {method.name}: unknown key(s) {', '.join(unknown)} (tunable: {', '.join(TUNABLE)})")
+        raise ConfigError(f"tuning grid of {method.name}: unknown key(s) {', '.join(unknown)} for kind {method.kind} "
+                          f"(tunable: {', '.join(tunable)})")
     keys = [k for k in TUNABLE if k in grid]
     if "alpha" in grid:
         if method.variant != "combined":
@@ -347,6 +377,9 @@ def tuning_plan(config: Mapping[str, Any], methods: Mapping[str, Method]) -> Tun
     paper = {}
     for base in bases:
         method = methods[base]
+        if method.kind == "elastix":  # the paper has no elastix: its configured settings are its "paper" row
+            paper[base] = method
+            continue
         at_paper = _with_settings(method, f"{base}{PAPER_SUFFIX}", paper_settings)
         paper[base] = method if dict(at_paper.settings) == dict(method.settings) else at_paper
     select = {"metric": "dice_mean", "max_neg_jac_pct": 0.1, **tuning.get("select", {})}

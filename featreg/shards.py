@@ -18,7 +18,7 @@ import json
 import logging
 import shutil
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +40,8 @@ from featreg.evaluation.statistics import TIE_BREAK, eligible_settings, select_s
 from featreg.experiment import Method, write_method_file
 from featreg.io import atomic_path, write_json_atomic
 from featreg.reporting.tables import read_metrics
-from featreg.registration.io import write_failed_result, write_pair_result
+from featreg.registration.elastix import ElastixSettings, register_elastix
+from featreg.registration.io import write_elastix_result, write_failed_result, write_pair_result
 from featreg.registration.optimize import register_pairs, resolve_device
 from featreg.registration.settings import RegistrationSettings
 
@@ -220,6 +221,36 @@ def method_encoder_spec(method: Method, spec_files: Sequence[str | Path] | None)
     return specs[method.encoder]
 
 
+def _pending_pairs(pair_dirs: Sequence[str | Path], out_dir: Path, expected: str,
+                   statuses: dict[str, dict[str, Any]]) -> list[tuple[Path, str | None]]:
+    """The pairs without a current result (with their fingerprint); finished ones go into ``statuses``."""
+    pending: list[tuple[Path, str | None]] = []
+    for pair_dir in map(Path, pair_dirs):
+        patient = _patient_of(pair_dir)
+        key = pair_fingerprint(expected, pair_dir)
+        if _finished(out_dir / patient, key):
+            statuses[patient] = _ok(resumed=True)
+        else:
+            pending.append((pair_dir, key))
+    return pending
+
+
+def _fail_pair(out_dir: Path, method: Method, statuses: dict[str, dict[str, Any]], progress: tqdm, patient: str,
+               reason: str, key: str | None) -> None:
+    """Record a pair that has no result: its ``run.json`` (status failed) and its manifest entry."""
+    log.error("%s: %s", patient, reason)
+    write_failed_result(out_dir / patient, patient=patient, method=method.name, reason=reason, fingerprint=key)
+    statuses[patient] = {"status": "failed", "reason": reason}
+    progress.update()
+
+
+def _write_manifest(method: Method, expected: str, statuses: dict[str, dict[str, Any]], manifest: str | Path) -> Path:
+    failed = sorted(p for p, s in statuses.items() if s["status"] != "ok")
+    if failed:
+        log.warning("method %s: %d failed pair(s): %s", method.name, len(failed), ", ".join(failed))
+    return write_json_atomic(manifest, {"method": method.name, "fingerprint": expected, "patients": statuses})
+
+
 def register_shard(
     method: Method,
     pair_dirs: Sequence[str | Path],
@@ -230,8 +261,15 @@ def register_shard(
     features_manifest: str | Path | None = None,
     device: str = "auto",
     batch_size: int = 8,
+    threads: int = 1,
 ) -> Path:
-    """Register every pair of a shard with ``method``, batch by batch; write results and the manifest."""
+    """Register every pair of a shard with ``method``, batch by batch; write results and the manifest.
+
+    An elastix method registers one pair at a time on the CPU with ``threads``
+    threads (``device`` and ``batch_size`` are the FFD's).
+    """
+    if method.kind == "elastix":
+        return _register_shard_elastix(method, pair_dirs, Path(out_dir), manifest, threads=threads)
     if batch_size < 1:
         raise FeatregError(f"batch_size must be at least 1, got {batch_size}")
     if (method.encoder is None) != (encoder_spec is None):
@@ -253,23 +291,13 @@ def register_shard(
     expected = fingerprint(method, identity)
 
     statuses: dict[str, dict[str, Any]] = {}
-    pending: list[tuple[Path, str | None]] = []
-    for pair_dir in map(Path, pair_dirs):
-        patient = _patient_of(pair_dir)
-        key = pair_fingerprint(expected, pair_dir)
-        if _finished(out_dir / patient, key):
-            statuses[patient] = _ok(resumed=True)
-        else:
-            pending.append((pair_dir, key))
+    pending = _pending_pairs(pair_dirs, out_dir, expected, statuses)
     log.info("method %s: %d pairs, %d already done, %d to register on %s", method.name, len(pair_dirs), len(statuses), len(pending), torch_device)
 
     progress = tqdm(total=len(pending), desc=f"register {method.name}", unit="pair")
 
     def fail(patient: str, reason: str, key: str | None) -> None:
-        log.error("%s: %s", patient, reason)
-        write_failed_result(out_dir / patient, patient=patient, method=method.name, reason=reason, fingerprint=key)
-        statuses[patient] = {"status": "failed", "reason": reason}
-        progress.update()
+        _fail_pair(out_dir, method, statuses, progress, patient, reason, key)
 
     for start in range(0, len(pending), batch_size):
         batch, pairs, keys, features = [], [], [], []
@@ -328,10 +356,51 @@ def register_shard(
             statuses[patient] = {"status": result.status[index], "reason": result.reason[index]}
             progress.update()
     progress.close()
-    failed = sorted(p for p, s in statuses.items() if s["status"] != "ok")
-    if failed:
-        log.warning("method %s: %d failed pair(s): %s", method.name, len(failed), ", ".join(failed))
-    return write_json_atomic(manifest, {"method": method.name, "fingerprint": expected, "patients": statuses})
+    return _write_manifest(method, expected, statuses, manifest)
+
+
+def _register_shard_elastix(method: Method, pair_dirs: Sequence[str | Path], out_dir: Path, manifest: str | Path, *,
+                            threads: int) -> Path:
+    """Register every pair of a shard with elastix, one pair at a time; write results and the manifest.
+
+    elastix stopping with an error (e.g. too few samples inside the moving image)
+    fails that pair with elastix's message; the others go on.
+    """
+    if threads < 1:
+        raise FeatregError(f"threads must be at least 1, got {threads}")
+    settings = ElastixSettings.from_dict(method.settings)
+    expected = fingerprint(method, None)
+    statuses: dict[str, dict[str, Any]] = {}
+    pending = _pending_pairs(pair_dirs, out_dir, expected, statuses)
+    log.info("method %s (elastix): %d pairs, %d already done, %d to register with %d thread(s)", method.name,
+             len(pair_dirs), len(statuses), len(pending), threads)
+    progress = tqdm(total=len(pending), desc=f"register {method.name}", unit="pair")
+    for pair_dir, key in pending:
+        patient = _patient_of(pair_dir)
+        try:
+            pair = load_pair(pair_dir)
+        except InputError as exc:
+            _fail_pair(out_dir, method, statuses, progress, patient, _unreadable_reason(pair_dir, exc), key)
+            continue
+        try:
+            result = register_elastix(pair.fixed, pair.moving, pair.spacing, settings, threads=threads)
+        except RuntimeError as exc:  # itk raises its exceptions as RuntimeError
+            _fail_pair(out_dir, method, statuses, progress, patient, f"elastix failed: {_first_line(exc)}", key)
+            continue
+        if not np.isfinite(result.displacement_mm).all():
+            _fail_pair(out_dir, method, statuses, progress, patient, "elastix returned a non-finite displacement", key)
+            continue
+        write_elastix_result(out_dir / patient, result, settings, patient=patient, method=method.name,
+                             spacing=pair.spacing, moving_label=pair.moving_label, threads=threads, fingerprint=key)
+        statuses[patient] = _ok()
+        progress.update()
+    progress.close()
+    return _write_manifest(method, expected, statuses, manifest)
+
+
+def _first_line(exc: Exception) -> str:
+    """The first non-empty line of an exception's message (itk's are many lines long)."""
+    return next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
 
 
 def method_columns(method: Method | None) -> dict[str, Any]:
@@ -422,7 +491,7 @@ def select_tuned(spec: Mapping[str, Any], metrics: Any) -> dict[str, Any]:
             "eligible": bool(eligible[name]),
         })
     chosen = Method(**spec["candidates"][choice]["method"])
-    tuned = Method(spec["tuned"], chosen.alpha, chosen.encoder, chosen.distance, chosen.settings)
+    tuned = replace(chosen, name=spec["tuned"])
     return {
         "base": spec["base"],
         "tuned": spec["tuned"],

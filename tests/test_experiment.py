@@ -199,11 +199,51 @@ def test_paper_config_tunes_alpha_on_validation_with_an_equal_budget():
     paper = yaml.safe_load((Path(__file__).parents[1] / "config/paper.yaml").read_text(encoding="utf-8"))
     methods = method_table(paper)
     plan = tuning_plan(paper, methods)
-    assert len(plan.grids) == 13 and {len(grid) for grid in plan.grids.values()} == {plan.budget}
+    assert len(plan.grids) == 14 and {len(grid) for grid in plan.grids.values()} == {plan.budget}
     for base, keys in plan.keys.items():
-        assert keys == (("lam", "alpha") if methods[base].variant == "combined" else ("lam", "lr")), base
+        expected = {"combined": ("lam", "alpha"), "classical": ("iterations", "bending_weight")}
+        assert keys == expected.get(methods[base].variant, ("lam", "lr")), base
     v2 = plan.grids["sam-cosine-v2"].values()
     assert {m.alpha for m in v2} == {0.1, 0.3, 0.6} and {m.settings["lr"] for m in v2} == {PAPER_SETTINGS["lr"]}
     # the paper-settings row keeps the fixed combined_alpha; only the tuned row chooses α (on validation)
     assert plan.paper["sam-cosine-v2"].name == "sam-cosine-v2" and plan.paper["sam-cosine-v2"].alpha == 0.3
     assert paper["tuning"]["split"] == "val" and paper["dataset"]["split"] == "test"
+
+
+def elastix_config(**settings) -> dict:
+    """config() with an elastix method whose own grid has the FFD's budget (2 points)."""
+    cfg = config(grids={"elastix": {"bending_weight": [0.01, 0.1]}})
+    cfg["methods"]["elastix"] = {"kind": "elastix", "settings": {"iterations": 50, **settings}}
+    return cfg
+
+
+def test_elastix_method_is_classical_with_its_own_settings_and_budget():
+    cfg = elastix_config()
+    methods = method_table(cfg)
+    elastix = methods["elastix"]
+    assert elastix.kind == "elastix" and elastix.variant == "classical"
+    assert dict(elastix.settings) == {"iterations": 50}  # the registration block is the FFD's, not elastix's
+    plan = tuning_plan(cfg, methods)
+    assert list(plan.grids["elastix"]) == ["elastix@bw0.01", "elastix@bw0.1"]
+    assert plan.budget == 2 and plan.paper["elastix"] is elastix  # the paper has no elastix row to reproduce
+    point = plan.grids["elastix"]["elastix@bw0.1"]
+    assert point.kind == "elastix" and dict(point.settings) == {"iterations": 50, "bending_weight": 0.1}
+    record = select_tuned(plan.selection_spec("elastix"),
+                          validation_table([("elastix@bw0.01", 0.80, 0.0, 0.3), ("elastix@bw0.1", 0.85, 0.0, 0.2)]))
+    tuned = Method(**record["method"])
+    assert (tuned.name, tuned.kind, tuned.settings["bending_weight"]) == ("elastix@tuned", "elastix", 0.1)
+
+
+def test_bad_elastix_settings_fail_when_the_config_is_read():
+    with pytest.raises(ConfigError, match=r"^method elastix: elastix metric must be one of \[.*\], got 'NCC'$"):
+        method_table(elastix_config(metric="NCC"))
+    with pytest.raises(ConfigError, match=r"^method elastix: elastix grid_spacing_mm must be a number > 0, got -10$"):
+        method_table(elastix_config(grid_spacing_mm=-10))
+    cfg = elastix_config()
+    cfg["methods"]["elastix"]["alpha"] = 0.5
+    with pytest.raises(ConfigError, match="^method elastix: an elastix method takes no alpha, encoder or distance$"):
+        method_table(cfg)
+    cfg = elastix_config()
+    cfg["tuning"]["grids"] = {"elastix": {"lam": [30.0, 240.0]}}
+    with pytest.raises(ConfigError, match=r"tuning grid of elastix: unknown key\(s\) lam for kind elastix "):
+        tuning_plan(cfg, method_table(cfg))

@@ -136,3 +136,33 @@ def test_a_pair_with_another_spacing_fails_alone(cohort: Path, tmp_path: Path):
 def test_synth_ids_needs_a_manifest(tmp_path: Path, capsys):
     assert main(["synth", "--out", str(tmp_path), "--ids", "patient001"]) == 2
     assert "--manifest" in capsys.readouterr().err
+
+
+def test_elastix_shard_writes_every_method_output_and_resumes(cohort: Path, tmp_path: Path):
+    from featreg.data.nifti import read_nifti
+
+    method = Method("elastix", kind="elastix", settings={"resolutions": 2, "iterations": 60, "bending_weight": 0.1})
+    pair_dirs = [str(cohort / "pairs" / p) for p in PATIENTS[:2]]
+    command = ["register", "--method-json", method.to_json(), "--pairs", *pair_dirs, "--out-dir",
+               str(tmp_path / "elastix"), "--manifest", str(tmp_path / "elastix.json"), "--threads", "2"]
+    assert main(command) == 0
+    result = tmp_path / "elastix" / "patient001"
+    run = json.loads((result / "run.json").read_text())
+    assert run["status"] == "ok" and run["iterations"] == 120 and run["threads"] == 2
+    assert run["parameter_maps"][0]["Metric"] == ["AdvancedNormalizedCorrelation", "TransformBendingEnergyPenalty"]
+    assert run["seconds"] > 0 and run["engine"].startswith("itk-elastix ")
+    field, spacing = read_displacement(result / "displacement.nii.gz")
+    label, _ = read_nifti(result / "warped_label.nii.gz")
+    assert np.abs(field).max() > 0.1 and np.allclose(spacing, (1.8, 1.8))
+    assert label.dtype == np.uint8 and set(np.unique(label)) <= {0, 1, 2, 3}
+
+    evaluate_shard(pair_dirs, tmp_path / "metrics.csv", method=method, results_dir=tmp_path / "elastix")
+    table = pd.read_csv(tmp_path / "metrics.csv")
+    assert set(table["variant"]) == {"classical"} and (table["status"] == "ok").all()
+    assert (table["iterations"] == 120).all() and table["dice_mean"].notna().all()
+
+    done = mtimes(tmp_path / "elastix")
+    assert main(command) == 0
+    assert mtimes(tmp_path / "elastix") == done  # a rerun registers nothing again
+    statuses = json.loads((tmp_path / "elastix.json").read_text())["patients"]
+    assert all(status.get("resumed") for status in statuses.values())

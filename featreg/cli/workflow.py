@@ -22,6 +22,7 @@ def _register(args: argparse.Namespace) -> int:
         features_manifest=args.features,
         device=args.device,
         batch_size=args.batch_size,
+        threads=args.threads,
     )
     return 0
 
@@ -65,6 +66,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--manifest", required=True, help="JSON written last, with each pair's status")
     p.add_argument("--device", **device)
     p.add_argument("--batch-size", type=int, default=8, help="pairs optimised jointly")
+    p.add_argument("--threads", type=int, default=1, help="CPU threads of an elastix method (one pair at a time)")
     p.set_defaults(func=_register)
 
     p = subparsers.add_parser("evaluate", help="metrics of pairs before (no --results-dir) or after registration")

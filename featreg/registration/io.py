@@ -16,6 +16,7 @@ import torch
 
 from featreg.data.nifti import write_displacement, write_nifti
 from featreg.io import atomic_path, write_json_atomic
+from featreg.registration.elastix import ElastixResult, ElastixSettings
 from featreg.registration.sampling import warp_labels
 from featreg.registration.units import displacement_from_mm
 from featreg.registration.optimize import LOSS_COLUMNS, RegistrationResult
@@ -31,6 +32,16 @@ def warp_label_mm(label: np.ndarray, displacement_mm: np.ndarray, spacing: Seque
     field = torch.from_numpy(displacement_from_mm(displacement_mm, spacing))[None]
     warped = warp_labels(torch.from_numpy(label.astype(np.uint8))[None, None], field)
     return warped[0, 0].numpy().astype(np.uint8)
+
+
+def _write_fields(out_dir: Path, displacement_mm: np.ndarray, warped: np.ndarray, moving_label: np.ndarray | None,
+                  spacing: tuple[float, ...]) -> None:
+    """The field in mm, the warped image and the moving labels warped by nearest neighbour."""
+    if moving_label is None:
+        raise ValueError("moving_label is required to write a successful pair")
+    write_displacement(out_dir / "displacement.nii.gz", displacement_mm, spacing)
+    write_nifti(out_dir / "warped_image.nii.gz", warped.astype(np.float32), spacing)
+    write_nifti(out_dir / "warped_label.nii.gz", warp_label_mm(moving_label, displacement_mm, spacing), spacing)
 
 
 def write_pair_result(
@@ -56,12 +67,7 @@ def write_pair_result(
     spacing = tuple(float(s) for s in spacing)
     status = result.status[index]
     if status == "ok":
-        if moving_label is None:
-            raise ValueError("moving_label is required to write a successful pair")
-        field = result.displacement_mm[index]
-        write_displacement(out_dir / "displacement.nii.gz", field, spacing)
-        write_nifti(out_dir / "warped_image.nii.gz", result.warped[index, 0].astype(np.float32), spacing)
-        write_nifti(out_dir / "warped_label.nii.gz", warp_label_mm(moving_label, field, spacing), spacing)
+        _write_fields(out_dir, result.displacement_mm[index], result.warped[index, 0], moving_label, spacing)
         rows = result.loss[index, : int(result.evaluations[index])]
         with atomic_path(out_dir / "loss.csv") as tmp, open(tmp, "w", newline="") as handle:
             writer = csv.writer(handle)
@@ -86,6 +92,42 @@ def write_pair_result(
         run["fingerprint"] = fingerprint
     path = write_json_atomic(out_dir / "run.json", run)
     logger.info("wrote %s (%s)", out_dir, status)
+    return path
+
+
+def write_elastix_result(out_dir: str | Path, result: ElastixResult, settings: ElastixSettings, *, patient: str,
+                         method: str, spacing: Sequence[float], moving_label: np.ndarray, threads: int,
+                         fingerprint: str | None = None) -> Path:
+    """Write one elastix registration into ``out_dir`` as any method's result; returns ``run.json``.
+
+    The same files as an FFD pair but ``loss.csv`` (elastix's optimiser trace has other
+    terms): the field in mm, elastix's result image, the labels warped by featreg's
+    nearest-neighbour sampler. ``run.json`` adds the parameter maps elastix ran and its version.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    spacing = tuple(float(s) for s in spacing)
+    _write_fields(out_dir, result.displacement_mm, result.warped, moving_label, spacing)
+    run = {
+        "patient": patient,
+        "method": method,
+        "status": "ok",
+        "reason": "",
+        "iterations": settings.total_iterations,
+        "seconds": result.seconds,
+        "batch_seconds": result.seconds,
+        "batch_size": 1,
+        "peak_memory_mb": result.peak_memory_mb,
+        "device": "cpu",
+        "threads": threads,
+        "engine": result.engine,
+        "settings": settings.to_dict(),
+        "parameter_maps": result.parameter_maps,
+    }
+    if fingerprint is not None:
+        run["fingerprint"] = fingerprint
+    path = write_json_atomic(out_dir / "run.json", run)
+    logger.info("wrote %s (ok)", out_dir)
     return path
 
 

@@ -236,7 +236,7 @@ def _tuning_sections(validation: pd.DataFrame, selections: Sequence[dict], grids
         f"Per grid point: mean Dice (unitless) against mean sdlogJ (unitless, left) and mean %J≤0 (percent of "
         f"pixels, right), means over the {n_val} "
         f"validation pairs with a finite value; one curve per method "
-        f"{'across its λ grid (other grid values in the legend)' if order_by else 'across its grid'}; ringed: "
+        f"{'across its λ grid (elastix: its bending weight; other grid values in the legend)' if order_by else 'across its grid'}; ringed: "
         f"the Pareto front over all grid points (maximise Dice, minimise the x metric); tuning.csv marks "
         f"each method's own front. {defs['sdlogj']} {defs['neg_jac_pct']}"))
     return written

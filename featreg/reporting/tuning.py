@@ -82,8 +82,9 @@ def tuning_frame(validation_df: pd.DataFrame, selections: Sequence[Mapping[str, 
 def pareto_metrics(validation_df: pd.DataFrame, selections: Sequence[Mapping[str, Any]]) -> tuple[pd.DataFrame, str | None]:
     """The validation rows of the grid points with ``base`` and ``curve`` columns, and the column to order by.
 
-    A curve is one method across its λ values (the other grid values fixed, named
-    in ``curve``); without λ in a grid, across its points in x order (None).
+    A curve is one method across its regulariser weights (λ; elastix: the bending
+    weight; the other grid values fixed, named in ``curve``); without one in any grid,
+    across its points in x order (None).
     """
     df = normalise_metrics(validation_df)
     lam: dict[str, float] = {}
@@ -94,7 +95,7 @@ def pareto_metrics(validation_df: pd.DataFrame, selections: Sequence[Mapping[str
             values = dict(candidate["values"])
             name = candidate["method"]
             base[name] = record["base"]
-            lam[name] = float(values.pop("lam", np.nan))
+            lam[name] = float(values.pop("lam", values.pop("bending_weight", np.nan)))
             curve[name] = values_label(values)
     df = df[df["method"].isin(base)]
     df = df.assign(base=df["method"].map(base), curve=df["method"].map(curve), lam=df["method"].map(lam))

@@ -108,3 +108,13 @@ def test_report_needs_both_tuning_inputs(tmp_path):
 
     with pytest.raises(ConfigError, match="give both the validation metrics and the selection records"):
         build_report(tmp_path / "metrics.csv", tmp_path / "out", validation_csv=tmp_path / "metrics.csv")
+
+
+def test_elastix_curve_runs_across_its_bending_weight():
+    candidates = [{"method": f"elastix@it250_bw{w:g}", "values": {"iterations": 250, "bending_weight": w}}
+                  for w in (0.1, 1.0)]
+    val = pd.DataFrame([{"method": c["method"], "patient": "patient001", "dice_mean": 0.8, "sdlogj": 0.1,
+                         "neg_jac_pct": 0.0} for c in candidates])
+    points, order_by = pareto_metrics(val, [{"base": "elastix", "candidates": candidates}])
+    assert order_by == "lam" and set(points["curve"]) == {"iterations 250"}
+    assert sorted(points["lam"]) == [0.1, 1.0]

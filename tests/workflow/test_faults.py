@@ -32,6 +32,7 @@ def slow_config(workdir: Path) -> Path:
     config["compute"].update(shard_size=3, batch_size=1)
     config["registration"]["iterations"] = 400
     config["grid"]["encoders"] = []
+    config["methods"].pop("elastix")
     config["figures"]["feature_encoders"] = []
     return write_config(workdir / "config/faults.yaml", config)
 

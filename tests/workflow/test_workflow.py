@@ -44,7 +44,7 @@ def finished_run(tmp_path_factory) -> Path:
 
 def test_metrics_table_has_a_row_per_method_and_patient(finished_run: Path):
     table = pd.read_csv(finished_run / "reports/test/metrics.csv")
-    methods = {"initial", "ncc", "mind-cosine-v1", "mind-cosine-v2"}
+    methods = {"initial", "ncc", "elastix", "mind-cosine-v1", "mind-cosine-v2"}
     assert set(table["method"]) == methods
     assert len(table) == len(methods) * 3
     assert set(table["patient"]) == {"patient001", "patient002", "patient003"}
@@ -60,6 +60,10 @@ def test_metrics_table_has_a_row_per_method_and_patient(finished_run: Path):
     assert (ncc["iterations"] == 20).all()
     v2 = table[table.method == "mind-cosine-v2"]
     assert set(v2["variant"]) == {"combined"} and np.allclose(v2["alpha"], 0.3)
+    elastix = table[table.method == "elastix"].set_index("patient")
+    assert set(elastix["variant"]) == {"classical"} and (elastix["iterations"] == 2 * 50).all()
+    assert elastix[["dice_mean", "hd95_mean", "sdlogj", "neg_jac_pct", "seconds"]].notna().all().all()
+    assert elastix["dice_mean"].mean() > initial["dice_mean"].mean()
 
 
 def test_report_and_figures_are_written(finished_run: Path):
@@ -68,6 +72,7 @@ def test_report_and_figures_are_written(finished_run: Path):
     assert "<img" in html and "data:image/png;base64," in html
     assert "Dice" in html and "HD95" in html
     assert "ncc" in (reports / "table1.md").read_text()
+    assert "| no encoder | classical | elastix |" in (reports / "table1.md").read_text()
     pngs = sorted(reports.rglob("*.png"))
     assert pngs, "no figures written"
     for png in pngs:
@@ -131,13 +136,25 @@ def test_paper_config_plans_its_grid_in_seconds(workdir: Path):
     # One test shard (121-150) and one validation shard (101-120). Test: ncc, the no-upsampling
     # ablation, 3 encoders x 2 distances x 2 variants and the alpha sweep (0.1..1.0 minus 0.3 and
     # 1.0, already in the grid) = 22 methods, plus one tuned method per tuned method (13); tuning:
-    # 13 methods x 12 grid points on the validation shard. Features: 4 encoders on test, 3 on val.
+    # 13 methods x 12 grid points on the validation shard. elastix has its own rule: itself, its
+    # tuned row and its 12 grid points. Features: 4 encoders on test, 3 on val.
     assert jobs["preprocess"] == 2
     assert jobs["register"] == 22 + 13 + 13 * 12
+    assert jobs["register_elastix"] == 1 + 1 + 12
     assert jobs["cache_features"] == 4 + 3
     assert jobs["fetch_checkpoint"] == 2  # DINOv2 (shared by two encoders) and SAM
-    assert "4170 registrations" in proc_text  # 35 x 30 test + 13 x 12 x 20 validation
+    assert "4470 registrations" in proc_text  # 37 x 30 test + 14 x 12 x 20 validation
     assert elapsed < 60
+
+
+def test_default_config_plans_an_elastix_row_without_a_gpu(workdir: Path):
+    proc = snakemake(workdir, "-n")  # config/config.yaml
+    jobs = planned_jobs(proc)
+    assert jobs["register_elastix"] == 1 and jobs["register"] == 12
+    text = proc.stdout + proc.stderr
+    block = re.split(r"\n\[|\nrule ", text[text.index("rule register_elastix:"):])[0]
+    assert "results/default/registration/elastix/shards/s000.json" in block and "gpu" not in block
+    assert "results/default/metrics/elastix/s000.csv" in text  # evaluated and collected as any method
 
 
 def test_bad_config_fails_with_a_clear_message(workdir: Path):
@@ -161,3 +178,10 @@ def test_bad_config_fails_with_a_clear_message(workdir: Path):
     proc = snakemake(workdir, "--configfile", "config/bad3.yaml", "-n", check=False)
     assert proc.returncode != 0
     assert "figures.patient 'patient099' is not among the test patients" in proc.stdout + proc.stderr
+
+    config = load_config("test.yaml")
+    config["methods"]["elastix"]["settings"]["metric"] = "Correlation"
+    write_config(workdir / "config/bad4.yaml", config)
+    proc = snakemake(workdir, "--configfile", "config/bad4.yaml", "-n", check=False)
+    assert proc.returncode != 0
+    assert "method elastix: elastix metric must be one of" in proc.stdout + proc.stderr

@@ -47,6 +47,15 @@ RUNNABLE = TEST_METHODS | GRID_METHODS
 ENCODER_OF = {name: m.encoder for name, m in RUNNABLE.items()} | {
     tuned: METHODS[base].encoder for tuned, base in TUNED.items()
 }
+# Methods by engine; rule register runs the FFD ones, register_elastix the elastix ones.
+KIND_OF = {name: m.kind for name, m in RUNNABLE.items()} | {
+    tuned: METHODS[base].kind for tuned, base in TUNED.items()
+}
+# Wildcard constraints matching exactly the methods of each kind.
+METHOD_PATTERN = {
+    kind: "|".join(re.escape(name) for name, k in KIND_OF.items() if k == kind)
+    for kind in ("ffd", "elastix")
+}
 
 # Every path more than one rule names, as a template of its wildcards.
 PATHS = {

@@ -2,7 +2,9 @@
 # writes one result folder per patient; the shard manifest records each pair's status.
 # Test methods run on the test shards (s000, ...), tuning grid points on the validation
 # shards (v000, ...); every method comes as a file (results/<name>/methods/<method>.json),
-# a tuned one written by its selection job.
+# a tuned one written by its selection job. FFD methods run in rule register (batched, on
+# the GPU when there is one); elastix methods in rule register_elastix (one pair at a time
+# on compute.threads CPU threads).
 
 
 rule register:
@@ -12,6 +14,8 @@ rule register:
         PATHS["registered"],
     log:
         f"logs/{NAME}/registration/{{method}}/{{shard}}.log",
+    wildcard_constraints:
+        method=METHOD_PATTERN["ffd"],
     conda:
         "../../envs/featreg.yaml"
     threads: COMPUTE["threads"]
@@ -30,6 +34,34 @@ rule register:
         "--pairs {params.pairs} "
         "--out-dir {params.out_dir} --manifest {output} "
         "--device {params.device} --batch-size {params.batch_size} > {log} 2>&1"
+
+
+if METHOD_PATTERN["elastix"]:
+
+    rule register_elastix:
+        input:
+            pairs=shard_pair_files,
+            method=method_file,
+        output:
+            PATHS["registered"],
+        log:
+            f"logs/{NAME}/registration/{{method}}/{{shard}}.log",
+        wildcard_constraints:
+            method=METHOD_PATTERN["elastix"],
+        conda:
+            "../../envs/featreg.yaml"
+        threads: COMPUTE["threads"]
+        resources:
+            mem_mb=COMPUTE["mem_mb"],
+            runtime=COMPUTE["runtime_min"],
+        params:
+            pairs=shard_pair_dirs,
+            out_dir=lambda wildcards: PATHS["registration"].format(
+                method=wildcards.method
+            ),
+        shell:
+            "featreg register --method-file {input.method} --pairs {params.pairs} "
+            "--out-dir {params.out_dir} --manifest {output} --threads {threads} > {log} 2>&1"
 
 
 rule method_file:

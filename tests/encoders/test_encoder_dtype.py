@@ -1,0 +1,74 @@
+"""bf16 autocast of the encoder: chosen per device, run on CPU here; features and losses stay float32."""
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from featreg.encoders.registry import EncoderSpec, build_encoder
+from featreg.registration.bspline import BSplineTransform
+from featreg.registration.optimize import pair_objective, register_pairs
+from featreg.registration.regularizers import regulariser_weights
+from featreg.registration.settings import RegistrationSettings
+
+sys.path.insert(0, str(Path(__file__).parents[1] / "registration"))
+from registration_helpers import known_pair  # noqa: E402
+
+TINY = {"kind": "dinov2", "random_init": True, "seed": 2, "input_size": 112, "grid": 16,
+        "arch": {"embed_dim": 96, "depth": 2, "num_heads": 3}}  # fmt: skip
+
+
+def tiny(dtype):
+    return build_encoder(EncoderSpec.from_dict("tiny", {**TINY, "dtype": dtype}))
+
+
+@pytest.mark.parametrize(
+    ("kind", "dtype", "device", "expected"),
+    [
+        ("dinov2", "auto", "cuda", "bf16"),
+        ("sam", "auto", "cuda", "bf16"),
+        ("dinov2", "auto", "cpu", "float32"),
+        ("mind", "auto", "cuda", "float32"),
+        ("sam", "float32", "cuda", "float32"),
+        ("dinov2", "bf16", "cpu", "bf16"),
+    ],
+)
+def test_compute_dtype_is_bf16_by_default_only_for_learnt_weights_on_cuda(kind, dtype, device, expected):
+    entry = {"kind": kind, "dtype": dtype} | ({} if kind == "mind" else {"random_init": True})
+    assert EncoderSpec.from_dict("e", entry).compute_dtype(device) == expected
+
+
+def test_bf16_runs_the_backbone_in_bf16_and_returns_float32_features():
+    bf16, fp32 = tiny("bf16"), tiny("float32")
+    seen = []
+    bf16.backbone.vit.blocks[0].attn.qkv.register_forward_hook(lambda module, args, out: seen.append(out.dtype))
+    x = torch.rand(1, 1, 32, 32, generator=torch.Generator().manual_seed(0)).requires_grad_(True)
+    out = bf16(x)
+    assert seen == [torch.bfloat16]
+    assert out.dtype == torch.float32
+    assert bf16.identity()["dtype"] == "bf16" and fp32.identity()["dtype"] == "float32"
+    reference = fp32(x.detach())
+    relative = (out.detach() - reference).norm() / reference.norm()
+    assert 0 < relative < 0.05  # bf16 rounding: different, but close
+    out.square().mean().backward()
+    assert x.grad.dtype == torch.float32 and torch.isfinite(x.grad).all()
+
+
+def test_feature_loss_and_registration_stay_float32_under_bf16():
+    fixed, moving, _ = known_pair()
+    settings = RegistrationSettings(lattice=(6, 6), iterations=5, lr=0.05, alpha=1.0, feature_distance="cosine")
+    bf16, fp32 = tiny("bf16"), tiny("float32")
+    transform = BSplineTransform((64, 64), lattice=settings.lattice, order=settings.order)
+    params = transform.zeros(1).requires_grad_(True)
+    weights = regulariser_weights(settings.regulariser, (64, 64), (1.8, 1.8)).to(params.dtype)
+    with torch.no_grad():
+        fixed_features = bf16(fixed)
+    terms = pair_objective(transform, params, fixed, moving, settings, weights, encoder=bf16, fixed_features=fixed_features)
+    assert [t.dtype for t in terms] == [torch.float32] * 4
+    results = [register_pairs(fixed, moving, settings, encoder=e, device="cpu", progress=False) for e in (bf16, fp32)]
+    assert all(r.status == ["ok"] for r in results)
+    moved = np.abs(results[1].displacement_mm).max()
+    assert moved > 0
+    assert np.abs(results[0].displacement_mm - results[1].displacement_mm).max() < 0.5 * moved

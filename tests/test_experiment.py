@@ -16,6 +16,7 @@ from featreg.experiment import (
     experiment_patients,
     load_method_file,
     method_table,
+    registrations_per_encoder,
     select_tuned,
     shard_patients,
     split_patients,
@@ -182,3 +183,11 @@ def test_alpha_sweep_names_keep_every_digit():
     names = [name for name in method_table(cfg) if "-a" in name]
     assert names == ["mind-cosine-a0.001", "mind-cosine-a0.12", "mind-cosine-a0.125"]  # 0.3 is the v2 point
     assert method_table(cfg)["mind-cosine-a0.125"].alpha == 0.125
+
+
+def test_registrations_per_encoder_counts_test_paper_tuned_and_grid_runs():
+    # 2 test and 2 validation patients; ncc, mind-cosine-v1, mind-cosine-v2 all tuned with 2 grid points.
+    # Test split: 3 methods + 3 @paper rows (the settings are not the paper's) + 3 @tuned = 9 x 2 patients;
+    # validation: 3 methods x 2 points x 2 patients. ncc is one of each three, mind two.
+    assert registrations_per_encoder(config(), cohort(6)) == {None: 3 * 2 + 2 * 2, "mind": 6 * 2 + 4 * 2}
+    assert registrations_per_encoder(config(tuned=False), cohort(6)) == {None: 2, "mind": 4}

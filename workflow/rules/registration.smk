@@ -23,10 +23,11 @@ rule register:
         pairs=shard_pair_dirs,
         encoder=encoder_options,
         batch_size=COMPUTE["batch_size"],
+        compile="--compile" if COMPUTE["compile"] else "",
         out_dir=lambda wildcards: f"{RESULTS}/registration/{wildcards.method}",
         device=DEVICE,
     shell:
         "featreg register {params.method} {params.encoder} "
         "--pairs {params.pairs} "
         "--out-dir {params.out_dir} --manifest {output} "
-        "--device {params.device} --batch-size {params.batch_size} > {log} 2>&1"
+        "--device {params.device} --batch-size {params.batch_size} {params.compile} > {log} 2>&1"

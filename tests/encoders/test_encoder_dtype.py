@@ -1,4 +1,4 @@
-"""bf16 autocast of the encoder: chosen per device, run on CPU here; features and losses stay float32."""
+"""bf16 autocast of the encoder (chosen per device, run on CPU here; features and losses stay float32) and compile."""
 
 import sys
 from pathlib import Path
@@ -74,3 +74,11 @@ def test_feature_loss_and_its_gradient_stay_float32_and_close_under_bf16():
         grads.append(params.grad.flatten())
     torch.testing.assert_close(terms[0], terms[1], rtol=1e-3, atol=0)
     assert torch.nn.functional.cosine_similarity(grads[0], grads[1], dim=0) > 0.99
+
+
+def test_compiling_the_backbone_keeps_its_parameter_names():
+    """compute.compile compiles the backbone in place (compiled on first call), so checkpoints and caches see the same keys."""
+    encoder = tiny("float32")
+    keys = list(encoder.state_dict())
+    encoder.backbone.compile()
+    assert list(encoder.state_dict()) == keys

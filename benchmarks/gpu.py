@@ -42,13 +42,13 @@ GPU-hours of the paper grid.
 from __future__ import annotations
 
 import argparse
-import csv
 import dataclasses
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 import yaml
 from snakemake.utils import validate
@@ -219,10 +219,8 @@ def measure(args: argparse.Namespace, device: torch.device, pairs: list[Pair]) -
 
 def write_csv(path: Path, rows: list[dict]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp, open(tmp, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    with atomic_path(path) as tmp:
+        pd.DataFrame(rows).to_csv(tmp, index=False)
     print(f"wrote {path}")
 
 

@@ -29,8 +29,9 @@ untimed warm-up run (2 iterations, or ``--iterations`` if fewer). Columns:
   :func:`featreg.experiment.registrations_per_encoder` (the planning functions
   the workflow runs; its dry run logs the total, 3130), and their hours at this
   row's speed. ``dinov2-noup`` (126 px) is costed as DINOv2, an upper bound.
-- ``compile_s`` (``--compile``, bf16 at batch auto): the warm-up's extra time
-  when the backbone is ``torch.compile``-d; the row's speed is the compiled one.
+- ``compile_s`` (``--compile``, bf16 at batch auto): the extra time of the fixed
+  features and the warm-up when the backbone is ``torch.compile``-d; the row's
+  speed is the compiled one.
 
 bf16 against float32 (same pairs, batch auto, ``--iterations``): mean Dice of
 each and the mean over pairs of |ΔDice|, and the largest and mean |Δu| of the
@@ -145,14 +146,17 @@ def flop_per_pair_iteration(pair: Pair, settings: RegistrationSettings, encoder,
 
 
 def timed_run(pairs: list[Pair], settings: RegistrationSettings, encoder, device: torch.device):
-    """One untimed warm-up of at most 2 iterations, then the timed run; returns (result, warm-up seconds)."""
+    """Fixed features and a warm-up of at most 2 iterations, then the timed run; returns (result, seconds before it).
+
+    The seconds before the timed run include compiling a compiled encoder (without and with gradients).
+    """
     fixed, moving = stack(pairs, "fixed"), stack(pairs, "moving")
+    started = time.perf_counter()
     features = None
     if encoder is not None:
         with torch.no_grad():
             features = encoder(fixed.to(device))
     common = dict(spacing=pairs[0].spacing, encoder=encoder, fixed_features=features, device=device, progress=False)
-    started = time.perf_counter()
     register_pairs(fixed, moving, dataclasses.replace(settings, iterations=min(2, settings.iterations)), **common)
     warmup = time.perf_counter() - started
     return register_pairs(fixed, moving, settings, **common), warmup

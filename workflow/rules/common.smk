@@ -58,14 +58,15 @@ def cohort_patients():
     return list_patients(ROOT)
 
 
-PATIENTS, VAL_PATIENTS = experiment_patients(config, cohort_patients())
+COHORT = cohort_patients()
+PATIENTS, VAL_PATIENTS = experiment_patients(config, COHORT)
 SHARDS = shard_patients(PATIENTS, COMPUTE["shard_size"])
 VAL_SHARDS = shard_patients(VAL_PATIENTS, COMPUTE["shard_size"], prefix="v")
 ALL_SHARDS = SHARDS | VAL_SHARDS
 
 _val_runs = len(GRID_METHODS) * len(VAL_PATIENTS)
 logger.info(
-    f"{sum(registrations_per_encoder(config, cohort_patients()).values())} registrations "
+    f"{sum(registrations_per_encoder(config, COHORT).values())} registrations "
     f"({len(TEST_METHODS) + len(TUNED)} methods "
     f"x {len(PATIENTS)} test patients"
     + (

@@ -423,3 +423,25 @@ def load_method_file(path: str | Path) -> Method:
     if not isinstance(entries, dict) or set(entries) != fields:
         raise InputError(f"not a method file: expected the entries {', '.join(sorted(fields))}", path=path)
     return Method(**entries)
+
+
+def registrations_per_encoder(config: Mapping[str, Any], cohort: Sequence[str]) -> dict[str | None, int]:
+    """Registrations the workflow runs for ``config`` on ``cohort`` (ids before the split), per encoder.
+
+    Key None counts intensity-only methods. Test methods (and, with a tuning
+    block, each tuned method's paper and tuned rows) run on the test patients,
+    grid points on the validation patients.
+    """
+    methods = method_table(config)
+    tuning = tuning_plan(config, methods)
+    test, val = experiment_patients(config, cohort)
+    on_test = list({**methods, **({m.name: m for m in tuning.paper.values()} if tuning else {})}.values())
+    on_val: list[Method] = []
+    if tuning:
+        on_test += [methods[base] for base in tuning.tuned.values()]
+        on_val = list(tuning.grid_methods.values())
+    counts: dict[str | None, int] = {}
+    for group, patients in ((on_test, test), (on_val, val)):
+        for method in group:
+            counts[method.encoder] = counts.get(method.encoder, 0) + len(patients)
+    return counts

@@ -40,6 +40,7 @@ from featreg.evaluation.statistics import TIE_BREAK, eligible_settings, select_s
 from featreg.experiment import Method, write_method_file
 from featreg.io import atomic_path, write_json_atomic
 from featreg.reporting.tables import read_metrics
+from featreg.registration.batching import auto_batch_size
 from featreg.registration.elastix import ElastixSettings, register_elastix
 from featreg.registration.io import write_elastix_result, write_failed_result, write_pair_result
 from featreg.registration.optimize import register_pairs, resolve_device
@@ -251,6 +252,18 @@ def _write_manifest(method: Method, expected: str, statuses: dict[str, dict[str,
     return write_json_atomic(manifest, {"method": method.name, "fingerprint": expected, "patients": statuses})
 
 
+def _auto_batch_size(pending: Sequence[tuple[Path, str | None]], settings, encoder, device) -> tuple[int, dict[str, Any]]:
+    """``batch_size: auto`` measured on the first readable pending pair."""
+    for pair_dir, _ in pending:
+        try:
+            pair = load_pair(pair_dir)
+        except InputError:
+            continue  # reported as failed by the registration loop
+        return auto_batch_size(pair.fixed[None, None], pair.moving[None, None], settings, spacing=pair.spacing,
+                               encoder=encoder, device=device, limit=len(pending))  # fmt: skip
+    return 1, {"requested": "auto", "batch_size": 1, "rule": "no readable pair to measure"}
+
+
 def register_shard(
     method: Method,
     pair_dirs: Sequence[str | Path],
@@ -260,18 +273,22 @@ def register_shard(
     encoder_spec: EncoderSpec | None = None,
     features_manifest: str | Path | None = None,
     device: str = "auto",
-    batch_size: int = 8,
+    batch_size: int | str = 8,
     threads: int = 1,
+    compile_encoder: bool = False,
 ) -> Path:
     """Register every pair of a shard with ``method``, batch by batch; write results and the manifest.
 
-    An elastix method registers one pair at a time on the CPU with ``threads``
-    threads (``device`` and ``batch_size`` are the FFD's).
+    ``batch_size`` ``"auto"`` is chosen from the first readable pending pair
+    (:mod:`featreg.registration.batching`); ``compile_encoder`` wraps the
+    encoder's backbone in ``torch.compile``. An elastix method registers one pair
+    at a time on the CPU with ``threads`` threads (``device``, ``batch_size`` and
+    ``compile_encoder`` are the FFD's).
     """
     if method.kind == "elastix":
         return _register_shard_elastix(method, pair_dirs, Path(out_dir), manifest, threads=threads)
-    if batch_size < 1:
-        raise FeatregError(f"batch_size must be at least 1, got {batch_size}")
+    if batch_size != "auto" and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
+        raise FeatregError(f"batch_size must be a positive integer or 'auto', got {batch_size!r}")
     if (method.encoder is None) != (encoder_spec is None):
         raise FeatregError(f"method {method.name} uses encoder {method.encoder} but the encoder spec given is {encoder_spec}")
     settings = RegistrationSettings.from_dict(method.registration_settings())
@@ -285,6 +302,8 @@ def register_shard(
         spec = encoder_spec
         encoder = build_encoder(spec, device=str(torch_device))
         identity = encoder.identity()
+        if compile_encoder:
+            encoder.backbone.compile()
         if features_manifest is None:
             raise FeatregError(f"method {method.name} uses encoder {spec.name} but no feature manifest was given")
         feature_files = json.loads(Path(features_manifest).read_text())["features"]
@@ -294,6 +313,9 @@ def register_shard(
     pending = _pending_pairs(pair_dirs, out_dir, expected, statuses)
     log.info("method %s: %d pairs, %d already done, %d to register on %s", method.name, len(pair_dirs), len(statuses), len(pending), torch_device)
 
+    batch_sizing = None
+    if batch_size == "auto" and pending:
+        batch_size, batch_sizing = _auto_batch_size(pending, settings, encoder, torch_device)
     progress = tqdm(total=len(pending), desc=f"register {method.name}", unit="pair")
 
     def fail(patient: str, reason: str, key: str | None) -> None:
@@ -352,6 +374,7 @@ def register_shard(
                 spacing=pair.spacing,
                 moving_label=pair.moving_label,
                 fingerprint=key,
+                batch_sizing=batch_sizing,
             )
             statuses[patient] = {"status": result.status[index], "reason": result.reason[index]}
             progress.update()

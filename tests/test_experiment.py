@@ -19,6 +19,7 @@ from featreg.experiment import (
     load_method_file,
     method_table,
     read_selection,
+    registrations_per_encoder,
     shard_patients,
     split_patients,
     synthetic_role_number,
@@ -247,3 +248,11 @@ def test_bad_elastix_settings_fail_when_the_config_is_read():
     cfg["tuning"]["grids"] = {"elastix": {"lam": [30.0, 240.0]}}
     with pytest.raises(ConfigError, match=r"tuning grid of elastix: unknown key\(s\) lam for kind elastix "):
         tuning_plan(cfg, method_table(cfg))
+
+
+def test_registrations_per_encoder_counts_test_paper_tuned_and_grid_runs():
+    # 2 test and 2 validation patients; ncc, mind-cosine-v1, mind-cosine-v2 all tuned with 2 grid points.
+    # Test split: 3 methods + 3 @paper rows (the settings are not the paper's) + 3 @tuned = 9 x 2 patients;
+    # validation: 3 methods x 2 points x 2 patients. ncc is one of each three, mind two.
+    assert registrations_per_encoder(config(), cohort(6)) == {None: 3 * 2 + 2 * 2, "mind": 6 * 2 + 4 * 2}
+    assert registrations_per_encoder(config(tuned=False), cohort(6)) == {None: 2, "mind": 4}

@@ -117,6 +117,20 @@ def test_sharded_run_equals_one_job_per_pair_and_resumes(cohort: Path, tmp_path:
     assert (tmp_path / "shard" / "patient002" / "displacement.nii.gz").is_file()
 
 
+def test_auto_batch_size_is_logged_in_run_json_and_a_bad_one_is_one_line(cohort: Path, tmp_path: Path, capsys):
+    pair_dirs = [cohort / "pairs" / p for p in PATIENTS]
+    register_shard(METHOD, pair_dirs, tmp_path / "auto", tmp_path / "auto.json", device="cpu", batch_size="auto")
+    for patient in PATIENTS:
+        run = json.loads((tmp_path / "auto" / patient / "run.json").read_text())
+        assert run["batch_size"] == 3  # the CPU batch (8), capped by the shard's 3 pairs
+        assert run["batch_sizing"] == {"requested": "auto", "batch_size": 3, "rule": "fixed 8 on cpu"}
+    method_file = tmp_path / "ncc.json"
+    method_file.write_text(METHOD.to_json())
+    assert main(["register", "--method-file", str(method_file), "--pairs", str(pair_dirs[0]), "--out-dir", str(tmp_path),
+                 "--manifest", str(tmp_path / "m.json"), "--batch-size", "many"]) == 2  # fmt: skip
+    assert "--batch-size: must be a positive integer or 'auto', got 'many'" in capsys.readouterr().err
+
+
 def test_a_pair_with_another_spacing_fails_alone(cohort: Path, tmp_path: Path):
     from dataclasses import replace
 

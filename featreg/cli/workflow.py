@@ -23,6 +23,7 @@ def _register(args: argparse.Namespace) -> int:
         device=args.device,
         batch_size=args.batch_size,
         threads=args.threads,
+        compile_encoder=args.compile,
     )
     return 0
 
@@ -54,6 +55,19 @@ def _select(args: argparse.Namespace) -> int:
     return 0
 
 
+def _batch_size(text: str) -> int | str:
+    """``--batch-size``: a positive integer or ``auto``."""
+    if text == "auto":
+        return text
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer or 'auto', got {text!r}")
+    return value
+
+
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     device = {"choices": ["auto", "cpu", "cuda"], "default": "auto", "help": "where to compute (auto: cuda when available)"}
 
@@ -65,7 +79,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out-dir", required=True, help="results go to OUT_DIR/<patient>/")
     p.add_argument("--manifest", required=True, help="JSON written last, with each pair's status")
     p.add_argument("--device", **device)
-    p.add_argument("--batch-size", type=int, default=8, help="pairs optimised jointly")
+    p.add_argument("--batch-size", type=_batch_size, default=8,
+                   help="pairs optimised jointly; auto: the most that fit in free GPU memory (8 on CPU)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the encoder's backbone")
     p.add_argument("--threads", type=int, default=1, help="CPU threads of an elastix method (one pair at a time)")
     p.set_defaults(func=_register)
 

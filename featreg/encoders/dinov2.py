@@ -28,6 +28,14 @@ class DenseTokens(nn.Module):
         return tokens.transpose(1, 2).reshape(x.shape[0], -1, h, w)
 
 
+def fuse_timm_attention(model: nn.Module) -> nn.Module:
+    """Turn on timm's fused attention (``scaled_dot_product_attention``) in every block, whatever ``TIMM_FUSED_ATTN`` says."""
+    for module in model.modules():
+        if hasattr(module, "fused_attn"):
+            module.fused_attn = True
+    return model
+
+
 def load_timm_state(vit: nn.Module, state: dict, path: object, filter_fn=checkpoint_filter_fn) -> None:
     """Convert a checkpoint with timm's filter (key layout, position embedding size) and load it strictly."""
     state = filter_fn(state, vit) if filter_fn is not None else state
@@ -47,4 +55,4 @@ def build_dinov2(spec: EncoderSpec) -> Backbone:
     if not spec.random_init and spec.checkpoint is not None:
         state, sha = load_checkpoint_state(spec.checkpoint, sha256=spec.sha256)
         load_timm_state(vit, state, spec.checkpoint)
-    return Backbone(DenseTokens(vit), in_chans=3, input_size=size, weights=weights_label(spec, sha))
+    return Backbone(DenseTokens(fuse_timm_attention(vit)), in_chans=3, input_size=size, weights=weights_label(spec, sha))

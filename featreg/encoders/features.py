@@ -51,6 +51,8 @@ class FeatureEncoder(nn.Module):
     Grey is repeated to the backbone's channels, resized bilinearly to its input
     size, optionally ImageNet-normalised, encoded (eval mode, parameters frozen,
     still differentiable with respect to the image) and resized to the grid.
+    The backbone runs under bf16 autocast when :meth:`EncoderSpec.compute_dtype`
+    says so on the current device; its output, and all that follows, is float32.
     """
 
     def __init__(self, spec: EncoderSpec, backbone: Backbone):
@@ -74,6 +76,11 @@ class FeatureEncoder(nn.Module):
     def device(self) -> torch.device:
         return self.mean.device
 
+    @property
+    def compute_dtype(self) -> str:
+        """``"bf16"`` or ``"float32"``: the backbone's arithmetic on the device it is on now."""
+        return self.spec.compute_dtype(self.device.type)
+
     def identity(self) -> dict[str, Any]:
         """Everything that determines the features, for cache validation."""
         s = self.spec
@@ -86,7 +93,7 @@ class FeatureEncoder(nn.Module):
             "input_size": self.input_size,
             "grid": s.grid,
             "normalisation": s.normalisation,
-            "dtype": s.dtype,
+            "dtype": self.compute_dtype,
             "featreg_version": featreg.__version__,
         }
 
@@ -103,8 +110,7 @@ class FeatureEncoder(nn.Module):
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         x = self.preprocess(image)
-        use_bf16 = self.spec.dtype == "bf16" and self.device.type == "cuda"
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_bf16):
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.compute_dtype == "bf16"):
             feats = self.backbone(x)
         feats = feats.float()
         g = self.spec.grid

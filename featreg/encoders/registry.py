@@ -15,7 +15,8 @@ import yaml
 from featreg.errors import ConfigError
 
 NORMALISATIONS = ("none", "imagenet")
-DTYPES = ("float32", "bf16")
+# Encoder arithmetic: "auto" is bf16 autocast for kinds with learnt weights on CUDA, float32 otherwise.
+DTYPES = ("auto", "float32", "bf16")
 
 # kind -> "module:function"; imported on first use so that building MIND never imports timm.
 _FACTORIES: dict[str, str | Callable[["EncoderSpec"], Any]] = {
@@ -64,7 +65,7 @@ class EncoderSpec:
     seed: int = 0
     arch: dict[str, Any] = field(default_factory=dict)
     model: str | None = None
-    dtype: str = "float32"
+    dtype: str = "auto"
 
     @classmethod
     def from_dict(cls, name: str, d: Mapping[str, Any]) -> "EncoderSpec":
@@ -94,7 +95,7 @@ class EncoderSpec:
             raise ConfigError(
                 f"{where}: normalisation must be one of {', '.join(NORMALISATIONS)}, got {values['normalisation']!r}"
             )
-        if values.get("dtype", "float32") not in DTYPES:
+        if values.get("dtype", "auto") not in DTYPES:
             raise ConfigError(f"{where}: dtype must be one of {', '.join(DTYPES)}, got {values['dtype']!r}")
         if not isinstance(values.get("arch", {}), Mapping):
             raise ConfigError(f"{where}: arch must be a mapping, got {values['arch']!r}")
@@ -122,6 +123,12 @@ class EncoderSpec:
             )
         if self.kind == "timm" and not self.model:
             raise ConfigError(f"{where}: kind 'timm' needs model (a timm model name)")
+
+    def compute_dtype(self, device_type: str) -> str:
+        """The encoder's arithmetic on ``device_type`` (``"float32"`` or ``"bf16"``); ``auto``: bf16 for learnt weights on CUDA."""
+        if self.dtype == "auto":
+            return "bf16" if device_type == "cuda" and self.kind not in WEIGHTLESS else "float32"
+        return self.dtype
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)

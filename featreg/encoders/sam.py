@@ -10,6 +10,7 @@ from segment_anything.modeling import ImageEncoderViT
 from featreg.encoders.checkpoints import CheckpointError, load_checkpoint_state
 from featreg.encoders.features import Backbone, seeded, weights_label
 from featreg.encoders.registry import EncoderSpec
+from featreg.encoders.sam_attention import fuse_sam_attention
 from featreg.errors import ConfigError
 
 # segment-anything's vit_b image encoder (build_sam.py), overridable through ``arch``.
@@ -41,6 +42,7 @@ def build_sam(spec: EncoderSpec) -> Backbone:
 
     The encoder accepts exactly its ``img_size``; its position embeddings are
     built for it, so a checkpoint only loads at the size it was trained at.
+    Its attention blocks run fused (:mod:`featreg.encoders.sam_attention`).
     """
     if "img_size" in spec.arch:
         raise ConfigError(f"encoder {spec.name!r}: set input_size, not arch.img_size, for kind 'sam'")
@@ -56,4 +58,4 @@ def build_sam(spec: EncoderSpec) -> Backbone:
             encoder.load_state_dict(image_encoder_state(state), strict=True)
         except RuntimeError as exc:
             raise CheckpointError(f"checkpoint {spec.checkpoint} does not fit the SAM image encoder at input {size}: {exc}") from exc
-    return Backbone(encoder, in_chans=3, input_size=size, weights=weights_label(spec, sha))
+    return Backbone(fuse_sam_attention(encoder), in_chans=3, input_size=size, weights=weights_label(spec, sha))

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from featreg.encoders.checkpoints import load_checkpoint_state
-from featreg.encoders.dinov2 import DenseTokens, load_timm_state
+from featreg.encoders.dinov2 import DenseTokens, fuse_timm_attention, load_timm_state
 from featreg.encoders.features import Backbone, seeded, weights_label
 from featreg.encoders.registry import EncoderSpec
 
@@ -43,5 +43,6 @@ def build_timm(spec: EncoderSpec) -> Backbone:
         state, sha = load_checkpoint_state(spec.checkpoint, sha256=spec.sha256)
         filter_fn = getattr(sys.modules[type(model).__module__], "checkpoint_filter_fn", None)
         load_timm_state(model, state, spec.checkpoint, filter_fn=filter_fn)
+    fuse_timm_attention(model)
     module = DenseTokens(model) if is_vit else DenseMap(model)
     return Backbone(module, in_chans=3, input_size=size, weights=weights_label(spec, sha))

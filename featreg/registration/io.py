@@ -10,6 +10,7 @@ import csv
 import logging
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -54,11 +55,13 @@ def write_pair_result(
     spacing: Sequence[float],
     moving_label: np.ndarray | None,
     fingerprint: str | None = None,
+    batch_sizing: dict[str, Any] | None = None,
 ) -> Path:
     """Write pair ``index`` of ``result`` into ``out_dir`` (``<results>/<method>/<patient>/``); returns ``run.json``.
 
     ``moving_label`` ``(X, Y)`` is warped by nearest neighbour; it is required for an ``ok`` pair.
-    ``fingerprint`` (identifying method + encoder, for resuming) is stored in ``run.json`` when given.
+    ``fingerprint`` (identifying method + encoder, for resuming) is stored in ``run.json`` when given,
+    and so is ``batch_sizing``, how ``batch_size: auto`` chose the batch.
     """
     if not 0 <= index < result.batch:
         raise ValueError(f"index {index} out of range for a result of {result.batch} pair(s)")
@@ -90,6 +93,8 @@ def write_pair_result(
     }
     if fingerprint is not None:
         run["fingerprint"] = fingerprint
+    if batch_sizing is not None:
+        run["batch_sizing"] = batch_sizing
     path = write_json_atomic(out_dir / "run.json", run)
     logger.info("wrote %s (%s)", out_dir, status)
     return path

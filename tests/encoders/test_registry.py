@@ -31,7 +31,7 @@ def test_no_checkpoint_without_random_init_is_an_error(kind):
         ({"kind": "timm", "random_init": True}, "kind 'timm' needs model"),
         ({"kind": "sam", "random_init": True, "grid": 0}, "grid must be a positive integer or null, got 0"),
         ({"kind": "sam", "random_init": True, "normalisation": "sam"}, "normalisation must be one of none, imagenet, got 'sam'"),
-        ({"kind": "sam", "random_init": True, "dtype": "fp16"}, "dtype must be one of float32, bf16, got 'fp16'"),
+        ({"kind": "sam", "random_init": True, "dtype": "fp16"}, "dtype must be one of auto, float32, bf16, got 'fp16'"),
         ({"checkpoint": "a.pth"}, "missing field 'kind'"),
     ],
 )

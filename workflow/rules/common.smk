@@ -16,6 +16,7 @@ from featreg.experiment import (
     TUNED_SUFFIX,
     experiment_patients,
     method_table,
+    registrations_per_encoder,
     shard_patients,
     tuning_plan,
 )
@@ -93,15 +94,16 @@ def cohort_patients():
     return list_patients(ROOT)
 
 
-PATIENTS, VAL_PATIENTS = experiment_patients(config, cohort_patients())
+COHORT = cohort_patients()
+PATIENTS, VAL_PATIENTS = experiment_patients(config, COHORT)
 SHARDS = shard_patients(PATIENTS, COMPUTE["shard_size"])
 VAL_SHARDS = shard_patients(VAL_PATIENTS, COMPUTE["shard_size"], prefix="v")
 ALL_SHARDS = SHARDS | VAL_SHARDS
 
-_test_runs = (len(TEST_METHODS) + len(TUNED)) * len(PATIENTS)
 _val_runs = len(GRID_METHODS) * len(VAL_PATIENTS)
 logger.info(
-    f"{_test_runs + _val_runs} registrations ({len(TEST_METHODS) + len(TUNED)} methods "
+    f"{sum(registrations_per_encoder(config, COHORT).values())} registrations "
+    f"({len(TEST_METHODS) + len(TUNED)} methods "
     f"x {len(PATIENTS)} test patients"
     + (
         f"; tuning: {len(TUNED)} methods x {TUNING.budget} grid points "

@@ -27,13 +27,14 @@ rule register:
         pairs=shard_pair_dirs,
         encoder=encoder_options,
         batch_size=COMPUTE["batch_size"],
+        compile="--compile" if COMPUTE["compile"] else "",
         out_dir=lambda wildcards: PATHS["registration"].format(method=wildcards.method),
         device=DEVICE,
     shell:
         "featreg register --method-file {input.method} {params.encoder} "
         "--pairs {params.pairs} "
         "--out-dir {params.out_dir} --manifest {output} "
-        "--device {params.device} --batch-size {params.batch_size} > {log} 2>&1"
+        "--device {params.device} --batch-size {params.batch_size} {params.compile} > {log} 2>&1"
 
 
 if METHOD_PATTERN["elastix"]:

@@ -65,9 +65,8 @@ from featreg.evaluation.metrics import dice_per_class
 from featreg.experiment import registrations_per_encoder
 from featreg.io import atomic_path
 from featreg.registration.batching import auto_batch_size
-from featreg.registration.bspline import BSplineTransform
 from featreg.registration.io import warp_label_mm
-from featreg.registration.optimize import pair_objective, register_pairs, resolve_device
+from featreg.registration.optimize import pair_objective, register_pairs, resolve_device, transform_for
 from featreg.registration.regularizers import regulariser_weights
 from featreg.registration.settings import RegistrationSettings
 from featreg.shards import preprocess_shard, synthesize_shard
@@ -132,8 +131,7 @@ def stack(pairs: list[Pair], attribute: str) -> torch.Tensor:
 def flop_per_pair_iteration(pair: Pair, settings: RegistrationSettings, encoder, device: torch.device) -> int:
     """FLOPs of one objective evaluation and its backward for one pair (math attention, so every device counts it)."""
     fixed, moving = stack([pair], "fixed").to(device), stack([pair], "moving").to(device)
-    transform = BSplineTransform(pair.fixed.shape, lattice=settings.lattice, order=settings.order,
-                                 diffeomorphic=settings.diffeomorphic, squaring_steps=settings.squaring_steps, device=device)  # fmt: skip
+    transform = transform_for(settings, pair.fixed.shape, device=device)
     params = transform.zeros(1).requires_grad_(True)
     weights = regulariser_weights(settings.regulariser, pair.fixed.shape, pair.spacing).to(params.dtype).to(device)
     features = None
@@ -157,7 +155,7 @@ def timed_run(pairs: list[Pair], settings: RegistrationSettings, encoder, device
     if encoder is not None:
         with torch.no_grad():
             features = encoder(fixed.to(device))
-    common = dict(spacing=pairs[0].spacing, encoder=encoder, fixed_features=features, device=device, progress=False)
+    common = dict(spacing=pairs[0].spacing, encoder=encoder, fixed_features=features, device=device, progress_every_s=None)
     register_pairs(fixed, moving, dataclasses.replace(settings, iterations=min(2, settings.iterations)), **common)
     warmup = time.perf_counter() - started
     return register_pairs(fixed, moving, settings, **common), warmup

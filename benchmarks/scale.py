@@ -156,7 +156,10 @@ def stage_commands(work: Path, config: dict, device: str) -> dict[str, callable]
     def register(method):
         def command(patients, tag):
             extra = ["--encoders", str(work / "encoders.yaml"), "--features", str(work / "sharded0/features.json")] if "mind" in method else []
-            return [FEATREG, "register", "--method-json", method, *extra, "--pairs", *dirs(patients), "--device", device,
+            method_file = work / tag / "method.json"
+            method_file.parent.mkdir(parents=True, exist_ok=True)
+            method_file.write_text(method)
+            return [FEATREG, "register", "--method-file", str(method_file), *extra, "--pairs", *dirs(patients), "--device", device,
                     "--out-dir", str(work / tag / "results"), "--manifest", str(work / tag / "register.json"),
                     "--batch-size", str(len(patients))]  # fmt: skip
 
@@ -202,8 +205,9 @@ def encoder_throughput(work: Path, name: str, shard: list[str], settings: dict, 
     tag.mkdir()
     features = [FEATREG, "features", "--encoders", encoders, "--encoder", name, "--pairs", *pairs, "--device", device,
                 "--out", *[str(tag / "features" / f"{p}.pt") for p in shard], "--manifest", str(tag / "features.json")]
-    method = Method(f"{name}-cosine-v1", 1.0, name, "cosine", settings).to_json()
-    register = [FEATREG, "register", "--method-json", method, "--encoders", encoders, "--features", str(tag / "features.json"),
+    method = tag / "method.json"
+    method.write_text(Method(f"{name}-cosine-v1", 1.0, name, "cosine", settings).to_json())
+    register = [FEATREG, "register", "--method-file", str(method), "--encoders", encoders, "--features", str(tag / "features.json"),
                 "--pairs", *pairs, "--device", device, "--out-dir", str(tag / "results"), "--manifest", str(tag / "register.json"),
                 "--batch-size", str(batch_size)]  # fmt: skip
     seconds = timed(features) + timed(register)

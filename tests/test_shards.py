@@ -157,7 +157,9 @@ def test_elastix_shard_writes_every_method_output_and_resumes(cohort: Path, tmp_
 
     method = Method("elastix", kind="elastix", settings={"resolutions": 2, "iterations": 60, "bending_weight": 0.1})
     pair_dirs = [str(cohort / "pairs" / p) for p in PATIENTS[:2]]
-    command = ["register", "--method-json", method.to_json(), "--pairs", *pair_dirs, "--out-dir",
+    method_file = tmp_path / "elastix.method.json"
+    method_file.write_text(method.to_json())
+    command = ["register", "--method-file", str(method_file), "--pairs", *pair_dirs, "--out-dir",
                str(tmp_path / "elastix"), "--manifest", str(tmp_path / "elastix.json"), "--threads", "2"]
     assert main(command) == 0
     result = tmp_path / "elastix" / "patient001"

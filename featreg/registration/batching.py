@@ -58,7 +58,7 @@ def pair_footprint_bytes(
     torch.cuda.synchronize(device)
     before = torch.cuda.memory_allocated(device)
     probe = dataclasses.replace(settings, iterations=PROBE_ITERATIONS, early_stop_rtol=None)
-    result = register_pairs(fixed, moving, probe, spacing=spacing, encoder=encoder, device=device, progress=False)
+    result = register_pairs(fixed, moving, probe, spacing=spacing, encoder=encoder, device=device, progress_every_s=None)
     return max(1, int(result.peak_memory_mb * 2**20) - before)
 
 

@@ -83,6 +83,21 @@ def _as_batch(name: str, value: np.ndarray | torch.Tensor) -> torch.Tensor:
     return tensor.detach().to(torch.float32)
 
 
+def transform_for(settings: RegistrationSettings, shape: Sequence[int], *, device: torch.device | str | None = None) -> BSplineTransform:
+    """The B-spline transform ``settings`` describe on images of ``shape``."""
+    return BSplineTransform(
+        shape,
+        lattice=settings.lattice,
+        control_spacing_px=settings.control_spacing_px,
+        placement=settings.lattice_placement,
+        order=settings.order,
+        diffeomorphic=settings.diffeomorphic,
+        squaring_steps=settings.squaring_steps,
+        squaring_convention=settings.squaring_convention,
+        device=device,
+    )
+
+
 def pair_objective(
     transform: BSplineTransform,
     params: torch.Tensor,
@@ -186,17 +201,7 @@ def register_pairs(
         if feats.ndim != 4 or feats.shape[0] != B:
             raise ValueError(f"fixed_features must have shape ({B}, C, g, g), got {tuple(feats.shape)}")
 
-    transform = BSplineTransform(
-        (X, Y),
-        lattice=settings.lattice,
-        control_spacing_px=settings.control_spacing_px,
-        placement=settings.lattice_placement,
-        order=settings.order,
-        diffeomorphic=settings.diffeomorphic,
-        squaring_steps=settings.squaring_steps,
-        squaring_convention=settings.squaring_convention,
-        device=dev,
-    )
+    transform = transform_for(settings, (X, Y), device=dev)
     params = transform.zeros(B).requires_grad_(True)
     reg_weights = regulariser_weights(settings.regulariser, (X, Y), spacing).to(dtype=params.dtype, device=dev)
     optimizer = torch.optim.Adam([params], lr=settings.lr, fused=True)

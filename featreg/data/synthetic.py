@@ -184,6 +184,8 @@ class _HeartShape:
     endo: np.ndarray  # harmonics (order, amplitude, phase, drift) of the endocardium
     epi: np.ndarray  # ... of the epicardium
     rv: np.ndarray  # ... of the RV outline about the RV ellipse's centre
+    rv_es: np.ndarray  # ... added at ES only: the RV contracts unevenly
+    endo_es: np.ndarray  # ... added at ES only: regional differences in LV wall motion
     trabeculae: np.ndarray  # fine harmonics: where LV trabeculae reach into the cavity
     rv_trabeculae: np.ndarray  # ... RV trabeculae
     fat: np.ndarray  # harmonics of the patchy epicardial fat
@@ -204,6 +206,8 @@ class _Cut:
     rv: float
     fill: float  # threshold of the trabecular pattern (lower: fuller)
     papillary: float  # papillary muscle scale (thicker at ES)
+    attachment: float  # papillary centre inside the endocardium, in muscle radii (apart at ED, merged at ES)
+    contracted: bool  # ES: the RV's uneven contraction applies
     rotation: float  # twist of the material at this height
     centre: tuple[float, float]
 
@@ -241,7 +245,7 @@ def _heart_slice(x: np.ndarray, y: np.ndarray, shape: _HeartShape, cut: _Cut) ->
         u, v = (dx * ca + dy * sa - d) / a, (-dx * sa + dy * ca) / b
         q = np.sqrt(u * u + v * v)
         psi = np.arctan2(v, u)
-        outline = 1 + _ripple(psi, shape.rv, cut.z)
+        outline = 1 + _ripple(psi, shape.rv, cut.z) + (_ripple(psi, shape.rv_es, cut.z) if cut.contracted else 0)
         rv = (q <= outline) & ~inside_epi
         wall = (q <= outline + 2.5 / a) & ~rv & ~inside_epi
         label[rv] = 1
@@ -249,7 +253,8 @@ def _heart_slice(x: np.ndarray, y: np.ndarray, shape: _HeartShape, cut: _Cut) ->
         tissue[rv], pool[rv] = _TISSUE["rv_blood"], POOL_RV
         # Trabeculae along the free wall toward the apex, and the moderator band across the cavity.
         depth = (outline - q) * a / 6.0
-        fingers = rv & (depth < 1) & (_pattern(psi, shape.rv_trabeculae, cut.z) > 0.2 + 1.5 * depth + 1.5 * cut.z)
+        threshold = cut.fill - 0.3 + 1.5 * depth + 1.5 * cut.z
+        fingers = rv & (depth < 1) & (_pattern(psi, shape.rv_trabeculae, cut.z) > threshold)
         offset, low, high = shape.moderator
         band = rv & (np.abs(v - offset) * b < 1.3) & (u > -0.3) & (low < cut.z < high)
         tissue[fingers | band], pool[fingers | band] = _TISSUE["myo"], 0
@@ -261,7 +266,8 @@ def _heart_slice(x: np.ndarray, y: np.ndarray, shape: _HeartShape, cut: _Cut) ->
         label[inside_epi] = 2
         tissue[inside_epi] = _TISSUE["myo"]
     if cut.endo > 0:
-        r_endo = cut.endo * (1 + _ripple(theta, shape.endo, cut.z))
+        regional = _ripple(theta, shape.endo_es, cut.z) if cut.contracted else 0
+        r_endo = cut.endo * (1 + _ripple(theta, shape.endo, cut.z) + regional)
         lv = rho < r_endo
         label[lv] = 3
         tissue[lv], pool[lv] = _TISSUE["lv_blood"], POOL_LV
@@ -270,7 +276,7 @@ def _heart_slice(x: np.ndarray, y: np.ndarray, shape: _HeartShape, cut: _Cut) ->
         for angle, radius, low, high in shape.papillary:
             if low < cut.z < high:
                 size = radius * cut.papillary * np.sqrt(np.sin(np.pi * (cut.z - low) / (high - low)))
-                reach = cut.endo - 0.6 * size - 1.0  # attached near the wall
+                reach = cut.endo - cut.attachment * size
                 pu = rho * np.cos(theta - angle) - reach
                 pv = rho * np.sin(theta - angle)
                 muscle |= lv & ((pu / size) ** 2 + (pv / (1.3 * size)) ** 2 <= 1)
@@ -347,7 +353,7 @@ def synth_patient(seed: int, number: int) -> SyntheticPatient:
     top = length + dz * rng.uniform(0.3, 1.1)
     n_slices = int(np.clip(np.ceil((top + wall + 2) / dz) + 1, 6, 12))
     h = (top - dz * np.arange(n_slices)).astype(np.float32)
-    trabecular_width = rng.uniform(2.0, 3.5)
+    trabecular_width = rng.uniform(2.5, 4.5)
 
     def endo_ed_fn(hh: np.ndarray) -> np.ndarray:
         return _ellipsoid_profile(hh, radius, length)
@@ -399,13 +405,15 @@ def synth_patient(seed: int, number: int) -> SyntheticPatient:
     heart = _HeartShape(
         endo=_harmonics(rng, range(2, 5), 0.10, 1.5),
         epi=_harmonics(rng, range(2, 5), 0.07, 1.5),
-        rv=_harmonics(rng, range(2, 6), 0.12, 2.0),
+        endo_es=_harmonics(rng, range(3, 8), 0.08, 3.0),
+        rv=_harmonics(rng, range(2, 6), 0.16, 5.0),
+        rv_es=_harmonics(rng, range(3, 9), 0.2, 5.0),
         trabeculae=_harmonics(rng, range(5, 15), 1.0, 8.0),
         rv_trabeculae=_harmonics(rng, range(5, 14), 1.0, 8.0),
         fat=_harmonics(rng, range(1, 4), 0.6, 1.0),
         rv_angle=float(np.pi + rng.normal(0, 0.2)),
         papillary=tuple(
-            (angle + rng.normal(0, 0.15), rng.uniform(3.0, 4.5), rng.uniform(0.1, 0.25), rng.uniform(0.6, 0.75))
+            (angle + rng.normal(0, 0.15), rng.uniform(4.0, 6.0), rng.uniform(0.1, 0.25), rng.uniform(0.6, 0.8))
             for angle in (2.3, -2.0)
         ),
         moderator=(rng.uniform(-0.3, 0.3), rng.uniform(0.15, 0.3), rng.uniform(0.4, 0.55)),
@@ -415,8 +423,8 @@ def synth_patient(seed: int, number: int) -> SyntheticPatient:
     fill_ed, fill_es = 0.5, max(0.5 - 2.2 * ef, -0.7)  # trabeculae fill more of their layer as the heart contracts
     es_shift = rng.normal(0, 1.5, 2)
     # Flow: blood brightness changes between frames, overall and in smooth patches.
-    gains = {0: (1.0, 1.0), 1: (rng.uniform(0.82, 1.05), rng.uniform(0.8, 1.05))}  # (LV side, RV) per phase
-    flow = [1 + rng.uniform(0.06, 0.14) * _smooth_noise(rng, shape, max(3, round(8 / s_xy))) for _ in range(2)]
+    gains = {0: (1.0, 1.0), 1: (rng.uniform(0.75, 1.05), rng.uniform(0.75, 1.05))}  # (LV side, RV) per phase
+    flow = [1 + rng.uniform(0.08, 0.2) * _smooth_noise(rng, shape, max(3, round(8 / s_xy))) for _ in range(2)]
     contrast = rng.uniform(0.9, 1.1)
     noise_sigma = rng.uniform(0.025, 0.05)
     bias = rng.normal(0, 0.15, 5)
@@ -441,7 +449,9 @@ def synth_patient(seed: int, number: int) -> SyntheticPatient:
             trabecular=float((trabecular_ed_fn, trabecular_es_fn)[phase](arr)[0]),
             rv=float((rv_ed_scale, rv_es_scale)[phase] * rv_profile(arr, lv_length)[0]),
             fill=(fill_ed, fill_es)[phase],
-            papillary=(1.0, 1 / np.sqrt(long_ratio))[phase],
+            papillary=(1.0, 1.1 / np.sqrt(long_ratio))[phase],
+            attachment=(1.8, 0.4)[phase],
+            contracted=bool(phase),
             rotation=phase * (twist[0] * (1 - z) + twist[1] * z),
             centre=(float(tilt[0] * (hh - length / 2) + phase * es_shift[0]),
                     float(tilt[1] * (hh - length / 2) + phase * es_shift[1])),

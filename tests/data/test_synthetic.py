@@ -140,14 +140,16 @@ def test_base_descends_toward_the_apex(cohort):
 
 
 def test_trabeculae_and_papillary_muscles_fill_the_cavity_at_es(cohort):
-    """Dark (myocardial) tissue inside the LV label, as in ACDC, and more of it at ES than at ED."""
+    """Dark (myocardial) tissue inside the LV label, as in ACDC, and more of it at ES in a contracting heart."""
     for p in cohort[:10]:
         pair = _pair(p)
         dark = []
         for image, label in ((pair.fixed, pair.fixed_label), (pair.moving, pair.moving_label)):
             threshold = (np.median(image[label == 3]) + np.median(image[label == 2])) / 2
             dark.append(np.mean(image[label == 3] < threshold))
-        assert 0.02 <= dark[0] < dark[1], (p.patient, dark)
+        assert min(dark) >= 0.02, (p.patient, dark)
+        if p.info["Group"] in ("NOR", "HCM", "RV"):
+            assert dark[1] > dark[0], (p.patient, dark)
 
 
 def test_blood_brightness_changes_between_frames(cohort):

@@ -124,6 +124,7 @@ def write_montage(path: Path, patients, pairs, seed: int, count: int = 6) -> Non
 
 
 def parse_range(text: str) -> list[int]:
+    """Patient numbers of ``"FIRST-LAST"`` (inclusive) or ``"N"``."""
     first, _, last = text.partition("-")
     return list(range(int(first), int(last or first) + 1))
 

@@ -5,7 +5,9 @@
 Two setups on 128x128 pairs with 24x24 control points: ``ncc`` (cubic B-spline,
 global NCC + airlab diffusion, λ 120) and ``paper`` (paper mode: order 1 at
 airlab's 6 px stride, diffeomorphic with 10 squaring steps sampled as airlab's,
-same objective). The engine (``register_pairs``) optimises B pairs jointly.
+same objective). The engine (``register_pairs``) optimises B pairs jointly, with
+its fused CPU kernels (``featreg``) and without them (``featreg_torch``: the
+torch ops it uses on GPU, what it ran on CPU before the kernels).
 Baselines, one pair at a time, same objective: ``conv_transpose`` (what an
 airlab-style loop does: ``conv_transpose2d`` B-spline, ``grid_sample`` warp)
 and ``matmul`` (the plain separable matmul B-spline Bx·C·Byᵀ, REFERENCE.md §4),
@@ -35,7 +37,7 @@ import torch.nn.functional as F
 import yaml
 
 from featreg.io import atomic_path
-from featreg.registration import RegistrationSettings, register_pairs
+from featreg.registration import RegistrationSettings, kernels, register_pairs
 from featreg.registration.bspline import basis_matrix, bspline_kernel
 from featreg.registration.elastix import ElastixSettings, register_elastix
 
@@ -133,6 +135,8 @@ SETUPS = {
 
 
 BASELINES = ("conv_transpose", "matmul")
+ENGINES = {"featreg": True, "featreg_torch": False}
+"""The engine with and without its fused CPU kernels (:data:`featreg.registration.kernels.FUSED_CPU`)."""
 
 
 def main() -> None:
@@ -164,16 +168,20 @@ def main() -> None:
         for field in BASELINES:
             baseline_register(base_fixed, base_moving, iterations=10, field=field, **base_kw)
         batches = {batch: make_pairs(batch) for batch in args.batches}
-        runs = {**{(engine, 1): [] for engine in BASELINES}, **{("featreg", batch): [] for batch in batches}}
+        runs = {**{(engine, 1): [] for engine in BASELINES},
+                **{(engine, batch): [] for engine in ENGINES for batch in batches}}
         iterations = dict.fromkeys(runs, n)
         if name == "ncc":  # elastix has one setup: B-spline + NCC
             runs[("elastix", 1)] = []
         for _ in range(args.repeats):  # interleaved: a load spike hits one repeat of each, not one engine
             for field in BASELINES:
                 runs[(field, 1)].append(baseline_register(base_fixed, base_moving, iterations=n, field=field, **base_kw))
-            for batch, (fixed, moving) in batches.items():
-                result = register_pairs(fixed, moving, settings, device=device, progress_every_s=None)
-                runs[("featreg", batch)].append(result.seconds)
+            for engine, fused in ENGINES.items():
+                kernels.FUSED_CPU = fused
+                for batch, (fixed, moving) in batches.items():
+                    result = register_pairs(fixed, moving, settings, device=device, progress_every_s=None)
+                    runs[(engine, batch)].append(result.seconds)
+            kernels.FUSED_CPU = True
             if ("elastix", 1) in runs:
                 seconds, iterations[("elastix", 1)] = elastix_seconds(base_fixed, base_moving, threads)
                 runs[("elastix", 1)].append(seconds)

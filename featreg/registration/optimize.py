@@ -20,6 +20,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
+from featreg.registration import kernels
 from featreg.registration.bspline import BSplineTransform
 from featreg.registration.sampling import warp_grid_inside, warp_image
 from featreg.registration.units import displacement_to_mm
@@ -116,9 +117,13 @@ def pair_objective(
     ``grid_sample``; R is evaluated on the lattice when the field is linear in
     the parameters (non-diffeomorphic), on the dense field otherwise.
     D_I is skipped (NaN) when α = 1, D_F (and the encoder) when α = 0.
+    NCC alone (α = 0) on CPU runs warp and NCC as one fused kernel
+    (:func:`featreg.registration.kernels.warped_ncc`, same maths).
     """
     grid, field = transform.sampling_grid(params)
-    warped, inside = warp_grid_inside(moving, grid)
+    fused = settings.alpha == 0 and settings.image_distance == "ncc" and kernels.fused_available(params, moving)
+    if not fused:
+        warped, inside = warp_grid_inside(moving, grid)
     if transform.diffeomorphic:
         reg = diffusion(field, reg_weights.flip(0))  # field in grid order: component i is u_(1-i)
     else:
@@ -127,7 +132,10 @@ def pair_objective(
     nan = torch.full_like(reg, float("nan"))
     image = feature = nan
     if settings.alpha < 1:
-        image = IMAGE_DISTANCES[settings.image_distance](fixed, warped, inside)
+        if fused:
+            image = kernels.warped_ncc(fixed, moving, grid.permute(0, 3, 1, 2))
+        else:
+            image = IMAGE_DISTANCES[settings.image_distance](fixed, warped, inside)
         total = total + (1 - settings.alpha) * image
     if settings.alpha > 0:
         warped_features = encoder(warped)

@@ -128,7 +128,8 @@ def sample_nearest(values: torch.Tensor, displacement: torch.Tensor) -> torch.Te
 
 
 @functools.lru_cache(maxsize=32)
-def _identity_planes(X: int, Y: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+def identity_planes(X: int, Y: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """``(1, 2, X, Y)`` identity grid with its coordinates as planes (plane 0 along Y; cached, do not modify)."""
     return _identity_grid(X, Y, dtype, device).permute(0, 3, 1, 2).contiguous()
 
 
@@ -141,7 +142,7 @@ def to_grid(field: torch.Tensor) -> torch.Tensor:
     reads either layout equally fast.
     """
     X, Y = field.shape[-2:]
-    return (field + _identity_planes(X, Y, field.dtype, field.device)).permute(0, 2, 3, 1)
+    return (field + identity_planes(X, Y, field.dtype, field.device)).permute(0, 2, 3, 1)
 
 
 def grid_sample(values: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:

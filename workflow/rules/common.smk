@@ -8,7 +8,7 @@ from snakemake.utils import validate
 
 import yaml
 
-from featreg.data.acdc import list_patients, subset_of
+from featreg.data.acdc import list_patients, patient_dir
 from featreg.io import write_text_atomic
 from featreg.errors import ConfigError
 from featreg.encoders.checkpoints import CHECKPOINTS
@@ -119,8 +119,8 @@ def shard_of(patient):
 
 
 def source_dir(patient):
-    """The ACDC-layout folder of one patient."""
-    return f"{ROOT}/database/{subset_of(patient)}/{patient}"
+    """The folder of one ACDC patient, in either layout (as `featreg preprocess` reads it)."""
+    return str(patient_dir(ROOT, patient))
 
 
 def pair_dir(patient):

@@ -34,7 +34,8 @@ import torch
 import torch.nn.functional as F
 
 from featreg.io import atomic_path
-from featreg.registration import RegistrationSettings, register_pairs
+from featreg.registration.optimize import register_pairs
+from featreg.registration.settings import RegistrationSettings
 from featreg.registration.bspline import basis_matrix, bspline_kernel
 
 try:

@@ -1,7 +1,9 @@
 """An experiment config expanded into what the workflow runs: patients, shards and methods.
 
-Pure functions over the validated config dict (``workflow/schemas/config.schema.yaml``),
-so the Snakefile and the tests share one expansion.
+Pure functions over the validated config dict (``workflow/schemas/config.schema.yaml``,
+which fills in every default: nothing here falls back to a default of its own), so the
+Snakefile and the tests share one expansion, and the checks (:func:`check_methods`,
+:func:`encoder_specs`) that parse every method and encoder as its job will, before any job runs.
 """
 
 from __future__ import annotations
@@ -16,8 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from featreg.data.acdc import SPLITS, patient_number, select_patients
+from featreg.encoders.registry import EncoderSpec
 from featreg.errors import ConfigError, InputError
 from featreg.io import write_text_atomic
+from featreg.registration.settings import RegistrationSettings
 
 
 @dataclass(frozen=True)
@@ -68,8 +72,8 @@ def method_table(config: Mapping[str, Any]) -> dict[str, Method]:
     sweep names are ``<encoder>-<distance>-a<alpha>``. A sweep point equal to a method
     already present (same encoder, distance and alpha) is not run twice.
     """
-    defaults = dict(config.get("registration", {}))
-    encoders = config.get("encoders", {})
+    defaults = dict(config["registration"])
+    encoders = config["encoders"]
     methods: dict[str, Method] = {}
 
     def add(method: Method) -> None:
@@ -80,25 +84,25 @@ def method_table(config: Mapping[str, Any]) -> dict[str, Method]:
             raise ConfigError(f"method {method.name}: unknown encoder {method.encoder!r} (encoders: {known})")
         methods[method.name] = method
 
-    for name, entry in config.get("methods", {}).items():
+    for name, entry in config["methods"].items():
         add(
             Method(
                 name=name,
-                alpha=float(entry.get("alpha", 0.0)),
-                encoder=entry.get("encoder"),
-                distance=entry.get("distance"),
-                settings={**defaults, **entry.get("settings", {})},
+                alpha=float(entry["alpha"]),
+                encoder=entry["encoder"],
+                distance=entry["distance"],
+                settings={**defaults, **entry["settings"]},
             )
         )
-    grid = config.get("grid", {})
-    combined_alpha = float(grid.get("combined_alpha", 0.3))
-    for encoder in grid.get("encoders", []):
-        for distance in grid.get("distances", ["cosine", "l1"]):
-            for variant in grid.get("variants", ["feature", "combined"]):
+    grid = config["grid"]
+    combined_alpha = float(grid["combined_alpha"])
+    for encoder in grid["encoders"]:
+        for distance in grid["distances"]:
+            for variant in grid["variants"]:
                 alpha = 1.0 if variant == "feature" else combined_alpha
                 suffix = "v1" if variant == "feature" else "v2"
                 add(Method(f"{encoder}-{distance}-{suffix}", alpha, encoder, distance, defaults))
-    sweep = config.get("alpha_sweep")
+    sweep = config.get("alpha_sweep")  # an optional block, without defaults
     if sweep:
         present = {(m.encoder, m.distance, m.alpha) for m in methods.values()}
         for alpha in sweep["alphas"]:
@@ -107,7 +111,7 @@ def method_table(config: Mapping[str, Any]) -> dict[str, Method]:
                 continue
             name = f"{sweep['encoder']}-{sweep['distance']}-a{value_label(alpha)}"
             add(Method(name, alpha, sweep["encoder"], sweep["distance"], defaults))
-    baseline = config.get("baseline", "ncc")
+    baseline = config["baseline"]
     if baseline not in methods:
         raise ConfigError(f"baseline method {baseline!r} is not among the methods ({', '.join(methods)})")
     if methods[baseline].variant != "baseline":
@@ -173,11 +177,11 @@ def experiment_patients(
     Raises ConfigError when a split selects nobody or when the two splits share a patient.
     """
     dataset = config["dataset"]
-    seed = dataset.get("synthetic", {}).get("seed", 0) if dataset["kind"] == "synthetic" else None
+    seed = dataset["synthetic"]["seed"] if dataset["kind"] == "synthetic" else None
     test = split_patients(cohort, dataset["split"], synthetic_seed=seed)
     if not test:
         raise ConfigError(f"dataset.split {dataset['split']!r} selects no patient of the cohort ({len(cohort)} patients)")
-    tuning = config.get("tuning")
+    tuning = config.get("tuning")  # an optional block
     if not tuning:
         return test, []
     val = split_patients(cohort, tuning["split"], synthetic_seed=seed)
@@ -313,10 +317,10 @@ def tuning_plan(config: Mapping[str, Any], methods: Mapping[str, Method]) -> Tun
     Every tuned method must have the same number of grid points (the same budget)
     and the baseline must be among them; ConfigError otherwise.
     """
-    tuning = config.get("tuning")
+    tuning = config.get("tuning")  # an optional block
     if not tuning:
         return None
-    chosen = tuning.get("methods", "all")
+    chosen = tuning["methods"]
     bases = list(methods) if chosen == "all" else list(dict.fromkeys(chosen))
     unknown = [b for b in bases if b not in methods]
     if unknown:
@@ -324,16 +328,16 @@ def tuning_plan(config: Mapping[str, Any], methods: Mapping[str, Method]) -> Tun
     reserved = [b for b in bases if "@" in b]
     if reserved:
         raise ConfigError(f"tuning.methods: names with '@' are reserved for grid points: {', '.join(reserved)}")
-    baseline = config.get("baseline", "ncc")
+    baseline = config["baseline"]
     if baseline not in bases:
         raise ConfigError(f"tuning.methods must include the baseline {baseline!r}: the verdict compares tuned methods with the tuned baseline")
-    own = tuning.get("grids", {})
+    own = tuning["grids"]
     stray = sorted(set(own) - set(bases))
     if stray:
         raise ConfigError(f"tuning.grids names method(s) that are not tuned: {', '.join(stray)} (tuned: {', '.join(bases)})")
     grids, keys = {}, {}
     for base in bases:
-        grid = own.get(base, tuning.get("grid", {}))
+        grid = own.get(base, tuning.get("grid"))  # tuning.grid is optional when grids covers every method
         if not grid:
             raise ConfigError(f"tuning: method {base} has no grid (give tuning.grid or tuning.grids.{base})")
         grids[base] = expand_grid(methods[base], grid)
@@ -343,14 +347,35 @@ def tuning_plan(config: Mapping[str, Any], methods: Mapping[str, Method]) -> Tun
         listed = ", ".join(f"{b} {n}" for b, n in sizes.items())
         raise ConfigError(f"tuning grids differ in size ({listed} grid points): every method, the baseline included, "
                           f"needs the same budget")
-    paper_settings = tuning.get("paper_settings", PAPER_SETTINGS)
+    paper_settings = tuning["paper_settings"]
     paper = {}
     for base in bases:
         method = methods[base]
         at_paper = _with_settings(method, f"{base}{PAPER_SUFFIX}", paper_settings)
         paper[base] = method if dict(at_paper.settings) == dict(method.settings) else at_paper
-    select = {"metric": "dice_mean", "max_neg_jac_pct": 0.1, **tuning.get("select", {})}
-    return TuningPlan(grids=grids, keys=keys, paper=paper, select=select)
+    return TuningPlan(grids=grids, keys=keys, paper=paper, select=dict(tuning["select"]))
+
+
+def encoder_specs(config: Mapping[str, Any]) -> dict[str, EncoderSpec]:
+    """Every encoder entry parsed as its jobs parse it; ConfigError names the encoder, the key and the known keys."""
+    return {name: EncoderSpec.from_dict(name, entry) for name, entry in config["encoders"].items()}
+
+
+def check_methods(config: Mapping[str, Any], methods: Mapping[str, Method]) -> None:
+    """Parse the ``registration`` block and every method's settings as the registration job will.
+
+    ``methods`` are all the methods the config runs (explicit, grid, α sweep, tuning grid
+    points and paper rows). ConfigError names the block or method, the key and the known keys.
+    """
+    try:
+        RegistrationSettings.check_keys(config["registration"])
+    except ConfigError as exc:
+        raise ConfigError(f"registration: {exc}") from None
+    for method in methods.values():
+        try:
+            RegistrationSettings.from_dict(method.registration_settings())
+        except ConfigError as exc:
+            raise ConfigError(f"method {method.name}: {exc}") from None
 
 
 SELECTION_KEYS = ("base", "tuned", "paper", "rule", "selected", "values", "method", "candidates")

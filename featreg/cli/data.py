@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from featreg.data.preprocess import PreprocessOptions
 from featreg.errors import ConfigError
 
 
@@ -22,7 +23,6 @@ def _synth(args: argparse.Namespace) -> int:
 
 
 def _preprocess(args: argparse.Namespace) -> int:
-    from featreg.data.preprocess import PreprocessOptions
     from featreg.shards import preprocess_cohort, preprocess_shard
 
     options = PreprocessOptions(
@@ -80,10 +80,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     pre.add_argument("--out", type=Path, required=True, help="pairs folder; writes OUT/<patient>/")
     pre.add_argument("--split", choices=("test", "val", "train", "all"), default="test", help="default: test (121-150)")
     pre.add_argument("--patients", nargs="+", metavar="PATIENT", help="explicit patient ids (override --split)")
-    pre.add_argument("--spacing", type=float, default=1.8, help="in-plane spacing in mm (default 1.8)")
-    pre.add_argument("--size", type=int, default=128, help="output size in pixels (default 128)")
+    defaults = PreprocessOptions()
+    pre.add_argument("--spacing", type=float, default=defaults.spacing_mm, help="in-plane spacing in mm (default %(default)s)")
+    pre.add_argument("--size", type=int, default=defaults.size, help="output size in pixels (default %(default)s)")
     pre.add_argument(
-        "--crop-reference", choices=("heart", "slice"), default="heart", help="ED bounding box to centre on"
+        "--crop-reference", choices=("heart", "slice"), default=defaults.crop_reference, help="ED bounding box to centre on"
     )
     pre.add_argument(
         "--clip-percentiles", type=float, nargs=2, metavar=("LOW", "HIGH"), help="clip before min-max (default none)"

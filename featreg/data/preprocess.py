@@ -19,9 +19,13 @@ from scipy.ndimage import map_coordinates
 
 from featreg.data.acdc import AcdcPatient
 from featreg.data.pairs import Pair
-from featreg.errors import InputError
+from featreg.errors import ConfigError, InputError
 
 logger = logging.getLogger(__name__)
+
+MIN_SIZE = 16
+"""Smallest output side in pixels (as the config schema's ``preprocess.size`` minimum)."""
+
 
 @dataclass(frozen=True)
 class PreprocessOptions:
@@ -47,15 +51,15 @@ class PreprocessOptions:
 
     def __post_init__(self) -> None:
         if not self.spacing_mm > 0:
-            raise ValueError(f"spacing_mm must be > 0, got {self.spacing_mm}")
-        if self.size < 8:
-            raise ValueError(f"size must be >= 8, got {self.size}")
+            raise ConfigError(f"spacing_mm must be > 0, got {self.spacing_mm}")
+        if self.size < MIN_SIZE:
+            raise ConfigError(f"size must be >= {MIN_SIZE}, got {self.size}")
         if self.crop_reference not in ("heart", "slice"):
-            raise ValueError(f"crop_reference must be 'heart' or 'slice', got {self.crop_reference!r}")
+            raise ConfigError(f"crop_reference must be 'heart' or 'slice', got {self.crop_reference!r}")
         if self.clip_percentiles is not None:
             low, high = self.clip_percentiles
             if not 0 <= low < high <= 100:
-                raise ValueError(f"clip_percentiles must satisfy 0 <= low < high <= 100, got {self.clip_percentiles}")
+                raise ConfigError(f"clip_percentiles must satisfy 0 <= low < high <= 100, got {self.clip_percentiles}")
 
 
 def middle_slice(ed_label: np.ndarray) -> int:

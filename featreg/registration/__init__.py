@@ -1,6 +1,5 @@
-"""Registration engine: batched B-spline FFD with image, feature and diffusion terms."""
+"""Registration engine: batched B-spline FFD with image, feature and diffusion terms.
 
-from featreg.registration.optimize import LOSS_COLUMNS, RegistrationResult, register_pairs
-from featreg.registration.settings import RegistrationSettings
-
-__all__ = ["LOSS_COLUMNS", "RegistrationResult", "RegistrationSettings", "register_pairs"]
+Settings (:mod:`.settings`) import no torch, so a config is checked cheaply; the engine is
+:func:`featreg.registration.optimize.register_pairs`.
+"""

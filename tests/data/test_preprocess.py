@@ -19,7 +19,7 @@ from featreg.data.preprocess import (
     resample_slice,
     sample_grid,
 )
-from featreg.errors import InputError
+from featreg.errors import ConfigError, InputError
 from featreg.shards import COHORT_MANIFEST, PAIR_FAILURE, preprocess_cohort
 
 SPACING = (0.9, 1.2, 10.0)
@@ -97,10 +97,17 @@ def test_normalise_with_percentiles():
 
 
 def test_options_checked():
-    with pytest.raises(ValueError, match="clip_percentiles must satisfy"):
+    with pytest.raises(ConfigError, match="clip_percentiles must satisfy"):
         PreprocessOptions(clip_percentiles=(99, 1))
-    with pytest.raises(ValueError, match="crop_reference must be 'heart' or 'slice'"):
+    with pytest.raises(ConfigError, match="crop_reference must be 'heart' or 'slice'"):
         PreprocessOptions(crop_reference="box")
+    with pytest.raises(ConfigError, match="size must be >= 16, got 8"):
+        PreprocessOptions(size=8)
+
+
+def test_bad_command_line_value_is_one_line_not_a_traceback(tmp_path, capsys):
+    assert main(["preprocess", "--root", str(tmp_path), "--out", str(tmp_path / "pairs"), "--size", "4"]) == 2
+    assert capsys.readouterr().err == "featreg preprocess: error: size must be >= 16, got 4\n"
 
 
 def test_empty_ed_mask_on_chosen_slice(tmp_path):

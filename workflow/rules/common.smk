@@ -1,8 +1,10 @@
 # Config validation, the experiment's expansion (patients, shards, methods, tuning) and input functions.
 import json
 import re
+import sys
 from pathlib import Path
 
+from snakemake.exceptions import WorkflowError
 from snakemake.logging import logger
 from snakemake.utils import validate
 
@@ -10,17 +12,44 @@ import yaml
 
 from featreg.data.acdc import list_patients, patient_dir
 from featreg.io import write_text_atomic
-from featreg.errors import ConfigError
+from featreg.errors import FeatregError
 from featreg.encoders.checkpoints import CHECKPOINTS
 from featreg.experiment import (
     TUNED_SUFFIX,
+    check_methods,
+    encoder_specs,
     experiment_patients,
     method_table,
     shard_patients,
     tuning_plan,
 )
 
-validate(config, "../schemas/config.schema.yaml")
+
+def stop(problem):
+    """End the run before any job with a user mistake's one-line message (no traceback)."""
+    sys.exit(f"featreg: config error: {problem}")
+
+
+def checked(function, *args, **kwargs):
+    """``function(*args, **kwargs)``; a FeatregError (a bad config or dataset) stops the run."""
+    try:
+        return function(*args, **kwargs)
+    except FeatregError as exc:
+        stop(exc)
+
+
+def schema_problem(exc):
+    """The key and the problem of a schema violation (jsonschema's error, inside Snakemake's)."""
+    error = exc.__context__
+    if not hasattr(error, "json_path"):
+        return str(exc)
+    return f"{error.json_path.removeprefix('$.')}: {error.message}"
+
+
+try:
+    validate(config, "../schemas/config.schema.yaml")
+except WorkflowError as exc:
+    stop(schema_problem(exc))
 
 NAME = config["name"]
 RESULTS = f"results/{NAME}"
@@ -35,8 +64,8 @@ GPU = 1 if COMPUTE["gpu_jobs"] else 0
 # method at the paper's settings (when those differ from its own) and at its tuned
 # settings (<base>@tuned, whose method file its selection job writes). Grid points run
 # on the validation split only.
-METHODS = method_table(config)
-TUNING = tuning_plan(config, METHODS)
+METHODS = checked(method_table, config)
+TUNING = checked(tuning_plan, config, METHODS)
 TUNED = TUNING.tuned if TUNING else {}
 GRID_METHODS = TUNING.grid_methods if TUNING else {}
 TEST_METHODS = dict(METHODS)
@@ -47,6 +76,9 @@ RUNNABLE = TEST_METHODS | GRID_METHODS
 ENCODER_OF = {name: m.encoder for name, m in RUNNABLE.items()} | {
     tuned: METHODS[base].encoder for tuned, base in TUNED.items()
 }
+# Every method and encoder parsed now, as their jobs will parse them: a typo stops the dry run.
+checked(check_methods, config, RUNNABLE)
+checked(encoder_specs, config)
 
 # Every path more than one rule names, as a template of its wildcards.
 PATHS = {
@@ -84,7 +116,7 @@ def cohort_patients():
     return list_patients(ROOT)
 
 
-PATIENTS, VAL_PATIENTS = experiment_patients(config, cohort_patients())
+PATIENTS, VAL_PATIENTS = checked(experiment_patients, config, checked(cohort_patients))
 SHARDS = shard_patients(PATIENTS, COMPUTE["shard_size"])
 VAL_SHARDS = shard_patients(VAL_PATIENTS, COMPUTE["shard_size"], prefix="v")
 ALL_SHARDS = SHARDS | VAL_SHARDS
@@ -106,7 +138,7 @@ logger.info(
 
 FIGURE_PATIENT = config["figures"]["patient"] or PATIENTS[0]
 if FIGURE_PATIENT not in PATIENTS:
-    raise ConfigError(
+    stop(
         f"figures.patient {FIGURE_PATIENT!r} is not among the test patients "
         f"({', '.join(PATIENTS[:5])}{', ...' if len(PATIENTS) > 5 else ''})"
     )

@@ -30,6 +30,7 @@ def _preprocess(args: argparse.Namespace) -> int:
         size=args.size,
         crop_reference=args.crop_reference,
         clip_percentiles=tuple(args.clip_percentiles) if args.clip_percentiles else None,
+        slices=_slices(args.slices),
     )
     if args.manifest is not None:
         if not args.patients:
@@ -38,6 +39,16 @@ def _preprocess(args: argparse.Namespace) -> int:
         return 0
     preprocess_cohort(args.root, args.out, args.patients or args.split, options)
     return 0
+
+
+def _slices(words: list[str]) -> str | tuple[int, ...]:
+    """``--slices``: ``middle``, ``all`` or integer offsets from the middle slice."""
+    if len(words) == 1 and words[0] in ("middle", "all"):
+        return words[0]
+    try:
+        return tuple(int(word) for word in words)
+    except ValueError:
+        raise ConfigError(f"--slices takes 'middle', 'all' or integer offsets from the middle, got {' '.join(words)}") from None
 
 
 def _positive_int(text: str) -> int:
@@ -85,6 +96,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     pre.add_argument("--size", type=int, default=defaults.size, help="output size in pixels (default %(default)s)")
     pre.add_argument(
         "--crop-reference", choices=("heart", "slice"), default=defaults.crop_reference, help="ED bounding box to centre on"
+    )
+    pre.add_argument(
+        "--slices",
+        nargs="+",
+        default=[defaults.slices],
+        metavar="SLICES",
+        help="middle (default, the paper's), all (every slice of the ED heart with labels in both frames) "
+        "or offsets from the middle, e.g. -1 0 1",
     )
     pre.add_argument(
         "--clip-percentiles", type=float, nargs=2, metavar=("LOW", "HIGH"), help="clip before min-max (default none)"

@@ -17,14 +17,16 @@ import numpy as np
 
 from featreg.data import LABELS
 from featreg.data.nifti import SPACING_DECIMALS, read_displacement, read_nifti
+from featreg.data.pairs import pair_patient, pair_slice
 from featreg.errors import InputError
 from featreg.evaluation.metrics import METRIC_COLUMNS, evaluate_arrays
 
 logger = logging.getLogger(__name__)
 
 RUN_COLUMNS: tuple[str, ...] = ("seconds", "peak_memory_mb", "iterations")
-ROW_COLUMNS: tuple[str, ...] = ("patient", "status", "reason", *METRIC_COLUMNS, *RUN_COLUMNS)
-"""Columns of one row, in the order of metrics.csv without the method columns."""
+ROW_COLUMNS: tuple[str, ...] = ("patient", "slice", "status", "reason", *METRIC_COLUMNS, *RUN_COLUMNS)
+"""Columns of one row, in the order of metrics.csv without the method columns; ``slice`` is the
+pair's slice index in the patient's volume (``slice_index`` of its pair.json)."""
 
 SPACING_TOLERANCE_MM = 1e-4
 
@@ -74,10 +76,11 @@ def _run_number(run: dict[str, Any], key: str) -> float:
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else float("nan")
 
 
-def failed_row(patient: str, reason: str) -> dict[str, Any]:
+def failed_row(patient: str, reason: str, slice_index: int | None = None) -> dict[str, Any]:
     """The row of a pair that has no result: NaN metrics, status ``failed`` and its reason."""
     return {column: float("nan") for column in ROW_COLUMNS} | {
         "patient": patient,
+        "slice": float("nan") if slice_index is None else slice_index,
         "status": "failed",
         "reason": reason,
         "hd95_empty": "",
@@ -87,7 +90,7 @@ def failed_row(patient: str, reason: str) -> dict[str, Any]:
 def evaluate_result(pair_dir: str | Path, result_dir: str | Path | None = None) -> dict[str, Any]:
     """The metrics row of one registration result, or of the unregistered pair.
 
-    ``pair_dir`` is ``<pairs>/<patient>/`` (its name is the patient). With
+    ``pair_dir`` is ``<pairs>/<patient>/`` or ``<pairs>/<patient>/slice<NN>/``. With
     ``result_dir`` the prediction is its ``warped_label.nii.gz`` and the field
     its ``displacement.nii.gz``; seconds, peak memory and iterations come from
     its ``run.json``. A run whose status is ``failed`` gives a row with NaN
@@ -96,14 +99,14 @@ def evaluate_result(pair_dir: str | Path, result_dir: str | Path | None = None) 
     and the run columns NaN. Missing or malformed files raise InputError.
     """
     pair_dir = Path(pair_dir)
-    patient = pair_dir.name
+    patient, slice_index = pair_patient(pair_dir), pair_slice(pair_dir)
     run: dict[str, Any] = {}
     if result_dir is not None:
         result_dir = Path(result_dir)
         run = read_run(result_dir / "run.json", patient=patient)
         if run["status"] == "failed":
             logger.info("%s: run failed (%s), metrics are NaN", patient, run.get("reason", ""))
-            row = failed_row(patient, str(run.get("reason") or ""))
+            row = failed_row(patient, str(run.get("reason") or ""), slice_index)
             row.update({key: _run_number(run, key) for key in RUN_COLUMNS})
             return row
 
@@ -124,7 +127,7 @@ def evaluate_result(pair_dir: str | Path, result_dir: str | Path | None = None) 
         )
     _check_spacing(warped_path, patient, warped_spacing, spacing)
 
-    row: dict[str, Any] = {"patient": patient, "status": "ok", "reason": ""}
+    row: dict[str, Any] = {"patient": patient, "slice": slice_index, "status": "ok", "reason": ""}
     row.update(evaluate_arrays(fixed_label, warped_label, displacement, spacing))
     row.update({key: _run_number(run, key) for key in RUN_COLUMNS})
     logger.info("%s: dice_mean %.3f, hd95_mean %.2f mm", patient, row["dice_mean"], row["hd95_mean"])

@@ -58,6 +58,33 @@ def read_metrics(path: str | Path) -> pd.DataFrame:
     return normalise_metrics(df)
 
 
+def patient_means(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per (method, patient): each patient's mean over its slices, the unit of every statistic.
+
+    Slices of one patient are not independent samples (a paired test over them would be
+    pseudo-replication), so tests, summaries and the verdict run on these rows. A patient
+    with one pair per method is returned as it is. Otherwise its row holds the mean of
+    each numeric column over its slices (NaN values excluded), ``n_slices``, and status
+    ``failed`` with NaN metrics when any of its slices failed (the reasons joined).
+    """
+    if "slice" not in df.columns or not df.duplicated(["method", "patient"]).any():
+        return df.assign(n_slices=1) if "n_slices" not in df.columns else df
+    keys = ["method", "patient"]
+    numeric = [c for c in (*METRIC_COLUMNS,) if c in df.columns]
+    grouped = df.groupby(keys, sort=False)
+    rows = grouped[[c for c in DESCRIPTOR_COLUMNS if c != "method"]].first()
+    rows[numeric] = grouped[numeric].mean()
+    rows["n_slices"] = grouped.size()
+    failed = grouped["status"].agg(lambda s: s.eq("failed").any())
+    rows["status"] = np.where(failed, "failed", "ok")
+    rows["reason"] = grouped["reason"].agg(lambda s: "; ".join(dict.fromkeys(r for r in s if r)))
+    rows.loc[failed, [c for c in PAIR_METRIC_COLUMNS if c in numeric]] = np.nan
+    if "hd95_empty" in df.columns:
+        rows["hd95_empty"] = grouped["hd95_empty"].agg(
+            lambda s: ";".join(dict.fromkeys(c for cell in s for c in str(cell).split(";") if c)))
+    return rows.reset_index()[[c for c in df.columns if c != "slice"] + ["n_slices"]]
+
+
 def normalise_metrics(df: pd.DataFrame) -> pd.DataFrame:
     """Text columns as str with "" for missing, metric columns as float."""
     df = df.copy()

@@ -239,11 +239,13 @@ def preprocess_options():
     """Command-line options of `featreg preprocess` from the config's preprocess block."""
     options = config["preprocess"]
     clip = options["clip_percentiles"]
+    slices = options["slices"]
     return " ".join(
         [
             f"--spacing {options['spacing_mm']}",
             f"--size {options['size']}",
             f"--clip-percentiles {clip[0]} {clip[1]}" if clip else "",
+            f"--slices {slices if isinstance(slices, str) else ' '.join(map(str, slices))}",
         ]
     )
 

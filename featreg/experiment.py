@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from featreg.data.acdc import SPLITS, patient_number, select_patients
+from featreg.data.acdc import SPLITS, patient_number, patient_order, select_patients
 from featreg.encoders.registry import EncoderSpec
 from featreg.errors import ConfigError, InputError
 from featreg.io import write_text_atomic
@@ -129,7 +129,7 @@ def shard_patients(patients: Sequence[str], shard_size: int, *, prefix: str = "s
     """
     if shard_size < 1:
         raise ConfigError(f"shard_size must be at least 1, got {shard_size}")
-    ordered = sorted(patients, key=patient_number)
+    ordered = sorted(patients, key=patient_order)
     return {f"{prefix}{i // shard_size:03d}": ordered[i : i + shard_size] for i in range(0, len(ordered), shard_size)}
 
 
@@ -152,16 +152,24 @@ def synthetic_role_number(seed: int, number: int) -> int:
 
 
 def split_patients(
-    cohort: Sequence[str], split: str | Sequence[int | str], *, synthetic_seed: int | None = None
+    cohort: Sequence[str],
+    split: str | Sequence[int | str],
+    *,
+    synthetic_seed: int | None = None,
+    roles: Mapping[str, str | None] | None = None,
 ) -> list[str]:
-    """Patients of a split among ``cohort`` (sorted by number for a named split, as given for a list).
+    """Patients of a split among ``cohort`` (sorted for a named split, as given for a list).
 
-    ACDC and synthetic cohorts of at least 150 patients use the ACDC ranges (train 1–100,
-    val 101–120, test 121–150). A synthetic cohort (``synthetic_seed`` given) smaller than
-    that gives patient k the role of ACDC patient :func:`synthetic_role_number` (seed, k).
+    A manifest cohort (``roles``: its ``split`` column, patient -> train / val / test)
+    selects by that column. ACDC and synthetic cohorts of at least 150 patients use the
+    ACDC ranges (train 1–100, val 101–120, test 121–150). A synthetic cohort
+    (``synthetic_seed`` given) smaller than that gives patient k the role of ACDC patient
+    :func:`synthetic_role_number` (seed, k).
     """
     if isinstance(split, str) and split not in SPLITS:
         raise ConfigError(f"unknown split {split!r}; expected one of {', '.join(sorted(SPLITS))} or a list of patients")
+    if roles is not None and isinstance(split, str) and split != "all":
+        return sorted((p for p in cohort if roles.get(p) == split), key=patient_order)
     if isinstance(split, str) and split != "all" and synthetic_seed is not None and len(cohort) < ACDC_PATIENTS:
         wanted = SPLITS[split]
         chosen = [p for p in cohort if synthetic_role_number(synthetic_seed, patient_number(p)) in wanted]
@@ -170,24 +178,31 @@ def split_patients(
 
 
 def experiment_patients(
-    config: Mapping[str, Any], cohort: Sequence[str]
+    config: Mapping[str, Any], cohort: Sequence[str], roles: Mapping[str, str | None] | None = None
 ) -> tuple[list[str], list[str]]:
     """(test patients, validation patients) of a config; validation is empty without a ``tuning`` block.
 
+    ``roles`` is a manifest's ``split`` column (:func:`featreg.data.cohort.cohort_roles`).
     Raises ConfigError when a split selects nobody or when the two splits share a patient.
     """
     dataset = config["dataset"]
     seed = dataset["synthetic"]["seed"] if dataset["kind"] == "synthetic" else None
-    test = split_patients(cohort, dataset["split"], synthetic_seed=seed)
+    if dataset["kind"] == "manifest":
+        roles = roles or {}
+        for key, split in (("dataset.split", dataset["split"]), ("tuning.split", config.get("tuning", {}).get("split"))):
+            if isinstance(split, str) and split != "all" and not roles:
+                raise ConfigError(f"{key} {split!r} needs the manifest's split column (train, val or test per row); "
+                                  f"or give 'all' or a list of patient ids")
+    test = split_patients(cohort, dataset["split"], synthetic_seed=seed, roles=roles)
     if not test:
         raise ConfigError(f"dataset.split {dataset['split']!r} selects no patient of the cohort ({len(cohort)} patients)")
     tuning = config.get("tuning")  # an optional block
     if not tuning:
         return test, []
-    val = split_patients(cohort, tuning["split"], synthetic_seed=seed)
+    val = split_patients(cohort, tuning["split"], synthetic_seed=seed, roles=roles)
     if not val:
         raise ConfigError(f"tuning.split {tuning['split']!r} selects no patient of the cohort ({len(cohort)} patients)")
-    shared = sorted(set(test) & set(val), key=patient_number)
+    shared = sorted(set(test) & set(val), key=patient_order)
     if shared:
         raise ConfigError(
             f"tuning.split and dataset.split overlap in {len(shared)} patient(s) ({', '.join(shared[:5])}"

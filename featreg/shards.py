@@ -27,7 +27,8 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from featreg.data.acdc import list_patients, patient_number, read_patient, select_patients, subset_of
+from featreg.data.acdc import list_patients, patient_number, select_patients, subset_of
+from featreg.data.cohort import patient_reader
 from featreg.data.pairs import (
     expand_pair_outputs,
     expand_pairs,
@@ -170,6 +171,7 @@ def preprocess_shard(
     others go on.
     """
     wanted = json.loads(json.dumps(asdict(options)))  # as pair.json stores them (tuples become lists)
+    read_patient = patient_reader(root)
     statuses: dict[str, dict[str, Any]] = {}
     for patient in tqdm(patients, desc="preprocess", unit="patient"):
         patient_dir = Path(out) / patient
@@ -178,7 +180,7 @@ def preprocess_shard(
             continue
         shutil.rmtree(patient_dir, ignore_errors=True)
         try:
-            record = read_patient(root, patient)
+            record = read_patient(patient)
             if options.one_slice_per_patient:
                 write_pair(preprocess_patient(record, options), patient_dir)
                 statuses[patient] = _ok()

@@ -245,3 +245,15 @@ def test_every_method_and_encoder_is_parsed_as_its_job_parses_it():
     encoder["encoders"]["mind"]["gird"] = 32
     with pytest.raises(ConfigError, match=r"^encoder 'mind': unknown field\(s\) gird; known fields: kind, "):
         encoder_specs(encoder)
+
+
+def test_manifest_splits_follow_its_split_column_and_ids_sort_naturally():
+    cfg = config()
+    cfg["dataset"] = {"kind": "manifest", "root": "cohort.csv", "split": "test", "synthetic": {"patients": 1, "seed": 0}}
+    cfg["tuning"]["split"] = "val"
+    ids = ["case10", "case2", "case1", "case3"]
+    roles = {"case10": "test", "case2": "test", "case1": "val", "case3": None}
+    assert experiment_patients(cfg, ids, roles) == (["case2", "case10"], ["case1"])
+    assert shard_patients(ids, 3) == {"s000": ["case1", "case2", "case3"], "s001": ["case10"]}
+    with pytest.raises(ConfigError, match="dataset.split 'test' needs the manifest's split column"):
+        experiment_patients(cfg, ids, None)

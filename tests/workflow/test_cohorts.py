@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -12,6 +13,8 @@ import pandas as pd
 import pytest
 
 from conftest import load_config, snakemake, write_config
+
+from featreg.data.acdc import frame_files, list_patients, parse_info_cfg, patient_dir
 
 pytestmark = pytest.mark.slow
 
@@ -66,3 +69,33 @@ def test_slice_offsets_give_a_row_per_slice_and_patient_level_statistics(workdir
     assert set(statistics["n_pairs"]) == {PATIENTS}  # tests pair patients, not slices
     html = (workdir / "reports/slices/report.html").read_text()
     assert f"Pairs: {PATIENTS} patients, {3 * PATIENTS} slices (one pair per slice)" in html
+
+
+def export_manifest(root: Path, path: Path) -> Path:
+    """The ACDC-layout cohort under ``root`` as a manifest at ``path``: ED fixed, ES moving, paths relative to it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = ["patient,fixed_image,fixed_label,moving_image,moving_label,group"]
+    for patient in list_patients(root):
+        folder = patient_dir(root, patient)
+        info = parse_info_cfg(folder / "Info.cfg")
+        ed, es = (frame_files(folder, patient, int(info[key])) for key in ("ED", "ES"))
+        files = [os.path.relpath(f, path.parent) for f in (*ed, *es)]
+        lines.append(",".join([patient, *files, str(info["Group"])]))
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_a_cohort_exported_as_a_manifest_gives_the_same_metrics(workdir: Path):
+    root = synthetic_cohort(workdir / "acdc")
+    write_config(workdir / "config/layout.yaml", small_config("layout", root))
+    snakemake(workdir, "--configfile", "config/layout.yaml", "--cores", "2", "reports/layout/metrics.csv")
+    manifest = export_manifest(root, workdir / "cohort" / "pairs.csv")
+    config = small_config("manifest", manifest)
+    config["dataset"]["kind"] = "manifest"
+    write_config(workdir / "config/manifest.yaml", config)
+    snakemake(workdir, "--configfile", "config/manifest.yaml", "--cores", "2", "reports/manifest/metrics.csv")
+    timing = ["seconds", "peak_memory_mb"]
+    layout = pd.read_csv(workdir / "reports/layout/metrics.csv").drop(columns=timing)
+    from_manifest = pd.read_csv(workdir / "reports/manifest/metrics.csv").drop(columns=timing)
+    assert len(layout) == 2 * PATIENTS
+    pd.testing.assert_frame_equal(from_manifest, layout)

@@ -11,6 +11,7 @@ from snakemake.utils import validate
 import yaml
 
 from featreg.data.acdc import list_patients, patient_dir
+from featreg.data.manifest import is_manifest, manifest_roles, read_manifest
 from featreg.io import write_text_atomic
 from featreg.errors import FeatregError
 from featreg.encoders.checkpoints import CHECKPOINTS
@@ -108,15 +109,34 @@ wildcard_constraints:
     shard=r"[sv]\d\d\d+",
 
 
+def read_cohort_manifest():
+    """The rows of a manifest dataset by patient (None for the other kinds)."""
+    if DATASET["kind"] != "manifest":
+        return None
+    if not is_manifest(ROOT):
+        stop(f"dataset.root {ROOT!r}: kind manifest needs a .csv or .tsv file")
+    return read_manifest(ROOT)
+
+
+MANIFEST = checked(read_cohort_manifest)
+
+
 def cohort_patients():
     """Patient ids of the dataset before the split is applied."""
     if DATASET["kind"] == "synthetic":
         count = DATASET["synthetic"]["patients"]
         return [f"patient{k:03d}" for k in range(1, count + 1)]
+    if MANIFEST is not None:
+        return list(MANIFEST)
     return list_patients(ROOT)
 
 
-PATIENTS, VAL_PATIENTS = checked(experiment_patients, config, checked(cohort_patients))
+PATIENTS, VAL_PATIENTS = checked(
+    experiment_patients,
+    config,
+    checked(cohort_patients),
+    manifest_roles(MANIFEST) if MANIFEST else None,
+)
 SHARDS = shard_patients(PATIENTS, COMPUTE["shard_size"])
 VAL_SHARDS = shard_patients(VAL_PATIENTS, COMPUTE["shard_size"], prefix="v")
 ALL_SHARDS = SHARDS | VAL_SHARDS
@@ -251,10 +271,13 @@ def preprocess_options():
 
 
 def preprocess_sources(wildcards):
-    """The shard's synthetic manifest, or its patients' ACDC folders."""
+    """The shard's synthetic manifest, its patients' ACDC folders, or the cohort manifest and its patients' files."""
     if DATASET["kind"] == "synthetic":
         return PATHS["synthetic"].format(shard=wildcards.shard)
-    return [source_dir(p) for p in ALL_SHARDS[wildcards.shard]]
+    patients = ALL_SHARDS[wildcards.shard]
+    if MANIFEST is not None:
+        return [ROOT, *(str(f) for p in patients for f in MANIFEST[p].files.values())]
+    return [source_dir(p) for p in patients]
 
 
 # Checkpoint file name -> table entry, for the rule that downloads official weights.

@@ -368,7 +368,17 @@ def tuning_plan(config: Mapping[str, Any], methods: Mapping[str, Method]) -> Tun
         method = methods[base]
         at_paper = _with_settings(method, f"{base}{PAPER_SUFFIX}", paper_settings)
         paper[base] = method if dict(at_paper.settings) == dict(method.settings) else at_paper
+    metric = tuning["select"]["metric"]
+    if metric != "dice_mean" and metric.removeprefix("dice_") not in config["labels"]:
+        raise ConfigError(f"tuning.select.metric {metric!r} names no label class (labels: {', '.join(config['labels'])})")
     return TuningPlan(grids=grids, keys=keys, paper=paper, select=dict(tuning["select"]))
+
+
+def check_labels(config: Mapping[str, Any]) -> None:
+    """The label classes name distinct values (the schema checks names and ranges)."""
+    labels = config["labels"]
+    if len(set(labels.values())) != len(labels):
+        raise ConfigError(f"labels give two classes the same value: {labels}")
 
 
 def encoder_specs(config: Mapping[str, Any]) -> dict[str, EncoderSpec]:

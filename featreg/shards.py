@@ -27,12 +27,14 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
+from featreg.data import LABELS
 from featreg.data.acdc import list_patients, patient_number, select_patients, subset_of
 from featreg.data.cohort import patient_reader
 from featreg.data.pairs import (
     expand_pair_outputs,
     expand_pairs,
     load_pair,
+    pair_labels,
     pair_name,
     pair_patient,
     pair_slice,
@@ -171,7 +173,7 @@ def preprocess_shard(
     others go on.
     """
     wanted = json.loads(json.dumps(asdict(options)))  # as pair.json stores them (tuples become lists)
-    read_patient = patient_reader(root)
+    read_patient = patient_reader(root, options.labels.values())
     statuses: dict[str, dict[str, Any]] = {}
     for patient in tqdm(patients, desc="preprocess", unit="patient"):
         patient_dir = Path(out) / patient
@@ -408,14 +410,16 @@ def evaluate_shard(
     if (method is None) != (results_dir is None):
         raise FeatregError("give both a method and its results folder, or neither (the initial row)")
     rows = []
-    for pair_dir in expand_pairs(pair_dirs):
+    pairs = expand_pairs(pair_dirs)
+    labels = next((pair_labels(p) for p in pairs if (p / "pair.json").is_file()), LABELS)  # for unreadable pairs
+    for pair_dir in pairs:
         result_dir = None if results_dir is None else Path(results_dir) / pair_name(pair_dir)
         try:
             row = evaluate_result(pair_dir, result_dir)
         except InputError as exc:
             reason = _unreadable_reason(pair_dir, exc)
             log.error("%s: %s", pair_name(pair_dir), reason)
-            row = failed_row(pair_patient(pair_dir), reason, pair_slice(pair_dir))
+            row = failed_row(pair_patient(pair_dir), reason, pair_slice(pair_dir), labels)
         rows.append(method_columns(method) | row)
     table = pd.DataFrame(rows).astype({"slice": "Int64"})
     with atomic_path(out_csv) as tmp:

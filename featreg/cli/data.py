@@ -31,6 +31,7 @@ def _preprocess(args: argparse.Namespace) -> int:
         crop_reference=args.crop_reference,
         clip_percentiles=tuple(args.clip_percentiles) if args.clip_percentiles else None,
         slices=_slices(args.slices),
+        **({"labels": _labels(args.labels)} if args.labels else {}),
     )
     if args.manifest is not None:
         if not args.patients:
@@ -49,6 +50,17 @@ def _slices(words: list[str]) -> str | tuple[int, ...]:
         return tuple(int(word) for word in words)
     except ValueError:
         raise ConfigError(f"--slices takes 'middle', 'all' or integer offsets from the middle, got {' '.join(words)}") from None
+
+
+def _labels(words: list[str]) -> dict[str, int]:
+    """``--labels RV=1 Myo=2 LV=3``: label class names and their values."""
+    labels = {}
+    for word in words:
+        name, sep, value = word.partition("=")
+        if not sep or not name or not value.isdigit():
+            raise ConfigError(f"--labels takes NAME=VALUE pairs (e.g. RV=1 Myo=2 LV=3), got {word!r}")
+        labels[name] = int(value)
+    return labels
 
 
 def _positive_int(text: str) -> int:
@@ -104,6 +116,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         metavar="SLICES",
         help="middle (default, the paper's), all (every slice of the ED heart with labels in both frames) "
         "or offsets from the middle, e.g. -1 0 1",
+    )
+    pre.add_argument(
+        "--labels",
+        nargs="+",
+        metavar="NAME=VALUE",
+        help="label classes of the label maps (default: ACDC's "
+        + " ".join(f"{name}={value}" for name, value in defaults.labels.items())
+        + "); other values are refused and the metrics follow these classes",
     )
     pre.add_argument(
         "--clip-percentiles", type=float, nargs=2, metavar=("LOW", "HIGH"), help="clip before min-max (default none)"

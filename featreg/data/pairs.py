@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from featreg.data import LABELS
 from featreg.data.nifti import read_nifti, write_nifti
 from featreg.io import atomic_path
 from featreg.errors import ConfigError, InputError
@@ -80,6 +81,15 @@ def expand_pair_outputs(patient_dirs: Sequence[str | Path], out_paths: Sequence[
         for pair in patient_pair_dirs(patient_dir):
             expanded.append((pair, out.with_suffix("") / f"{pair.name}{out.suffix}" if is_slice_dir(pair) else out))
     return expanded
+
+
+def pair_labels(pair_dir: str | Path) -> dict[int, str]:
+    """The label classes of a pair (value -> name, by value): its preprocessing ``labels``, else ACDC's."""
+    try:
+        named = json.loads((Path(pair_dir) / "pair.json").read_text())["options"]["labels"]
+    except (OSError, KeyError, TypeError, ValueError):
+        return dict(LABELS)
+    return {int(value): name for name, value in sorted(named.items(), key=lambda item: item[1])}
 
 
 def pair_slice(pair_dir: str | Path) -> int | None:

@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 from scipy.ndimage import map_coordinates
 
+from featreg.data import LABELS
 from featreg.data.acdc import AcdcPatient
 from featreg.data.pairs import Pair
 from featreg.errors import ConfigError, InputError
@@ -40,6 +41,9 @@ class PreprocessOptions:
       the crop adds no motion.
     - ``clip_percentiles``: optional (low, high) percentiles of each cropped
       slice to clip to before min-max scaling to [0, 1] (``None``: plain min-max).
+    - ``labels``: the label classes, name -> value (0 is background; ACDC's by
+      default); label maps holding other values are refused, and the metrics
+      follow these classes (they are kept in ``pair.json``).
     - ``slices``: which slices become pairs (:func:`chosen_slices`): ``"middle"``
       (the paper's: the middle of the ED heart's extent along the slice axis,
       ``(first + last) // 2`` of the slices holding any ED label), ``"all"``
@@ -52,6 +56,7 @@ class PreprocessOptions:
     crop_reference: Literal["heart", "slice"] = "heart"
     clip_percentiles: tuple[float, float] | None = None
     slices: Literal["middle", "all"] | tuple[int, ...] = "middle"
+    labels: Mapping[str, int] = field(default_factory=lambda: {name: value for value, name in LABELS.items()})
 
     def __post_init__(self) -> None:
         if not self.spacing_mm > 0:
@@ -74,6 +79,11 @@ class PreprocessOptions:
             if len(set(offsets)) != len(offsets):
                 raise ConfigError(f"slice offsets repeat a value: {list(offsets)}")
             object.__setattr__(self, "slices", offsets)
+        values = list(self.labels.values())
+        if not values or not all(isinstance(v, int) and not isinstance(v, bool) and 0 < v < 256 for v in values):
+            raise ConfigError(f"labels must map class names to integers 1-255, got {dict(self.labels)}")
+        if len(set(values)) != len(values):
+            raise ConfigError(f"labels give two classes the same value: {dict(self.labels)}")
 
     @property
     def one_slice_per_patient(self) -> bool:

@@ -11,7 +11,7 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from featreg.data.pairs import middle_pair, pair_name
+from featreg.data.pairs import middle_pair, pair_labels, pair_name
 from featreg.io import write_text_atomic
 from featreg.errors import ConfigError, InputError
 from featreg.reporting import figures
@@ -35,6 +35,7 @@ from featreg.reporting.tuning import (
 from featreg.reporting.tables import (
     CONVENTIONS,
     PAPER_TABLE1,
+    class_names,
     metric_definitions,
     patient_means,
     read_metrics,
@@ -156,7 +157,7 @@ def build_report(
     path = figures.dice_boxplot(df, out_dir / "dice_boxplot.png", baseline=baseline)
     written[path.name] = path
     sections.append(Section("Dice per class", "figure", path,
-                            f"Dice per class (RV, Myo, LV) and mean over classes, one box per method, over the "
+                            f"Dice per class ({', '.join(class_names(df))}) and mean over classes, one box per method, over the "
                             f"{n_pairs} pairs with a finite value (box: quartiles, line: median, whiskers: 1.5 IQR). "
                             f"{defs['dice']}"))
 
@@ -277,6 +278,13 @@ def _feature_sections(folder: Path) -> list[Section]:
     return sections
 
 
+def contour_legend(pair_dir: Path) -> str:
+    """The colour of each label class in the pair's contours, e.g. ``RV red, Myo green, LV blue``."""
+    labels = pair_labels(pair_dir)
+    colours = figures.label_colours(labels)
+    return ", ".join(f"{name} {colours[value].removeprefix('tab:')}" for value, name in labels.items())
+
+
 def shown_pair(results_dir: Path, method: str, patient: str) -> str:
     """The pair of ``patient`` a figure shows: its own, or its middle slice when it has one pair per slice."""
     return pair_name(middle_pair(results_dir / method / patient))
@@ -349,7 +357,7 @@ def _result_figures(df: pd.DataFrame, results_dir: Path, pairs_dir: str | Path |
     sections.append(Section("Qualitative result", "figure", path,
                             f"One pair (n = 1) under the baseline {baseline}: {pair} ({choice}). Images in "
                             f"[0, 1]; differences are absolute intensity differences on one colour scale; contours "
-                            f"RV red, Myo green, LV blue. Title: mean Dice (unitless) and mean HD95 (mm) before → "
+                            f"{contour_legend(Path(pairs_dir) / pair)}. Title: mean Dice (unitless) and mean HD95 (mm) before → "
                             f"after" + (" (the patient's means over its slices)." if pair != patient else ".")))
     return written
 

@@ -99,3 +99,26 @@ def test_a_cohort_exported_as_a_manifest_gives_the_same_metrics(workdir: Path):
     from_manifest = pd.read_csv(workdir / "reports/manifest/metrics.csv").drop(columns=timing)
     assert len(layout) == 2 * PATIENTS
     pd.testing.assert_frame_equal(from_manifest, layout)
+
+
+def test_configured_label_classes_name_every_metric_column_and_caption(workdir: Path):
+    manifest = export_manifest(synthetic_cohort(workdir / "acdc"), workdir / "pairs.csv")
+    config = small_config("chambers", manifest)
+    config["dataset"]["kind"] = "manifest"
+    config["labels"] = {"LA": 1, "Wall": 2, "LVc": 3}  # other structures, the same label maps
+    write_config(workdir / "config/chambers.yaml", config)
+    snakemake(workdir, "--configfile", "config/chambers.yaml", "--cores", "2")
+    table = pd.read_csv(workdir / "reports/chambers/metrics.csv")
+    assert [c for c in table.columns if c.startswith(("dice_", "hd95_"))] == [
+        "dice_LA", "dice_Wall", "dice_LVc", "dice_mean", "hd95_LA", "hd95_Wall", "hd95_LVc", "hd95_mean", "hd95_empty"]
+    html = (workdir / "reports/chambers/report.html").read_text()
+    assert "Dice per class (LA, Wall, LVc)" in html and "contours LA red, Wall green, LVc blue" in html
+    assert "RV" not in (workdir / "reports/chambers/summary.csv").read_text()
+
+    config["labels"] = {"LA": 1, "Wall": 2}  # a class the label maps hold is missing: each pair fails alone
+    config["name"] = "missing"
+    write_config(workdir / "config/missing.yaml", config)
+    snakemake(workdir, "--configfile", "config/missing.yaml", "--cores", "2", "reports/missing/metrics.csv")
+    table = pd.read_csv(workdir / "reports/missing/metrics.csv")
+    assert (table["status"] == "failed").all()
+    assert table["reason"].str.contains(r"manifest line \d: label values outside \{0, 1, 2\}: \[3\]").all()

@@ -17,6 +17,7 @@ from featreg.errors import FeatregError
 from featreg.encoders.checkpoints import CHECKPOINTS
 from featreg.experiment import (
     TUNED_SUFFIX,
+    check_labels,
     check_methods,
     encoder_specs,
     experiment_patients,
@@ -80,6 +81,7 @@ ENCODER_OF = {name: m.encoder for name, m in RUNNABLE.items()} | {
 # Every method and encoder parsed now, as their jobs will parse them: a typo stops the dry run.
 checked(check_methods, config, RUNNABLE)
 checked(encoder_specs, config)
+checked(check_labels, config)
 
 # Every path more than one rule names, as a template of its wildcards.
 PATHS = {
@@ -266,6 +268,7 @@ def preprocess_options():
             f"--size {options['size']}",
             f"--clip-percentiles {clip[0]} {clip[1]}" if clip else "",
             f"--slices {slices if isinstance(slices, str) else ' '.join(map(str, slices))}",
+            "--labels " + " ".join(f"{n}={v}" for n, v in config["labels"].items()),
         ]
     )
 

@@ -57,7 +57,6 @@ from pathlib import Path
 
 import yaml
 
-from featreg.errors import ConfigError
 from featreg.io import atomic_path
 from featreg.experiment import Method, shard_patients
 from featreg.registration.optimize import resolve_device
@@ -320,7 +319,7 @@ def main() -> None:
             parser.error(f"--{key.replace('_', '-')} must be at least 1, got {getattr(args, key)}")
     try:
         device = str(resolve_device(args.device))
-    except ConfigError as exc:
+    except ValueError as exc:
         parser.error(str(exc))
     with tempfile.TemporaryDirectory(prefix="featreg-scale-") as tmp:
         (run_throughput if args.throughput_encoders else run_scale)(args, device, Path(tmp))

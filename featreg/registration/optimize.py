@@ -20,7 +20,6 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
-from featreg.errors import ConfigError
 from featreg.registration.bspline import BSplineTransform
 from featreg.registration.sampling import warp_grid_inside, warp_image
 from featreg.registration.units import displacement_to_mm
@@ -69,9 +68,9 @@ def resolve_device(device: str | torch.device) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(device)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device 'cuda' requested but no CUDA device is available")
+        raise ValueError("device 'cuda' requested but no CUDA device is available")
     if device.type not in ("cpu", "cuda"):
-        raise ConfigError(f"device must be 'cpu', 'cuda' or 'auto', got {str(device)!r}")
+        raise ValueError(f"device must be 'cpu', 'cuda' or 'auto', got {str(device)!r}")
     return device
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from conftest import load_config, snakemake, write_config
+from workflow_helpers import load_config, snakemake, write_config
 
 from featreg.data.acdc import frame_files, list_patients, parse_info_cfg, patient_dir
 

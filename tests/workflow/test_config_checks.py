@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import load_config, snakemake, write_config
+from workflow_helpers import load_config, snakemake, write_config
 
 pytestmark = pytest.mark.slow
 

@@ -1,7 +1,9 @@
 """An experiment config expanded into what the workflow runs: patients, shards and methods.
 
-Pure functions over the validated config dict (``workflow/schemas/config.schema.yaml``),
-so the Snakefile and the tests share one expansion.
+Pure functions over the validated config dict (``workflow/schemas/config.schema.yaml``,
+which fills in every default: nothing here falls back to a default of its own), so the
+Snakefile and the tests share one expansion, and the checks (:func:`check_methods`,
+:func:`encoder_specs`) that parse every method and encoder as its job will, before any job runs.
 """
 
 from __future__ import annotations
@@ -15,10 +17,12 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from featreg.data.acdc import SPLITS, patient_number, select_patients
+from featreg.data.acdc import SPLITS, patient_number, patient_order, select_patients
+from featreg.encoders.registry import EncoderSpec
 from featreg.errors import ConfigError, InputError
 from featreg.io import write_text_atomic
 from featreg.registration.elastix import ElastixSettings
+from featreg.registration.settings import RegistrationSettings
 
 KINDS = ("ffd", "elastix")
 """Registration engines: featreg's PyTorch FFD, or elastix's B-spline (featreg.registration.elastix)."""
@@ -86,8 +90,8 @@ def method_table(config: Mapping[str, Any]) -> dict[str, Method]:
     sweep names are ``<encoder>-<distance>-a<alpha>``. A sweep point equal to a method
     already present (same encoder, distance and alpha) is not run twice.
     """
-    defaults = dict(config.get("registration", {}))
-    encoders = config.get("encoders", {})
+    defaults = dict(config["registration"])
+    encoders = config["encoders"]
     methods: dict[str, Method] = {}
 
     def add(method: Method) -> None:
@@ -98,28 +102,28 @@ def method_table(config: Mapping[str, Any]) -> dict[str, Method]:
             raise ConfigError(f"method {method.name}: unknown encoder {method.encoder!r} (encoders: {known})")
         methods[method.name] = method
 
-    for name, entry in config.get("methods", {}).items():
-        kind = entry.get("kind", "ffd")
+    for name, entry in config["methods"].items():
+        kind = entry["kind"]
         add(
             Method(
                 name=name,
-                alpha=float(entry.get("alpha", 0.0)),
-                encoder=entry.get("encoder"),
-                distance=entry.get("distance"),
+                alpha=float(entry["alpha"]),
+                encoder=entry["encoder"],
+                distance=entry["distance"],
                 # the registration block holds the FFD's defaults; an elastix method has its own
-                settings={**(defaults if kind == "ffd" else {}), **entry.get("settings", {})},
+                settings={**(defaults if kind == "ffd" else {}), **entry["settings"]},
                 kind=kind,
             )
         )
-    grid = config.get("grid", {})
-    combined_alpha = float(grid.get("combined_alpha", 0.3))
-    for encoder in grid.get("encoders", []):
-        for distance in grid.get("distances", ["cosine", "l1"]):
-            for variant in grid.get("variants", ["feature", "combined"]):
+    grid = config["grid"]
+    combined_alpha = float(grid["combined_alpha"])
+    for encoder in grid["encoders"]:
+        for distance in grid["distances"]:
+            for variant in grid["variants"]:
                 alpha = 1.0 if variant == "feature" else combined_alpha
                 suffix = "v1" if variant == "feature" else "v2"
                 add(Method(f"{encoder}-{distance}-{suffix}", alpha, encoder, distance, defaults))
-    sweep = config.get("alpha_sweep")
+    sweep = config.get("alpha_sweep")  # an optional block, without defaults
     if sweep:
         present = {(m.encoder, m.distance, m.alpha) for m in methods.values()}
         for alpha in sweep["alphas"]:
@@ -128,7 +132,7 @@ def method_table(config: Mapping[str, Any]) -> dict[str, Method]:
                 continue
             name = f"{sweep['encoder']}-{sweep['distance']}-a{value_label(alpha)}"
             add(Method(name, alpha, sweep["encoder"], sweep["distance"], defaults))
-    baseline = config.get("baseline", "ncc")
+    baseline = config["baseline"]
     if baseline not in methods:
         raise ConfigError(f"baseline method {baseline!r} is not among the methods ({', '.join(methods)})")
     if methods[baseline].variant != "baseline":
@@ -146,7 +150,7 @@ def shard_patients(patients: Sequence[str], shard_size: int, *, prefix: str = "s
     """
     if shard_size < 1:
         raise ConfigError(f"shard_size must be at least 1, got {shard_size}")
-    ordered = sorted(patients, key=patient_number)
+    ordered = sorted(patients, key=patient_order)
     return {f"{prefix}{i // shard_size:03d}": ordered[i : i + shard_size] for i in range(0, len(ordered), shard_size)}
 
 
@@ -169,16 +173,24 @@ def synthetic_role_number(seed: int, number: int) -> int:
 
 
 def split_patients(
-    cohort: Sequence[str], split: str | Sequence[int | str], *, synthetic_seed: int | None = None
+    cohort: Sequence[str],
+    split: str | Sequence[int | str],
+    *,
+    synthetic_seed: int | None = None,
+    roles: Mapping[str, str | None] | None = None,
 ) -> list[str]:
-    """Patients of a split among ``cohort`` (sorted by number for a named split, as given for a list).
+    """Patients of a split among ``cohort`` (sorted for a named split, as given for a list).
 
-    ACDC and synthetic cohorts of at least 150 patients use the ACDC ranges (train 1–100,
-    val 101–120, test 121–150). A synthetic cohort (``synthetic_seed`` given) smaller than
-    that gives patient k the role of ACDC patient :func:`synthetic_role_number` (seed, k).
+    A manifest cohort (``roles``: its ``split`` column, patient -> train / val / test)
+    selects by that column. ACDC and synthetic cohorts of at least 150 patients use the
+    ACDC ranges (train 1–100, val 101–120, test 121–150). A synthetic cohort
+    (``synthetic_seed`` given) smaller than that gives patient k the role of ACDC patient
+    :func:`synthetic_role_number` (seed, k).
     """
     if isinstance(split, str) and split not in SPLITS:
         raise ConfigError(f"unknown split {split!r}; expected one of {', '.join(sorted(SPLITS))} or a list of patients")
+    if roles is not None and isinstance(split, str) and split != "all":
+        return sorted((p for p in cohort if roles.get(p) == split), key=patient_order)
     if isinstance(split, str) and split != "all" and synthetic_seed is not None and len(cohort) < ACDC_PATIENTS:
         wanted = SPLITS[split]
         chosen = [p for p in cohort if synthetic_role_number(synthetic_seed, patient_number(p)) in wanted]
@@ -187,24 +199,31 @@ def split_patients(
 
 
 def experiment_patients(
-    config: Mapping[str, Any], cohort: Sequence[str]
+    config: Mapping[str, Any], cohort: Sequence[str], roles: Mapping[str, str | None] | None = None
 ) -> tuple[list[str], list[str]]:
     """(test patients, validation patients) of a config; validation is empty without a ``tuning`` block.
 
+    ``roles`` is a manifest's ``split`` column (:func:`featreg.data.cohort.cohort_roles`).
     Raises ConfigError when a split selects nobody or when the two splits share a patient.
     """
     dataset = config["dataset"]
-    seed = dataset.get("synthetic", {}).get("seed", 0) if dataset["kind"] == "synthetic" else None
-    test = split_patients(cohort, dataset["split"], synthetic_seed=seed)
+    seed = dataset["synthetic"]["seed"] if dataset["kind"] == "synthetic" else None
+    if dataset["kind"] == "manifest":
+        roles = roles or {}
+        for key, split in (("dataset.split", dataset["split"]), ("tuning.split", config.get("tuning", {}).get("split"))):
+            if isinstance(split, str) and split != "all" and not roles:
+                raise ConfigError(f"{key} {split!r} needs the manifest's split column (train, val or test per row); "
+                                  f"or give 'all' or a list of patient ids")
+    test = split_patients(cohort, dataset["split"], synthetic_seed=seed, roles=roles)
     if not test:
         raise ConfigError(f"dataset.split {dataset['split']!r} selects no patient of the cohort ({len(cohort)} patients)")
-    tuning = config.get("tuning")
+    tuning = config.get("tuning")  # an optional block
     if not tuning:
         return test, []
-    val = split_patients(cohort, tuning["split"], synthetic_seed=seed)
+    val = split_patients(cohort, tuning["split"], synthetic_seed=seed, roles=roles)
     if not val:
         raise ConfigError(f"tuning.split {tuning['split']!r} selects no patient of the cohort ({len(cohort)} patients)")
-    shared = sorted(set(test) & set(val), key=patient_number)
+    shared = sorted(set(test) & set(val), key=patient_order)
     if shared:
         raise ConfigError(
             f"tuning.split and dataset.split overlap in {len(shared)} patient(s) ({', '.join(shared[:5])}"
@@ -343,10 +362,10 @@ def tuning_plan(config: Mapping[str, Any], methods: Mapping[str, Method]) -> Tun
     Every tuned method must have the same number of grid points (the same budget)
     and the baseline must be among them; ConfigError otherwise.
     """
-    tuning = config.get("tuning")
+    tuning = config.get("tuning")  # an optional block
     if not tuning:
         return None
-    chosen = tuning.get("methods", "all")
+    chosen = tuning["methods"]
     bases = list(methods) if chosen == "all" else list(dict.fromkeys(chosen))
     unknown = [b for b in bases if b not in methods]
     if unknown:
@@ -354,16 +373,16 @@ def tuning_plan(config: Mapping[str, Any], methods: Mapping[str, Method]) -> Tun
     reserved = [b for b in bases if "@" in b]
     if reserved:
         raise ConfigError(f"tuning.methods: names with '@' are reserved for grid points: {', '.join(reserved)}")
-    baseline = config.get("baseline", "ncc")
+    baseline = config["baseline"]
     if baseline not in bases:
         raise ConfigError(f"tuning.methods must include the baseline {baseline!r}: the verdict compares tuned methods with the tuned baseline")
-    own = tuning.get("grids", {})
+    own = tuning["grids"]
     stray = sorted(set(own) - set(bases))
     if stray:
         raise ConfigError(f"tuning.grids names method(s) that are not tuned: {', '.join(stray)} (tuned: {', '.join(bases)})")
     grids, keys = {}, {}
     for base in bases:
-        grid = own.get(base, tuning.get("grid", {}))
+        grid = own.get(base, tuning.get("grid"))  # tuning.grid is optional when grids covers every method
         if not grid:
             raise ConfigError(f"tuning: method {base} has no grid (give tuning.grid or tuning.grids.{base})")
         grids[base] = expand_grid(methods[base], grid)
@@ -373,7 +392,7 @@ def tuning_plan(config: Mapping[str, Any], methods: Mapping[str, Method]) -> Tun
         listed = ", ".join(f"{b} {n}" for b, n in sizes.items())
         raise ConfigError(f"tuning grids differ in size ({listed} grid points): every method, the baseline included, "
                           f"needs the same budget")
-    paper_settings = tuning.get("paper_settings", PAPER_SETTINGS)
+    paper_settings = tuning["paper_settings"]
     paper = {}
     for base in bases:
         method = methods[base]
@@ -382,8 +401,42 @@ def tuning_plan(config: Mapping[str, Any], methods: Mapping[str, Method]) -> Tun
             continue
         at_paper = _with_settings(method, f"{base}{PAPER_SUFFIX}", paper_settings)
         paper[base] = method if dict(at_paper.settings) == dict(method.settings) else at_paper
-    select = {"metric": "dice_mean", "max_neg_jac_pct": 0.1, **tuning.get("select", {})}
-    return TuningPlan(grids=grids, keys=keys, paper=paper, select=select)
+    metric = tuning["select"]["metric"]
+    if metric != "dice_mean" and metric.removeprefix("dice_") not in config["labels"]:
+        raise ConfigError(f"tuning.select.metric {metric!r} names no label class (labels: {', '.join(config['labels'])})")
+    return TuningPlan(grids=grids, keys=keys, paper=paper, select=dict(tuning["select"]))
+
+
+def check_labels(config: Mapping[str, Any]) -> None:
+    """The label classes name distinct values (the schema checks names and ranges)."""
+    labels = config["labels"]
+    if len(set(labels.values())) != len(labels):
+        raise ConfigError(f"labels give two classes the same value: {labels}")
+
+
+def encoder_specs(config: Mapping[str, Any]) -> dict[str, EncoderSpec]:
+    """Every encoder entry parsed as its jobs parse it; ConfigError names the encoder, the key and the known keys."""
+    return {name: EncoderSpec.from_dict(name, entry) for name, entry in config["encoders"].items()}
+
+
+def check_methods(config: Mapping[str, Any], methods: Mapping[str, Method]) -> None:
+    """Parse the ``registration`` block and every method's settings as the registration job will.
+
+    ``methods`` are all the methods the config runs (explicit, grid, α sweep, tuning grid
+    points and paper rows). ConfigError names the block or method, the key and the known keys.
+    """
+    try:
+        RegistrationSettings.check_keys(config["registration"])
+    except ConfigError as exc:
+        raise ConfigError(f"registration: {exc}") from None
+    for method in methods.values():
+        try:
+            if method.kind == "elastix":
+                ElastixSettings.from_dict(method.settings)
+            else:
+                RegistrationSettings.from_dict(method.registration_settings())
+        except ConfigError as exc:
+            raise ConfigError(f"method {method.name}: {exc}") from None
 
 
 SELECTION_KEYS = ("base", "tuned", "paper", "rule", "selected", "values", "method", "candidates")
@@ -425,7 +478,9 @@ def load_method_file(path: str | Path) -> Method:
     return Method(**entries)
 
 
-def registrations_per_encoder(config: Mapping[str, Any], cohort: Sequence[str]) -> dict[str | None, int]:
+def registrations_per_encoder(
+    config: Mapping[str, Any], cohort: Sequence[str], roles: Mapping[str, str | None] | None = None
+) -> dict[str | None, int]:
     """Registrations the workflow runs for ``config`` on ``cohort`` (ids before the split), per encoder.
 
     Key None counts intensity-only methods. Test methods (and, with a tuning
@@ -434,7 +489,7 @@ def registrations_per_encoder(config: Mapping[str, Any], cohort: Sequence[str]) 
     """
     methods = method_table(config)
     tuning = tuning_plan(config, methods)
-    test, val = experiment_patients(config, cohort)
+    test, val = experiment_patients(config, cohort, roles)
     on_test = list({**methods, **({m.name: m for m in tuning.paper.values()} if tuning else {})}.values())
     on_val: list[Method] = []
     if tuning:

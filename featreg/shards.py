@@ -27,9 +27,21 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from featreg.data.acdc import list_patients, patient_number, read_patient, select_patients, subset_of
-from featreg.data.pairs import load_pair, write_pair
-from featreg.data.preprocess import PreprocessOptions, preprocess_patient
+from featreg.data import LABELS
+from featreg.data.acdc import list_patients, patient_number, select_patients, subset_of
+from featreg.data.cohort import patient_reader
+from featreg.data.pairs import (
+    expand_pair_outputs,
+    expand_pairs,
+    load_pair,
+    pair_labels,
+    pair_name,
+    pair_patient,
+    pair_slice,
+    slice_dir,
+    write_pair,
+)
+from featreg.data.preprocess import PreprocessOptions, patient_slices, preprocess_patient
 from featreg.data.synthetic import synth_patient, write_patient
 from featreg.encoders.cache import CacheError, cache_fixed_features, load_features
 from featreg.encoders.features import build_encoder
@@ -39,7 +51,7 @@ from featreg.evaluation.evaluate import evaluate_result, failed_row
 from featreg.evaluation.statistics import TIE_BREAK, eligible_settings, select_setting, summarize
 from featreg.experiment import Method, write_method_file
 from featreg.io import atomic_path, write_json_atomic
-from featreg.reporting.tables import read_metrics
+from featreg.reporting.tables import patient_means, read_metrics
 from featreg.registration.batching import auto_batch_size
 from featreg.registration.elastix import ElastixSettings, register_elastix
 from featreg.registration.io import write_elastix_result, write_failed_result, write_pair_result
@@ -54,6 +66,9 @@ SYNTHETIC_RECORD = "synthetic.json"
 
 PAIR_FAILURE = "failed.json"
 """The only file of a pair folder whose preprocessing failed: the patient and the reason."""
+
+SLICES_RECORD = "slices.json"
+"""Written last into a patient's folder that holds one pair per slice: the options, sources and slices."""
 
 log = logging.getLogger(__name__)
 
@@ -75,10 +90,6 @@ def pair_fingerprint(method_fingerprint: str, pair_dir: str | Path) -> str | Non
     except OSError:
         return None
     return hashlib.sha256(method_fingerprint.encode() + text).hexdigest()[:16]
-
-
-def _patient_of(pair_dir: Path) -> str:
-    return Path(pair_dir).name
 
 
 def _unreadable_reason(pair_dir: Path, exc: FeatregError) -> str:
@@ -131,9 +142,12 @@ def synthesize_shard(root: str | Path, patients: Sequence[str], manifest: str | 
     return write_json_atomic(manifest, {"seed": seed, "patients": statuses})
 
 
-def _preprocessed(pair_dir: Path, options: dict[str, Any]) -> bool:
-    """The pair exists, was made with ``options`` and is newer than each of its source files."""
-    record_path = pair_dir / "pair.json"
+def _preprocessed(patient_dir: Path, options: dict[str, Any]) -> bool:
+    """The patient's pairs exist, were made with ``options`` and are newer than each of their source files.
+
+    The record is the pair's ``pair.json``, or :data:`SLICES_RECORD` for a patient with a pair per slice.
+    """
+    record_path = patient_dir / (SLICES_RECORD if (patient_dir / SLICES_RECORD).is_file() else "pair.json")
     try:
         record = json.loads(record_path.read_text())
         made = record_path.stat().st_mtime
@@ -142,31 +156,54 @@ def _preprocessed(pair_dir: Path, options: dict[str, Any]) -> bool:
         return False
 
 
+def _write_failure(pair_dir: Path, patient: str, reason: str) -> None:
+    """Leave only :data:`PAIR_FAILURE` in ``pair_dir``: the pair (patient or slice) failed preprocessing."""
+    log.error("%s", reason)
+    shutil.rmtree(pair_dir, ignore_errors=True)
+    write_json_atomic(pair_dir / PAIR_FAILURE, {"patient": patient, "reason": reason})
+
+
 def preprocess_shard(
     root: str | Path, patients: Sequence[str], out: str | Path, manifest: str | Path, options: PreprocessOptions
 ) -> Path:
     """Preprocess the patients of a shard into ``out/<patient>/``, skipping pairs already made from the same sources.
 
-    A patient that fails leaves a folder holding only :data:`PAIR_FAILURE` (its
-    reason), which the registration and evaluation of its shard report as that
-    patient's failure; the other patients go on.
+    A patient gives one pair, or one pair per slice in ``out/<patient>/slice<NN>/``
+    (``options.slices``; :mod:`featreg.data.pairs`). A patient or slice that fails
+    leaves a folder holding only :data:`PAIR_FAILURE` (its reason), which the
+    registration and evaluation of its shard report as that pair's failure; the
+    others go on.
     """
     wanted = json.loads(json.dumps(asdict(options)))  # as pair.json stores them (tuples become lists)
+    read_patient = patient_reader(root, options.labels.values())
     statuses: dict[str, dict[str, Any]] = {}
     for patient in tqdm(patients, desc="preprocess", unit="patient"):
-        pair_dir = Path(out) / patient
-        if _preprocessed(pair_dir, wanted):
+        patient_dir = Path(out) / patient
+        if _preprocessed(patient_dir, wanted):
             statuses[patient] = _ok(resumed=True)
             continue
+        shutil.rmtree(patient_dir, ignore_errors=True)
         try:
-            write_pair(preprocess_patient(read_patient(root, patient), options), pair_dir)
+            record = read_patient(patient)
+            if options.one_slice_per_patient:
+                write_pair(preprocess_patient(record, options), patient_dir)
+                statuses[patient] = _ok()
+                continue
+            slices = patient_slices(record, options)
         except InputError as exc:
-            log.error("%s", exc)
-            shutil.rmtree(pair_dir, ignore_errors=True)
-            write_json_atomic(pair_dir / PAIR_FAILURE, {"patient": patient, "reason": str(exc)})
+            _write_failure(patient_dir, patient, str(exc))
             statuses[patient] = {"status": "failed", "reason": str(exc)}
             continue
-        statuses[patient] = _ok()
+        failed = []
+        for index in slices:
+            try:
+                write_pair(preprocess_patient(record, options, index), slice_dir(patient_dir, index))
+            except InputError as exc:
+                _write_failure(slice_dir(patient_dir, index), patient, str(exc))
+                failed.append(index)
+        source = {key: str(path) for key, path in record.files.items()}
+        write_json_atomic(patient_dir / SLICES_RECORD, {"options": wanted, "source": source, "slices": slices})
+        statuses[patient] = _ok() | {"slices": len(slices), "failed_slices": failed}
     failed = sorted(p for p, s in statuses.items() if s["status"] != "ok")
     if failed:
         log.warning("%d of %d patients failed preprocessing: %s", len(failed), len(patients), ", ".join(failed))
@@ -200,12 +237,15 @@ def preprocess_cohort(
 def features_shard(
     spec: EncoderSpec, pair_dirs: Sequence[str | Path], out_paths: Sequence[str | Path], manifest: str | Path | None, device: str = "auto"
 ) -> dict[Path, Path]:
-    """Cache the fixed-image features of a shard's pairs; the manifest (written last) maps patient -> feature file."""
-    if len(pair_dirs) != len(out_paths):
-        raise ConfigError(f"got {len(pair_dirs)} pair folders but {len(out_paths)} feature files")
-    written = cache_fixed_features(spec, pair_dirs, out_paths, str(resolve_device(device)))
+    """Cache the fixed-image features of a shard's pairs; the manifest (written last) maps pair name -> feature file.
+
+    ``pair_dirs`` are the patients' folders and ``out_paths`` their feature files; a patient
+    with one pair per slice gets one file per slice (:func:`featreg.data.pairs.expand_pair_outputs`).
+    """
+    pairs, outs = zip(*expand_pair_outputs(pair_dirs, out_paths))
+    written = cache_fixed_features(spec, pairs, outs, str(resolve_device(device)))
     if manifest is not None:
-        features = {pair.name: str(path) for pair, path in written.items()}
+        features = {pair_name(pair): str(path) for pair, path in written.items()}
         write_json_atomic(manifest, {"encoder": spec.name, "features": features})
     return written
 
@@ -224,24 +264,27 @@ def method_encoder_spec(method: Method, spec_files: Sequence[str | Path] | None)
 
 def _pending_pairs(pair_dirs: Sequence[str | Path], out_dir: Path, expected: str,
                    statuses: dict[str, dict[str, Any]]) -> list[tuple[Path, str | None]]:
-    """The pairs without a current result (with their fingerprint); finished ones go into ``statuses``."""
+    """The pairs (every slice pair of the patients' folders) without a current result, with their
+    fingerprint; finished ones go into ``statuses``."""
     pending: list[tuple[Path, str | None]] = []
-    for pair_dir in map(Path, pair_dirs):
-        patient = _patient_of(pair_dir)
+    for pair_dir in expand_pairs(pair_dirs):
+        name = pair_name(pair_dir)
         key = pair_fingerprint(expected, pair_dir)
-        if _finished(out_dir / patient, key):
-            statuses[patient] = _ok(resumed=True)
+        if _finished(out_dir / name, key):
+            statuses[name] = _ok(resumed=True)
         else:
             pending.append((pair_dir, key))
     return pending
 
 
-def _fail_pair(out_dir: Path, method: Method, statuses: dict[str, dict[str, Any]], progress: tqdm, patient: str,
+def _fail_pair(out_dir: Path, method: Method, statuses: dict[str, dict[str, Any]], progress: tqdm, pair_dir: Path,
                reason: str, key: str | None) -> None:
     """Record a pair that has no result: its ``run.json`` (status failed) and its manifest entry."""
-    log.error("%s: %s", patient, reason)
-    write_failed_result(out_dir / patient, patient=patient, method=method.name, reason=reason, fingerprint=key)
-    statuses[patient] = {"status": "failed", "reason": reason}
+    name = pair_name(pair_dir)
+    log.error("%s: %s", name, reason)
+    write_failed_result(out_dir / name, patient=pair_patient(pair_dir), method=method.name, reason=reason,
+                        fingerprint=key)
+    statuses[name] = {"status": "failed", "reason": reason}
     progress.update()
 
 
@@ -283,7 +326,9 @@ def register_shard(
     (:mod:`featreg.registration.batching`); ``compile_encoder`` wraps the
     encoder's backbone in ``torch.compile``. An elastix method registers one pair
     at a time on the CPU with ``threads`` threads (``device``, ``batch_size`` and
-    ``compile_encoder`` are the FFD's).
+    ``compile_encoder`` are the FFD's). ``pair_dirs`` are the patients' folders; each slice
+    pair of a patient is a pair like any other (:func:`featreg.data.pairs.expand_pairs`);
+    results go to ``out_dir/<pair name>/``.
     """
     if method.kind == "elastix":
         return _register_shard_elastix(method, pair_dirs, Path(out_dir), manifest, threads=threads)
@@ -311,44 +356,45 @@ def register_shard(
 
     statuses: dict[str, dict[str, Any]] = {}
     pending = _pending_pairs(pair_dirs, out_dir, expected, statuses)
-    log.info("method %s: %d pairs, %d already done, %d to register on %s", method.name, len(pair_dirs), len(statuses), len(pending), torch_device)
+    log.info("method %s: %d pairs, %d already done, %d to register on %s", method.name, len(statuses) + len(pending),
+             len(statuses), len(pending), torch_device)
 
     batch_sizing = None
     if batch_size == "auto" and pending:
         batch_size, batch_sizing = _auto_batch_size(pending, settings, encoder, torch_device)
     progress = tqdm(total=len(pending), desc=f"register {method.name}", unit="pair")
 
-    def fail(patient: str, reason: str, key: str | None) -> None:
-        _fail_pair(out_dir, method, statuses, progress, patient, reason, key)
+    def fail(pair_dir: Path, reason: str, key: str | None) -> None:
+        _fail_pair(out_dir, method, statuses, progress, pair_dir, reason, key)
 
     for start in range(0, len(pending), batch_size):
         batch, pairs, keys, features = [], [], [], []
         for pair_dir, key in pending[start : start + batch_size]:
-            patient = _patient_of(pair_dir)
+            name = pair_name(pair_dir)
             try:
                 pair = load_pair(pair_dir)
             except InputError as exc:
-                fail(patient, _unreadable_reason(pair_dir, exc), key)
+                fail(pair_dir, _unreadable_reason(pair_dir, exc), key)
                 continue
             if pairs and not np.allclose(pair.spacing, pairs[0].spacing):
                 # One batch shares one spacing (the mm field and the physical regulariser use it).
-                fail(patient, f"spacing {pair.spacing} mm differs from the batch's {pairs[0].spacing} mm", key)
+                fail(pair_dir, f"spacing {pair.spacing} mm differs from the batch's {pairs[0].spacing} mm", key)
                 continue
             if encoder is not None:
-                if patient not in feature_files:
-                    fail(patient, f"no cached features in {features_manifest}", key)
+                if name not in feature_files:
+                    fail(pair_dir, f"no cached features in {features_manifest}", key)
                     continue
                 try:
-                    features.append(load_features(feature_files[patient], identity))
+                    features.append(load_features(feature_files[name], identity))
                 except CacheError as exc:  # unusable cache (truncated, stale): rebuild it with the loaded encoder
-                    cache_fixed_features(spec, [pair_dir], [feature_files[patient]], encoder=encoder)
+                    cache_fixed_features(spec, [pair_dir], [feature_files[name]], encoder=encoder)
                     try:
-                        features.append(load_features(feature_files[patient], identity))
+                        features.append(load_features(feature_files[name], identity))
                     except CacheError as again:
-                        fail(patient, f"{exc}; rebuilding failed: {again}", key)
+                        fail(pair_dir, f"{exc}; rebuilding failed: {again}", key)
                         continue
                     log.warning("%s; rebuilt", exc)
-            batch.append(patient)
+            batch.append(pair_dir)
             pairs.append(pair)
             keys.append(key)
         if not pairs:
@@ -364,19 +410,19 @@ def register_shard(
             fixed_features=torch.cat(features) if features else None,
             device=torch_device,
         )
-        for index, (patient, pair, key) in enumerate(zip(batch, pairs, keys)):
+        for index, (pair_dir, pair, key) in enumerate(zip(batch, pairs, keys)):
             write_pair_result(
-                out_dir / patient,
+                out_dir / pair_name(pair_dir),
                 result,
                 index,
-                patient=patient,
+                patient=pair.patient,
                 method=method.name,
                 spacing=pair.spacing,
                 moving_label=pair.moving_label,
                 fingerprint=key,
                 batch_sizing=batch_sizing,
             )
-            statuses[patient] = {"status": result.status[index], "reason": result.reason[index]}
+            statuses[pair_name(pair_dir)] = {"status": result.status[index], "reason": result.reason[index]}
             progress.update()
     progress.close()
     return _write_manifest(method, expected, statuses, manifest)
@@ -396,26 +442,26 @@ def _register_shard_elastix(method: Method, pair_dirs: Sequence[str | Path], out
     statuses: dict[str, dict[str, Any]] = {}
     pending = _pending_pairs(pair_dirs, out_dir, expected, statuses)
     log.info("method %s (elastix): %d pairs, %d already done, %d to register with %d thread(s)", method.name,
-             len(pair_dirs), len(statuses), len(pending), threads)
+             len(statuses) + len(pending), len(statuses), len(pending), threads)
     progress = tqdm(total=len(pending), desc=f"register {method.name}", unit="pair")
     for pair_dir, key in pending:
-        patient = _patient_of(pair_dir)
+        name = pair_name(pair_dir)
         try:
             pair = load_pair(pair_dir)
         except InputError as exc:
-            _fail_pair(out_dir, method, statuses, progress, patient, _unreadable_reason(pair_dir, exc), key)
+            _fail_pair(out_dir, method, statuses, progress, pair_dir, _unreadable_reason(pair_dir, exc), key)
             continue
         try:
             result = register_elastix(pair.fixed, pair.moving, pair.spacing, settings, threads=threads)
         except RuntimeError as exc:  # itk raises its exceptions as RuntimeError
-            _fail_pair(out_dir, method, statuses, progress, patient, f"elastix failed: {_first_line(exc)}", key)
+            _fail_pair(out_dir, method, statuses, progress, pair_dir, f"elastix failed: {_first_line(exc)}", key)
             continue
         if not np.isfinite(result.displacement_mm).all():
-            _fail_pair(out_dir, method, statuses, progress, patient, "elastix returned a non-finite displacement", key)
+            _fail_pair(out_dir, method, statuses, progress, pair_dir, "elastix returned a non-finite displacement", key)
             continue
-        write_elastix_result(out_dir / patient, result, settings, patient=patient, method=method.name,
+        write_elastix_result(out_dir / name, result, settings, patient=pair.patient, method=method.name,
                              spacing=pair.spacing, moving_label=pair.moving_label, threads=threads, fingerprint=key)
-        statuses[patient] = _ok()
+        statuses[name] = _ok()
         progress.update()
     progress.close()
     return _write_manifest(method, expected, statuses, manifest)
@@ -448,24 +494,27 @@ def evaluate_shard(
 ) -> Path:
     """Metrics of every pair of a shard, before registration (``method`` None) or after it.
 
-    A pair or result that cannot be read gives that patient a ``failed`` row with
-    the reason and NaN metrics; the other patients are evaluated.
+    One row per pair (per slice of a patient with several). A pair or result that
+    cannot be read gives that pair a ``failed`` row with the reason and NaN metrics;
+    the other pairs are evaluated.
     """
     if (method is None) != (results_dir is None):
         raise FeatregError("give both a method and its results folder, or neither (the initial row)")
     rows = []
-    for pair_dir in map(Path, pair_dirs):
-        patient = _patient_of(pair_dir)
-        result_dir = None if results_dir is None else Path(results_dir) / patient
+    pairs = expand_pairs(pair_dirs)
+    labels = next((pair_labels(p) for p in pairs if (p / "pair.json").is_file()), LABELS)  # for unreadable pairs
+    for pair_dir in pairs:
+        result_dir = None if results_dir is None else Path(results_dir) / pair_name(pair_dir)
         try:
             row = evaluate_result(pair_dir, result_dir)
         except InputError as exc:
             reason = _unreadable_reason(pair_dir, exc)
-            log.error("%s: %s", patient, reason)
-            row = failed_row(patient, reason)
+            log.error("%s: %s", pair_name(pair_dir), reason)
+            row = failed_row(pair_patient(pair_dir), reason, pair_slice(pair_dir), labels)
         rows.append(method_columns(method) | row)
+    table = pd.DataFrame(rows).astype({"slice": "Int64"})
     with atomic_path(out_csv) as tmp:
-        pd.DataFrame(rows).to_csv(tmp, index=False)
+        table.to_csv(tmp, index=False)
     return Path(out_csv)
 
 
@@ -474,7 +523,7 @@ def collect_metrics(shard_csvs: Sequence[str | Path], out_csv: str | Path) -> Pa
     if not shard_csvs:
         raise FeatregError("no metric tables to collect")
     table = pd.concat([pd.read_csv(p, keep_default_na=True) for p in shard_csvs], ignore_index=True)
-    table = table.sort_values(["method", "patient"], kind="stable")
+    table = table.astype({"slice": "Int64"}).sort_values(["method", "patient", "slice"], kind="stable")
     with atomic_path(out_csv) as tmp:
         table.to_csv(tmp, index=False)
     return Path(out_csv)
@@ -535,7 +584,7 @@ def write_selection(
     Writes the tuned method to ``method_file`` (where every method's file lives) and then
     the selection record to ``out``.
     """
-    metrics = pd.concat([read_metrics(path) for path in metric_tables], ignore_index=True)
+    metrics = patient_means(pd.concat([read_metrics(path) for path in metric_tables], ignore_index=True))
     record = select_tuned(spec, metrics)
     write_method_file(Method(**record["method"]), method_file)
     return write_json_atomic(out, record)

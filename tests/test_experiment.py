@@ -9,11 +9,14 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from snakemake.utils import validate
 
 from featreg.errors import ConfigError, InputError
 from featreg.experiment import (
     PAPER_SETTINGS,
     Method,
+    check_methods,
+    encoder_specs,
     expand_grid,
     experiment_patients,
     load_method_file,
@@ -29,11 +32,18 @@ from featreg.experiment import (
 from featreg.shards import select_tuned
 
 REGISTRATION = {"lattice": [24, 24], "order": 3, "lam": 120.0, "lr": 0.002, "iterations": 20}
+SCHEMA = Path(__file__).resolve().parents[1] / "workflow/schemas/config.schema.yaml"
+
+
+def validated(config: dict) -> dict:
+    """``config`` checked against the workflow's schema, with its defaults filled in (as the Snakefile does)."""
+    validate(config, str(SCHEMA))
+    return config
 
 
 def config(tuned: bool = True, **tuning) -> dict:
-    """A small config; ``tuning`` entries override its tuning block (none when not ``tuned``)."""
-    return {
+    """A small validated config; ``tuning`` entries override its tuning block (none when not ``tuned``)."""
+    return validated({
         "name": "t",
         "dataset": {"kind": "synthetic", "root": "r", "split": [1, 2], "synthetic": {"patients": 6, "seed": 0}},
         "registration": dict(REGISTRATION),
@@ -42,7 +52,7 @@ def config(tuned: bool = True, **tuning) -> dict:
         "methods": {"ncc": {"alpha": 0}},
         "grid": {"encoders": ["mind"], "distances": ["cosine"], "variants": ["feature", "combined"]},
         **({"tuning": {"split": [3, 4], "grid": {"lam": [30.0, 240.0]}, **tuning}} if tuned else {}),
-    }
+    })
 
 
 def cohort(n: int) -> list[str]:
@@ -117,12 +127,14 @@ def test_tuning_plan_same_budget_baseline_and_paper_rows():
     assert plan.tuned == {"ncc@tuned": "ncc", "mind-cosine-v1@tuned": "mind-cosine-v1",
                           "mind-cosine-v2@tuned": "mind-cosine-v2"}
     paper = plan.paper["ncc"]
+    paper_settings = cfg["tuning"]["paper_settings"]  # the schema's default: the paper's
+    assert paper_settings == PAPER_SETTINGS  # and the constant the engine's paper preset is checked against
     assert paper.name == "ncc@paper"
-    assert {k: paper.settings[k] for k in PAPER_SETTINGS} == PAPER_SETTINGS and paper.settings["order"] == 3
+    assert {k: paper.settings[k] for k in paper_settings} == paper_settings and paper.settings["order"] == 3
     assert tuning_plan(config(tuned=False), methods) is None
 
     at_paper = config()
-    at_paper["registration"] |= PAPER_SETTINGS
+    at_paper["registration"] |= paper_settings
     assert tuning_plan(at_paper, method_table(at_paper)).paper["ncc"].name == "ncc"  # already the paper's
 
     uneven = config(grids={"mind-cosine-v2": {"lam": [30.0, 60.0, 240.0]}})
@@ -197,7 +209,7 @@ def test_alpha_sweep_names_keep_every_digit():
 
 
 def test_paper_config_tunes_alpha_on_validation_with_an_equal_budget():
-    paper = yaml.safe_load((Path(__file__).parents[1] / "config/paper.yaml").read_text(encoding="utf-8"))
+    paper = validated(yaml.safe_load((Path(__file__).parents[1] / "config/paper.yaml").read_text(encoding="utf-8")))
     methods = method_table(paper)
     plan = tuning_plan(paper, methods)
     assert len(plan.grids) == 14 and {len(grid) for grid in plan.grids.values()} == {plan.budget}
@@ -215,7 +227,7 @@ def elastix_config(**settings) -> dict:
     """config() with an elastix method whose own grid has the FFD's budget (2 points)."""
     cfg = config(grids={"elastix": {"bending_weight": [0.01, 0.1]}})
     cfg["methods"]["elastix"] = {"kind": "elastix", "settings": {"iterations": 50, **settings}}
-    return cfg
+    return validated(cfg)
 
 
 def test_elastix_method_is_classical_with_its_own_settings_and_budget():
@@ -256,3 +268,41 @@ def test_registrations_per_encoder_counts_test_paper_tuned_and_grid_runs():
     # validation: 3 methods x 2 points x 2 patients. ncc is one of each three, mind two.
     assert registrations_per_encoder(config(), cohort(6)) == {None: 3 * 2 + 2 * 2, "mind": 6 * 2 + 4 * 2}
     assert registrations_per_encoder(config(tuned=False), cohort(6)) == {None: 2, "mind": 4}
+
+
+def test_every_method_and_encoder_is_parsed_as_its_job_parses_it():
+    cfg = config()
+    methods = method_table(cfg)
+    plan = tuning_plan(cfg, methods)
+    every = methods | plan.grid_methods | {m.name: m for m in plan.paper.values()}
+    check_methods(cfg, every)
+    assert set(encoder_specs(cfg)) == {"mind"}
+
+    typo = config()
+    typo["registration"]["lamda"] = 10
+    with pytest.raises(ConfigError, match=r"^registration: unknown registration setting\(s\): lamda; known: alpha, "):
+        check_methods(typo, method_table(typo))
+    own = config()
+    own["methods"]["ncc"]["settings"] = {"iteration": 5}
+    with pytest.raises(ConfigError, match=r"^method ncc: unknown registration setting\(s\): iteration; known: "):
+        check_methods(own, method_table(own))
+    point = config(grid={"lattice": [[24, 24], [2, 2]]})  # a tuning point the engine refuses
+    grid = tuning_plan(point, method_table(point)).grid_methods
+    with pytest.raises(ConfigError, match=r"^method ncc@lat2x2: lattice needs at least 4 control points"):
+        check_methods(point, grid)
+    encoder = config()
+    encoder["encoders"]["mind"]["gird"] = 32
+    with pytest.raises(ConfigError, match=r"^encoder 'mind': unknown field\(s\) gird; known fields: kind, "):
+        encoder_specs(encoder)
+
+
+def test_manifest_splits_follow_its_split_column_and_ids_sort_naturally():
+    cfg = config()
+    cfg["dataset"] = {"kind": "manifest", "root": "cohort.csv", "split": "test", "synthetic": {"patients": 1, "seed": 0}}
+    cfg["tuning"]["split"] = "val"
+    ids = ["case10", "case2", "case1", "case3"]
+    roles = {"case10": "test", "case2": "test", "case1": "val", "case3": None}
+    assert experiment_patients(cfg, ids, roles) == (["case2", "case10"], ["case1"])
+    assert shard_patients(ids, 3) == {"s000": ["case1", "case2", "case3"], "s001": ["case10"]}
+    with pytest.raises(ConfigError, match="dataset.split 'test' needs the manifest's split column"):
+        experiment_patients(cfg, ids, None)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from featreg.data.preprocess import PreprocessOptions
 from featreg.errors import ConfigError
 
 
@@ -22,7 +23,6 @@ def _synth(args: argparse.Namespace) -> int:
 
 
 def _preprocess(args: argparse.Namespace) -> int:
-    from featreg.data.preprocess import PreprocessOptions
     from featreg.shards import preprocess_cohort, preprocess_shard
 
     options = PreprocessOptions(
@@ -30,6 +30,8 @@ def _preprocess(args: argparse.Namespace) -> int:
         size=args.size,
         crop_reference=args.crop_reference,
         clip_percentiles=tuple(args.clip_percentiles) if args.clip_percentiles else None,
+        slices=_slices(args.slices),
+        **({"labels": _labels(args.labels)} if args.labels else {}),
     )
     if args.manifest is not None:
         if not args.patients:
@@ -38,6 +40,27 @@ def _preprocess(args: argparse.Namespace) -> int:
         return 0
     preprocess_cohort(args.root, args.out, args.patients or args.split, options)
     return 0
+
+
+def _slices(words: list[str]) -> str | tuple[int, ...]:
+    """``--slices``: ``middle``, ``all`` or integer offsets from the middle slice."""
+    if len(words) == 1 and words[0] in ("middle", "all"):
+        return words[0]
+    try:
+        return tuple(int(word) for word in words)
+    except ValueError:
+        raise ConfigError(f"--slices takes 'middle', 'all' or integer offsets from the middle, got {' '.join(words)}") from None
+
+
+def _labels(words: list[str]) -> dict[str, int]:
+    """``--labels RV=1 Myo=2 LV=3``: label class names and their values."""
+    labels = {}
+    for word in words:
+        name, sep, value = word.partition("=")
+        if not sep or not name or not value.isdigit():
+            raise ConfigError(f"--labels takes NAME=VALUE pairs (e.g. RV=1 Myo=2 LV=3), got {word!r}")
+        labels[name] = int(value)
+    return labels
 
 
 def _positive_int(text: str) -> int:
@@ -80,10 +103,27 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     pre.add_argument("--out", type=Path, required=True, help="pairs folder; writes OUT/<patient>/")
     pre.add_argument("--split", choices=("test", "val", "train", "all"), default="test", help="default: test (121-150)")
     pre.add_argument("--patients", nargs="+", metavar="PATIENT", help="explicit patient ids (override --split)")
-    pre.add_argument("--spacing", type=float, default=1.8, help="in-plane spacing in mm (default 1.8)")
-    pre.add_argument("--size", type=int, default=128, help="output size in pixels (default 128)")
+    defaults = PreprocessOptions()
+    pre.add_argument("--spacing", type=float, default=defaults.spacing_mm, help="in-plane spacing in mm (default %(default)s)")
+    pre.add_argument("--size", type=int, default=defaults.size, help="output size in pixels (default %(default)s)")
     pre.add_argument(
-        "--crop-reference", choices=("heart", "slice"), default="heart", help="ED bounding box to centre on"
+        "--crop-reference", choices=("heart", "slice"), default=defaults.crop_reference, help="ED bounding box to centre on"
+    )
+    pre.add_argument(
+        "--slices",
+        nargs="+",
+        default=[defaults.slices],
+        metavar="SLICES",
+        help="middle (default, the paper's), all (every slice of the ED heart with labels in both frames) "
+        "or offsets from the middle, e.g. -1 0 1",
+    )
+    pre.add_argument(
+        "--labels",
+        nargs="+",
+        metavar="NAME=VALUE",
+        help="label classes of the label maps (default: ACDC's "
+        + " ".join(f"{name}={value}" for name, value in defaults.labels.items())
+        + "); other values are refused and the metrics follow these classes",
     )
     pre.add_argument(
         "--clip-percentiles", type=float, nargs=2, metavar=("LOW", "HIGH"), help="clip before min-max (default none)"

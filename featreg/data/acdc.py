@@ -40,6 +40,14 @@ def patient_number(patient: str) -> int:
     return int(match.group(1))
 
 
+def patient_order(patient: str) -> tuple[tuple[int, int, str], ...]:
+    """Sort key of any patient id: digit runs compare as numbers (``case2`` before ``case10``).
+
+    ACDC ids sort by number, as with :func:`patient_number`; manifest ids need not be ACDC's.
+    """
+    return tuple((0, int(part), "") if part.isdigit() else (1, 0, part) for part in re.split(r"(\d+)", patient))
+
+
 def subset_of(patient: str) -> str:
     """ACDC's folder for a patient: ``training`` holds 1-100, ``testing`` the rest."""
     return "training" if patient_number(patient) <= 100 else "testing"
@@ -133,12 +141,16 @@ def parse_info_cfg(path: str | Path, *, patient: str | None = None) -> dict[str,
 
 @dataclass
 class AcdcPatient:
-    """ED and ES volumes of one patient; arrays have axes (x, y, slice), spacing in mm."""
+    """ED (fixed) and ES (moving) volumes of one patient; arrays have axes (x, y, slice), spacing in mm.
+
+    Read from an ACDC folder (:func:`read_patient`) or a manifest row
+    (:mod:`featreg.data.manifest`, where the frames are not known: None).
+    """
 
     patient: str
     group: str
-    ed_frame: int
-    es_frame: int
+    ed_frame: int | None
+    es_frame: int | None
     ed_image: np.ndarray
     ed_label: np.ndarray
     es_image: np.ndarray
@@ -155,31 +167,58 @@ def frame_files(folder: Path, patient: str, frame: int) -> tuple[Path, Path]:
 
 
 def _read_volume(path: Path, patient: str) -> tuple[np.ndarray, tuple[float, ...]]:
+    """A 3D volume (x, y, slice); a 2D slice becomes a volume of one slice (spacing 1 mm across)."""
     data, spacing = read_nifti(path, patient=patient)
     if data.ndim == 4 and data.shape[3] == 1:
         data = data[..., 0]
+    if data.ndim == 2:
+        data, spacing = data[..., None], (*spacing[:2], 1.0)
     if data.ndim != 3:
-        raise InputError(f"expected a 3D volume, got shape {data.shape}", path=path, patient=patient)
+        raise InputError(f"expected a 2D slice or a 3D volume, got shape {data.shape}", path=path, patient=patient)
     return data, spacing[:3]
 
 
-def _check_label(label: np.ndarray, path: Path, patient: str) -> np.ndarray:
+def _check_label(label: np.ndarray, path: Path, patient: str, labels: Iterable[int]) -> np.ndarray:
     if not np.issubdtype(label.dtype, np.number) or not np.all(np.isfinite(label)):
         raise InputError("label map holds non-finite values", path=path, patient=patient)
+    allowed = [0, *labels]
     values = np.unique(label)
-    bad = [v for v in values.tolist() if v not in (0, 1, 2, 3)]
+    bad = [v for v in values.tolist() if v not in allowed]
     if bad:
-        raise InputError(f"label values outside {{0, 1, 2, 3}}: {bad}", path=path, patient=patient)
+        raise InputError(f"label values outside {{{', '.join(map(str, allowed))}}}: {bad}", path=path, patient=patient)
     return label.astype(np.uint8)
 
 
-def read_patient(root: str | Path, patient: str) -> AcdcPatient:
-    """Read ``patient``'s Info.cfg and its ED/ES images and labels, checking them."""
+def read_patient(root: str | Path, patient: str, labels: Iterable[int] = (1, 2, 3)) -> AcdcPatient:
+    """Read ``patient``'s Info.cfg and its ED/ES images and labels, checking them (:func:`read_volumes`)."""
     folder = patient_dir(root, patient)
     info = parse_info_cfg(folder / "Info.cfg", patient=patient)
     ed, es = int(info["ED"]), int(info["ES"])
     ed_image_path, ed_label_path = frame_files(folder, patient, ed)
     es_image_path, es_label_path = frame_files(folder, patient, es)
+    files = {"info": folder / "Info.cfg", "ed_image": ed_image_path, "ed_label": ed_label_path,
+             "es_image": es_image_path, "es_label": es_label_path}
+    return read_volumes(patient, files, group=str(info["Group"]), frames=(ed, es), info=info, labels=labels)
+
+
+def read_volumes(
+    patient: str,
+    files: dict[str, Path],
+    *,
+    group: str,
+    frames: tuple[int | None, int | None] = (None, None),
+    info: dict[str, int | float | str] | None = None,
+    labels: Iterable[int] = (1, 2, 3),
+) -> AcdcPatient:
+    """Read and check the ED/ES images and labels named in ``files`` (keys ``ed_image``, ``ed_label``, ...).
+
+    2D slices or 3D volumes; image and label shapes must agree, ED and ES too; images
+    must be finite and labels hold only 0 and ``labels``. Spacing comes from the ED
+    image's pixdim. Every problem raises InputError naming the patient and the file.
+    """
+    ed_image_path, ed_label_path = files["ed_image"], files["ed_label"]
+    es_image_path, es_label_path = files["es_image"], files["es_label"]
+    labels = tuple(labels)
     volumes = {}
     for name, path in (
         ("ed_image", ed_image_path),
@@ -207,20 +246,14 @@ def read_patient(root: str | Path, patient: str) -> AcdcPatient:
         )
     return AcdcPatient(
         patient=patient,
-        group=str(info["Group"]),
-        ed_frame=ed,
-        es_frame=es,
+        group=group,
+        ed_frame=frames[0],
+        es_frame=frames[1],
         ed_image=volumes["ed_image"][0],
-        ed_label=_check_label(volumes["ed_label"][0], ed_label_path, patient),
+        ed_label=_check_label(volumes["ed_label"][0], ed_label_path, patient, labels),
         es_image=volumes["es_image"][0],
-        es_label=_check_label(volumes["es_label"][0], es_label_path, patient),
+        es_label=_check_label(volumes["es_label"][0], es_label_path, patient, labels),
         spacing=(float(spacing[0]), float(spacing[1]), float(spacing[2])),
-        info=info,
-        files={
-            "info": folder / "Info.cfg",
-            "ed_image": ed_image_path,
-            "ed_label": ed_label_path,
-            "es_image": es_image_path,
-            "es_label": es_label_path,
-        },
+        info=info or {},
+        files=dict(files),
     )

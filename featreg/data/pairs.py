@@ -1,4 +1,10 @@
-"""A preprocessed fixed/moving pair on disk: four 2D NIfTI files and ``pair.json``."""
+"""A preprocessed fixed/moving pair on disk: four 2D NIfTI files and ``pair.json``.
+
+A patient's folder ``<pairs>/<patient>/`` is its one pair (``preprocess.slices: middle``)
+or holds one pair folder per slice, ``<pairs>/<patient>/slice<NN>/`` (NN the slice index in
+the volume). The workflow knows patients; the jobs expand a patient's folder into its
+pairs with :func:`expand_pairs`, and name each by :func:`pair_name`.
+"""
 
 from __future__ import annotations
 
@@ -6,18 +12,93 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from featreg.data import LABELS
 from featreg.data.nifti import read_nifti, write_nifti
 from featreg.io import atomic_path
-from featreg.errors import InputError
+from featreg.errors import ConfigError, InputError
 
 PAIR_FILES = ("fixed_image", "fixed_label", "moving_image", "moving_label")
 """NIfTI files of a pair folder (``<name>.nii.gz``); ``pair.json`` holds the provenance."""
+
+SLICE_PREFIX = "slice"
+"""Slice pair folders inside a patient's folder are ``slice<NN>`` (NN the slice index)."""
+
+
+def slice_dir(patient_dir: str | Path, index: int) -> Path:
+    """The pair folder of slice ``index`` inside a patient's folder."""
+    return Path(patient_dir) / f"{SLICE_PREFIX}{index:02d}"
+
+
+def is_slice_dir(pair_dir: str | Path) -> bool:
+    """Whether ``pair_dir`` is one slice of a patient (``slice<NN>``), not a patient's own pair folder."""
+    name = Path(pair_dir).name
+    return name.startswith(SLICE_PREFIX) and name[len(SLICE_PREFIX) :].isdigit()
+
+
+def patient_pair_dirs(patient_dir: str | Path) -> list[Path]:
+    """The pair folders of one patient: its slice folders in slice order, else the patient's folder itself."""
+    patient_dir = Path(patient_dir)
+    slices = [d for d in patient_dir.glob(f"{SLICE_PREFIX}*") if d.is_dir() and is_slice_dir(d)]
+    return sorted(slices, key=lambda d: int(d.name[len(SLICE_PREFIX) :])) or [patient_dir]
+
+
+def middle_pair(patient_dir: str | Path) -> Path:
+    """The pair a figure shows of one patient: its own, or its middle slice's when it has one per slice."""
+    pairs = patient_pair_dirs(patient_dir)
+    return pairs[len(pairs) // 2]
+
+
+def pair_patient(pair_dir: str | Path) -> str:
+    """The patient of a pair folder."""
+    pair_dir = Path(pair_dir)
+    return pair_dir.parent.name if is_slice_dir(pair_dir) else pair_dir.name
+
+
+def pair_name(pair_dir: str | Path) -> str:
+    """A pair's name in results and manifests: ``<patient>`` or ``<patient>/slice<NN>``."""
+    pair_dir = Path(pair_dir)
+    return f"{pair_dir.parent.name}/{pair_dir.name}" if is_slice_dir(pair_dir) else pair_dir.name
+
+
+def expand_pairs(patient_dirs: Sequence[str | Path]) -> list[Path]:
+    """Every pair folder of the given patients' folders (:func:`patient_pair_dirs`), in order."""
+    return [pair for patient_dir in patient_dirs for pair in patient_pair_dirs(patient_dir)]
+
+
+def expand_pair_outputs(patient_dirs: Sequence[str | Path], out_paths: Sequence[str | Path]) -> list[tuple[Path, Path]]:
+    """(pair folder, output file) for every pair: a patient's ``<out>.<ext>`` becomes ``<out>/slice<NN>.<ext>`` per slice."""
+    if len(patient_dirs) != len(out_paths):
+        raise ConfigError(f"got {len(patient_dirs)} pair folders but {len(out_paths)} output files")
+    expanded = []
+    for patient_dir, out in zip(patient_dirs, map(Path, out_paths)):
+        for pair in patient_pair_dirs(patient_dir):
+            expanded.append((pair, out.with_suffix("") / f"{pair.name}{out.suffix}" if is_slice_dir(pair) else out))
+    return expanded
+
+
+def pair_labels(pair_dir: str | Path) -> dict[int, str]:
+    """The label classes of a pair (value -> name, by value): its preprocessing ``labels``, else ACDC's."""
+    try:
+        named = json.loads((Path(pair_dir) / "pair.json").read_text())["options"]["labels"]
+    except (OSError, KeyError, TypeError, ValueError):
+        return dict(LABELS)
+    return {int(value): name for name, value in sorted(named.items(), key=lambda item: item[1])}
+
+
+def pair_slice(pair_dir: str | Path) -> int | None:
+    """The slice index of a pair (``slice_index`` of its ``pair.json``; its folder name when that is unreadable)."""
+    pair_dir = Path(pair_dir)
+    try:
+        return int(json.loads((pair_dir / "pair.json").read_text())["slice_index"])
+    except (OSError, KeyError, TypeError, ValueError):
+        return int(pair_dir.name[len(SLICE_PREFIX) :]) if is_slice_dir(pair_dir) else None
 
 
 @dataclass
@@ -80,7 +161,7 @@ def load_pair(directory: str | Path) -> Pair:
         provenance = json.loads(meta_path.read_text())
     except json.JSONDecodeError as exc:
         raise InputError(f"pair.json is not valid JSON ({exc})", path=meta_path) from exc
-    patient = provenance.get("patient", directory.name)
+    patient = provenance.get("patient", pair_patient(directory))
     arrays = {}
     spacing: tuple[float, ...] = ()
     for name in PAIR_FILES:

@@ -9,19 +9,24 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 from scipy.ndimage import map_coordinates
 
+from featreg.data import LABELS
 from featreg.data.acdc import AcdcPatient
 from featreg.data.pairs import Pair
-from featreg.errors import InputError
+from featreg.errors import ConfigError, InputError
 
 logger = logging.getLogger(__name__)
+
+MIN_SIZE = 16
+"""Smallest output side in pixels (as the config schema's ``preprocess.size`` minimum)."""
+
 
 @dataclass(frozen=True)
 class PreprocessOptions:
@@ -36,26 +41,54 @@ class PreprocessOptions:
       the crop adds no motion.
     - ``clip_percentiles``: optional (low, high) percentiles of each cropped
       slice to clip to before min-max scaling to [0, 1] (``None``: plain min-max).
-    The chosen slice is the middle of the ED heart's extent along the slice
-    axis: ``(first + last) // 2`` of the slices holding any ED label.
+    - ``labels``: the label classes, name -> value (0 is background; ACDC's by
+      default); label maps holding other values are refused, and the metrics
+      follow these classes (they are kept in ``pair.json``).
+    - ``slices``: which slices become pairs (:func:`chosen_slices`): ``"middle"``
+      (the paper's: the middle of the ED heart's extent along the slice axis,
+      ``(first + last) // 2`` of the slices holding any ED label), ``"all"``
+      (every slice of that extent holding labels in both frames), or offsets
+      from the middle (``(-1, 0, 1)``).
     """
 
     spacing_mm: float = 1.8
     size: int = 128
     crop_reference: Literal["heart", "slice"] = "heart"
     clip_percentiles: tuple[float, float] | None = None
+    slices: Literal["middle", "all"] | tuple[int, ...] = "middle"
+    labels: Mapping[str, int] = field(default_factory=lambda: {name: value for value, name in LABELS.items()})
 
     def __post_init__(self) -> None:
         if not self.spacing_mm > 0:
-            raise ValueError(f"spacing_mm must be > 0, got {self.spacing_mm}")
-        if self.size < 8:
-            raise ValueError(f"size must be >= 8, got {self.size}")
+            raise ConfigError(f"spacing_mm must be > 0, got {self.spacing_mm}")
+        if self.size < MIN_SIZE:
+            raise ConfigError(f"size must be >= {MIN_SIZE}, got {self.size}")
         if self.crop_reference not in ("heart", "slice"):
-            raise ValueError(f"crop_reference must be 'heart' or 'slice', got {self.crop_reference!r}")
+            raise ConfigError(f"crop_reference must be 'heart' or 'slice', got {self.crop_reference!r}")
         if self.clip_percentiles is not None:
             low, high = self.clip_percentiles
             if not 0 <= low < high <= 100:
-                raise ValueError(f"clip_percentiles must satisfy 0 <= low < high <= 100, got {self.clip_percentiles}")
+                raise ConfigError(f"clip_percentiles must satisfy 0 <= low < high <= 100, got {self.clip_percentiles}")
+        if isinstance(self.slices, str):
+            if self.slices not in ("middle", "all"):
+                raise ConfigError(f"slices must be 'middle', 'all' or offsets from the middle, got {self.slices!r}")
+        else:
+            offsets = tuple(self.slices)
+            if not offsets or not all(isinstance(k, int) and not isinstance(k, bool) for k in offsets):
+                raise ConfigError(f"slice offsets must be a non-empty list of integers, got {self.slices!r}")
+            if len(set(offsets)) != len(offsets):
+                raise ConfigError(f"slice offsets repeat a value: {list(offsets)}")
+            object.__setattr__(self, "slices", offsets)
+        values = list(self.labels.values())
+        if not values or not all(isinstance(v, int) and not isinstance(v, bool) and 0 < v < 256 for v in values):
+            raise ConfigError(f"labels must map class names to integers 1-255, got {dict(self.labels)}")
+        if len(set(values)) != len(values):
+            raise ConfigError(f"labels give two classes the same value: {dict(self.labels)}")
+
+    @property
+    def one_slice_per_patient(self) -> bool:
+        """Whether a patient gives one pair (its folder is the pair) or several (one folder per slice)."""
+        return self.slices == "middle"
 
 
 def middle_slice(ed_label: np.ndarray) -> int:
@@ -64,6 +97,27 @@ def middle_slice(ed_label: np.ndarray) -> int:
     if occupied.size == 0:
         raise ValueError("the ED label map is empty")
     return int((occupied[0] + occupied[-1]) // 2)
+
+
+def chosen_slices(ed_label: np.ndarray, es_label: np.ndarray, slices: str | Sequence[int]) -> list[int]:
+    """Indices (axis 2) of the slices that become pairs, in order (:attr:`PreprocessOptions.slices`).
+
+    ``"middle"``: :func:`middle_slice`; ``"all"``: every slice between the first and last
+    holding ED labels that holds labels in both ED and ES; offsets: the middle plus each
+    offset, which must lie inside the volume (ValueError otherwise).
+    """
+    middle = middle_slice(ed_label)
+    if slices == "middle":
+        return [middle]
+    ed = (ed_label > 0).any(axis=(0, 1))
+    if slices == "all":
+        occupied = np.nonzero(ed)[0]
+        both = ed & (es_label > 0).any(axis=(0, 1))
+        return [int(k) for k in range(occupied[0], occupied[-1] + 1) if both[k]]
+    outside = [k for k in slices if not 0 <= middle + k < ed_label.shape[2]]
+    if outside:
+        raise ValueError(f"slice offset(s) {outside} from the middle slice {middle} fall outside the {ed_label.shape[2]} slices")
+    return [middle + k for k in slices]
 
 
 def bounding_box_centre(mask: np.ndarray) -> tuple[float, float]:
@@ -111,12 +165,31 @@ def normalise(slice2d: np.ndarray, clip_percentiles: tuple[float, float] | None 
     return ((values - lo) / (hi - lo)).astype(np.float32)
 
 
-def preprocess_patient(patient: AcdcPatient, options: PreprocessOptions = PreprocessOptions()) -> Pair:
-    """Extract the fixed (ED) / moving (ES) pair of ``patient`` as described in :class:`PreprocessOptions`."""
+def patient_slices(patient: AcdcPatient, options: PreprocessOptions = PreprocessOptions()) -> list[int]:
+    """The slice indices of ``patient`` that become pairs under ``options`` (:func:`chosen_slices`)."""
     ed_path = patient.files.get("ed_label")
     if not (patient.ed_label > 0).any():
         raise InputError("the ED label map is empty", path=ed_path, patient=patient.patient)
-    index = middle_slice(patient.ed_label)
+    try:
+        indices = chosen_slices(patient.ed_label, patient.es_label, options.slices)
+    except ValueError as exc:
+        raise InputError(str(exc), path=ed_path, patient=patient.patient) from None
+    if not indices:
+        raise InputError("no slice holds labels in both ED and ES", path=ed_path, patient=patient.patient)
+    return indices
+
+
+def preprocess_patient(
+    patient: AcdcPatient, options: PreprocessOptions = PreprocessOptions(), index: int | None = None
+) -> Pair:
+    """The fixed (ED) / moving (ES) pair of ``patient`` on slice ``index`` (default: the middle slice).
+
+    The crop, resampling and scaling are described in :class:`PreprocessOptions`.
+    """
+    ed_path = patient.files.get("ed_label")
+    if not (patient.ed_label > 0).any():
+        raise InputError("the ED label map is empty", path=ed_path, patient=patient.patient)
+    index = middle_slice(patient.ed_label) if index is None else index
     ed_slice_label = patient.ed_label[:, :, index]
     if not (ed_slice_label > 0).any():
         raise InputError(f"the ED label is empty on the chosen slice {index}", path=ed_path, patient=patient.patient)

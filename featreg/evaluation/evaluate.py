@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -17,14 +18,23 @@ import numpy as np
 
 from featreg.data import LABELS
 from featreg.data.nifti import SPACING_DECIMALS, read_displacement, read_nifti
+from featreg.data.pairs import pair_labels, pair_patient, pair_slice
 from featreg.errors import InputError
-from featreg.evaluation.metrics import METRIC_COLUMNS, evaluate_arrays
+from featreg.evaluation.metrics import evaluate_arrays, metric_columns
 
 logger = logging.getLogger(__name__)
 
 RUN_COLUMNS: tuple[str, ...] = ("seconds", "peak_memory_mb", "iterations")
-ROW_COLUMNS: tuple[str, ...] = ("patient", "status", "reason", *METRIC_COLUMNS, *RUN_COLUMNS)
-"""Columns of one row, in the order of metrics.csv without the method columns."""
+
+
+def row_columns(labels: Mapping[int, str] = LABELS) -> tuple[str, ...]:
+    """Columns of one row for label classes ``labels``, in the order of metrics.csv without the method
+    columns; ``slice`` is the pair's slice index in the patient's volume (``slice_index`` of its pair.json)."""
+    return ("patient", "slice", "status", "reason", *metric_columns(labels), *RUN_COLUMNS)
+
+
+ROW_COLUMNS: tuple[str, ...] = row_columns()
+"""The row columns with ACDC's classes."""
 
 SPACING_TOLERANCE_MM = 1e-4
 
@@ -34,14 +44,14 @@ def _read(path: Path, patient: str) -> tuple[np.ndarray, tuple[float, ...]]:
     return data, tuple(round(s, SPACING_DECIMALS) for s in spacing)
 
 
-def _read_label(path: Path, patient: str) -> tuple[np.ndarray, tuple[float, ...]]:
+def _read_label(path: Path, patient: str, labels: Mapping[int, str]) -> tuple[np.ndarray, tuple[float, ...]]:
     data, spacing = _read(path, patient)
     if data.ndim != 2:
         raise InputError(f"expected a 2D label map (X, Y), got shape {data.shape}", path=path, patient=patient)
     values = np.unique(data)
-    if not np.isin(values, [0, *LABELS]).all():
+    if not np.isin(values, [0, *labels]).all():
         raise InputError(
-            f"label values must be in {[0, *LABELS]}, found {values[~np.isin(values, [0, *LABELS])].tolist()}",
+            f"label values must be in {[0, *labels]}, found {values[~np.isin(values, [0, *labels])].tolist()}",
             path=path,
             patient=patient,
         )
@@ -74,10 +84,13 @@ def _run_number(run: dict[str, Any], key: str) -> float:
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else float("nan")
 
 
-def failed_row(patient: str, reason: str) -> dict[str, Any]:
+def failed_row(
+    patient: str, reason: str, slice_index: int | None = None, labels: Mapping[int, str] = LABELS
+) -> dict[str, Any]:
     """The row of a pair that has no result: NaN metrics, status ``failed`` and its reason."""
-    return {column: float("nan") for column in ROW_COLUMNS} | {
+    return {column: float("nan") for column in row_columns(labels)} | {
         "patient": patient,
+        "slice": float("nan") if slice_index is None else slice_index,
         "status": "failed",
         "reason": reason,
         "hd95_empty": "",
@@ -87,7 +100,7 @@ def failed_row(patient: str, reason: str) -> dict[str, Any]:
 def evaluate_result(pair_dir: str | Path, result_dir: str | Path | None = None) -> dict[str, Any]:
     """The metrics row of one registration result, or of the unregistered pair.
 
-    ``pair_dir`` is ``<pairs>/<patient>/`` (its name is the patient). With
+    ``pair_dir`` is ``<pairs>/<patient>/`` or ``<pairs>/<patient>/slice<NN>/``. With
     ``result_dir`` the prediction is its ``warped_label.nii.gz`` and the field
     its ``displacement.nii.gz``; seconds, peak memory and iterations come from
     its ``run.json``. A run whose status is ``failed`` gives a row with NaN
@@ -96,19 +109,19 @@ def evaluate_result(pair_dir: str | Path, result_dir: str | Path | None = None) 
     and the run columns NaN. Missing or malformed files raise InputError.
     """
     pair_dir = Path(pair_dir)
-    patient = pair_dir.name
+    patient, slice_index, labels = pair_patient(pair_dir), pair_slice(pair_dir), pair_labels(pair_dir)
     run: dict[str, Any] = {}
     if result_dir is not None:
         result_dir = Path(result_dir)
         run = read_run(result_dir / "run.json", patient=patient)
         if run["status"] == "failed":
             logger.info("%s: run failed (%s), metrics are NaN", patient, run.get("reason", ""))
-            row = failed_row(patient, str(run.get("reason") or ""))
+            row = failed_row(patient, str(run.get("reason") or ""), slice_index, labels)
             row.update({key: _run_number(run, key) for key in RUN_COLUMNS})
             return row
 
     fixed_path = pair_dir / "fixed_label.nii.gz"
-    fixed_label, spacing = _read_label(fixed_path, patient)
+    fixed_label, spacing = _read_label(fixed_path, patient, labels)
     if result_dir is None:
         warped_path = pair_dir / "moving_label.nii.gz"
         displacement = np.zeros((2, *fixed_label.shape))
@@ -117,15 +130,15 @@ def evaluate_result(pair_dir: str | Path, result_dir: str | Path | None = None) 
         displacement_path = result_dir / "displacement.nii.gz"
         displacement, field_spacing = read_displacement(displacement_path, patient=patient, shape=fixed_label.shape)
         _check_spacing(displacement_path, patient, field_spacing, spacing)
-    warped_label, warped_spacing = _read_label(warped_path, patient)
+    warped_label, warped_spacing = _read_label(warped_path, patient, labels)
     if warped_label.shape != fixed_label.shape:
         raise InputError(
             f"shape {warped_label.shape} differs from the fixed label's {fixed_label.shape}", path=warped_path, patient=patient
         )
     _check_spacing(warped_path, patient, warped_spacing, spacing)
 
-    row: dict[str, Any] = {"patient": patient, "status": "ok", "reason": ""}
-    row.update(evaluate_arrays(fixed_label, warped_label, displacement, spacing))
+    row: dict[str, Any] = {"patient": patient, "slice": slice_index, "status": "ok", "reason": ""}
+    row.update(evaluate_arrays(fixed_label, warped_label, displacement, spacing, labels))
     row.update({key: _run_number(run, key) for key in RUN_COLUMNS})
     logger.info("%s: dice_mean %.3f, hd95_mean %.2f mm", patient, row["dice_mean"], row["hd95_mean"])
     return row

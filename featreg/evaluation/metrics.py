@@ -1,7 +1,8 @@
 """Overlap, boundary and field-regularity metrics of one registered 2D pair.
 
 Arrays follow docs/design.md: a slice is ``(X, Y)``, its spacing ``(sx, sy)``
-in mm, labels 0 background / 1 RV / 2 Myo / 3 LV, a displacement ``(2, X, Y)``
+in mm, labels 0 background and the configured classes (value -> name; ACDC's
+1 RV / 2 Myo / 3 LV by default, :data:`featreg.data.LABELS`), a displacement ``(2, X, Y)``
 in mm mapping a fixed point x to x + u(x) in the moving image.
 
 Definitions differ between libraries (REFERENCE.md §5); the ones used here
@@ -11,7 +12,7 @@ report quotes.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 from scipy import ndimage
@@ -21,13 +22,13 @@ from featreg.data import LABELS
 DEFINITIONS: dict[str, str] = {
     "dice": (
         "Dice overlap 2|P∩R| / (|P| + |R|) of the warped moving label P and the fixed label R, "
-        "per class (dice_RV, dice_Myo, dice_LV; unitless, 0 to 1). A class present in only one "
+        "per label class (dice_<class>; unitless, 0 to 1). A class present in only one "
         "of the two scores 0; a class absent from both is undefined (NaN) and listed in "
         "hd95_empty. dice_mean is the mean over the classes with a defined Dice."
     ),
     "hd95": (
         "95th-percentile symmetric Hausdorff distance in mm between class boundaries "
-        "(hd95_RV, hd95_Myo, hd95_LV). A boundary pixel is a mask pixel with a 4-connected "
+        "(hd95_<class>). A boundary pixel is a mask pixel with a 4-connected "
         "neighbour outside the mask (pixels outside the image count as outside). For each "
         "boundary pixel of one mask, the Euclidean distance in mm (anisotropic spacing) to the "
         "nearest boundary pixel of the other; the 95th percentile (linear interpolation) is "
@@ -51,18 +52,23 @@ DEFINITIONS: dict[str, str] = {
     ),
 }
 
-METRIC_COLUMNS: tuple[str, ...] = (
-    *(f"dice_{name}" for name in LABELS.values()),
-    "dice_mean",
-    *(f"hd95_{name}" for name in LABELS.values()),
-    "hd95_mean",
-    "hd95_empty",
-    "sdlogj",
-    "neg_jac_pct",
-    "sdlogj_heart",
-    "neg_jac_pct_heart",
-)
-"""The metric columns of metrics.csv (docs/design.md, "The metrics table"), in order."""
+def metric_columns(labels: Mapping[int, str] = LABELS) -> tuple[str, ...]:
+    """The metric columns of metrics.csv for label classes ``labels`` (docs/design.md, "The metrics table"), in order."""
+    return (
+        *(f"dice_{name}" for name in labels.values()),
+        "dice_mean",
+        *(f"hd95_{name}" for name in labels.values()),
+        "hd95_mean",
+        "hd95_empty",
+        "sdlogj",
+        "neg_jac_pct",
+        "sdlogj_heart",
+        "neg_jac_pct_heart",
+    )
+
+
+METRIC_COLUMNS: tuple[str, ...] = metric_columns()
+"""The metric columns with ACDC's classes (RV, Myo, LV)."""
 
 JACOBIAN_CLIP = 1e-9
 """Lower clip of J before the logarithm in :func:`sdlogj`."""
@@ -109,14 +115,16 @@ def dice(pred: np.ndarray, ref: np.ndarray) -> float:
     return 2.0 * int(np.logical_and(pred, ref).sum()) / total
 
 
-def dice_per_class(pred_labels: np.ndarray, ref_labels: np.ndarray) -> dict[str, float]:
-    """Dice of each class of :data:`featreg.data.LABELS` and their mean.
+def dice_per_class(
+    pred_labels: np.ndarray, ref_labels: np.ndarray, labels: Mapping[int, str] = LABELS
+) -> dict[str, float]:
+    """Dice of each class of ``labels`` (value -> name) and their mean.
 
-    Keys ``RV, Myo, LV, mean``; ``mean`` averages the classes whose Dice is
+    Keys the class names and ``mean``; ``mean`` averages the classes whose Dice is
     defined (not NaN), and is NaN when none is.
     """
     pred_labels, ref_labels = _check_labels(pred_labels, ref_labels)
-    scores = {name: dice(pred_labels == value, ref_labels == value) for value, name in LABELS.items()}
+    scores = {name: dice(pred_labels == value, ref_labels == value) for value, name in labels.items()}
     scores["mean"] = _finite_mean(list(scores.values()))
     return scores
 
@@ -156,18 +164,18 @@ def hd95(pred: np.ndarray, ref: np.ndarray, spacing: Sequence[float]) -> float:
 
 
 def hd95_per_class(
-    pred_labels: np.ndarray, ref_labels: np.ndarray, spacing: Sequence[float]
+    pred_labels: np.ndarray, ref_labels: np.ndarray, spacing: Sequence[float], labels: Mapping[int, str] = LABELS
 ) -> tuple[dict[str, float], list[str]]:
-    """HD95 in mm of each class of :data:`featreg.data.LABELS` and their mean.
+    """HD95 in mm of each class of ``labels`` (value -> name) and their mean.
 
-    Returns ``({RV, Myo, LV, mean}, empty_classes)``: a class empty in the
+    Returns ``({<class>..., mean}, empty_classes)``: a class empty in the
     prediction or the reference has HD95 NaN and its name is listed in
     ``empty_classes``; ``mean`` averages the finite classes (NaN if none).
     """
     pred_labels, ref_labels = _check_labels(pred_labels, ref_labels)
     distances: dict[str, float] = {}
     empty: list[str] = []
-    for value, name in LABELS.items():
+    for value, name in labels.items():
         pred, ref = pred_labels == value, ref_labels == value
         if not pred.any() or not ref.any():
             empty.append(name)
@@ -227,8 +235,9 @@ def evaluate_arrays(
     warped_label: np.ndarray,
     displacement_mm: np.ndarray,
     spacing: Sequence[float],
+    labels: Mapping[int, str] = LABELS,
 ) -> dict[str, float | str]:
-    """The metric columns of one pair (:data:`METRIC_COLUMNS`, in order).
+    """The metric columns of one pair (:func:`metric_columns` of ``labels``, in order).
 
     ``warped_label`` is the moving label warped onto the fixed grid (the
     prediction), ``fixed_label`` the reference; the field metrics use the
@@ -242,8 +251,8 @@ def evaluate_arrays(
         raise ValueError(
             f"displacement_mm must have shape {(2, *fixed_label.shape)} to match the labels, got {displacement_mm.shape}"
         )
-    dices = dice_per_class(warped_label, fixed_label)
-    distances, empty = hd95_per_class(warped_label, fixed_label, spacing)
+    dices = dice_per_class(warped_label, fixed_label, labels)
+    distances, empty = hd95_per_class(warped_label, fixed_label, spacing, labels)
     jac = jacobian_determinant(displacement_mm, spacing)
     heart = fixed_label > 0
     row: dict[str, float | str] = {f"dice_{name}": value for name, value in dices.items()}

@@ -25,15 +25,7 @@ import numpy as np
 import torch
 
 from featreg.registration.sampling import grid_sample, to_grid
-
-ORDERS = (1, 3)
-"""Supported kernel orders: 1 (tent, as the paper's airlab runs) and 3 (cubic, a standard FFD)."""
-
-PLACEMENTS = ("centred", "airlab")
-"""Control-point placements: centred on the image, or airlab's (:func:`knot_positions`)."""
-
-SQUARING_CONVENTIONS = ("exact", "airlab")
-"""Sampling inside scaling and squaring (:func:`scaling_and_squaring`)."""
+from featreg.registration.settings import ORDERS, PLACEMENTS, SQUARING_CONVENTIONS
 
 
 def bspline_kernel(t: torch.Tensor, order: int) -> torch.Tensor:

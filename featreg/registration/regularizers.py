@@ -21,9 +21,8 @@ from collections.abc import Sequence
 
 import torch
 
+from featreg.registration.settings import REGULARISERS
 from featreg.registration.units import pixel_scale
-
-REGULARISERS = ("airlab", "physical")
 
 
 def diffusion_weights(name: str, shape: Sequence[int], spacing: Sequence[float]) -> torch.Tensor:

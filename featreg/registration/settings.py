@@ -7,9 +7,18 @@ from collections.abc import Mapping
 from typing import Any
 
 from featreg.errors import ConfigError
-from featreg.registration.bspline import ORDERS, PLACEMENTS, SQUARING_CONVENTIONS
-from featreg.registration.losses import FEATURE_DISTANCES, IMAGE_DISTANCES
-from featreg.registration.regularizers import REGULARISERS
+
+# The choices a config may name. Plain names, so that checking a config (at DAG build)
+# never imports torch; the engine's tables (losses, regularizers, bspline) use the same names.
+ORDERS = (1, 3)
+"""Supported kernel orders: 1 (tent, as the paper's airlab runs) and 3 (cubic, a standard FFD)."""
+PLACEMENTS = ("centred", "airlab")
+"""Control-point placements: centred on the image, or airlab's (:func:`featreg.registration.bspline.knot_positions`)."""
+SQUARING_CONVENTIONS = ("exact", "airlab")
+"""Sampling inside scaling and squaring (:func:`featreg.registration.bspline.scaling_and_squaring`)."""
+REGULARISERS = ("airlab", "physical")
+IMAGE_DISTANCE_NAMES = ("ncc", "mse")
+FEATURE_DISTANCE_NAMES = ("cosine", "l1")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,22 +88,27 @@ class RegistrationSettings:
             raise ConfigError(f"iterations must be an integer >= 1, got {self.iterations!r}")
         if not 0 <= self.alpha <= 1:
             raise ConfigError(f"alpha must be in [0, 1], got {self.alpha!r}")
-        if self.image_distance not in IMAGE_DISTANCES:
-            raise ConfigError(f"image_distance must be one of {list(IMAGE_DISTANCES)}, got {self.image_distance!r}")
-        if self.feature_distance is not None and self.feature_distance not in FEATURE_DISTANCES:
-            raise ConfigError(f"feature_distance must be one of {list(FEATURE_DISTANCES)} or None, got {self.feature_distance!r}")
+        if self.image_distance not in IMAGE_DISTANCE_NAMES:
+            raise ConfigError(f"image_distance must be one of {list(IMAGE_DISTANCE_NAMES)}, got {self.image_distance!r}")
+        if self.feature_distance is not None and self.feature_distance not in FEATURE_DISTANCE_NAMES:
+            raise ConfigError(f"feature_distance must be one of {list(FEATURE_DISTANCE_NAMES)} or None, got {self.feature_distance!r}")
         if self.alpha > 0 and self.feature_distance is None:
-            raise ConfigError(f"alpha = {self.alpha} needs a feature_distance (one of {list(FEATURE_DISTANCES)})")
+            raise ConfigError(f"alpha = {self.alpha} needs a feature_distance (one of {list(FEATURE_DISTANCE_NAMES)})")
         if self.early_stop_rtol is not None and not self.early_stop_rtol > 0:
             raise ConfigError(f"early_stop_rtol must be > 0 or None, got {self.early_stop_rtol!r}")
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "RegistrationSettings":
-        """Build from a mapping (e.g. a config section); unknown keys are an error."""
+    def check_keys(cls, d: Mapping[str, Any]) -> None:
+        """Refuse keys that are not settings, naming them and the known ones."""
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
             raise ConfigError(f"unknown registration setting(s): {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "RegistrationSettings":
+        """Build from a mapping (e.g. a config section); unknown keys are an error."""
+        cls.check_keys(d)
         values = dict(d)
         if isinstance(values.get("lattice"), list):
             values["lattice"] = tuple(values["lattice"])

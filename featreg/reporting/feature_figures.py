@@ -11,6 +11,7 @@ import pandas as pd
 import torch
 
 from featreg.data.nifti import read_nifti
+from featreg.data.pairs import middle_pair, pair_patient
 from featreg.encoders import analysis
 from featreg.encoders.features import build_encoder
 from featreg.encoders.registry import EncoderSpec
@@ -27,12 +28,19 @@ def write_feature_figures(
     device: str = "auto",
 ) -> None:
     """pca.png, distance_curves.png (+ .csv) and, given a displacement (an (X, Y, 1, 1, 2) mm field),
-    commutativity.png in ``out_dir``, one panel or curve per encoder of ``specs``."""
-    pair_dir, out_dir = Path(pair_dir), Path(out_dir)
+    commutativity.png in ``out_dir``, one panel or curve per encoder of ``specs``.
+
+    ``pair_dir`` is a patient's folder; with one pair per slice its middle slice is shown, and
+    ``displacement`` (the patient's result file) is taken from that slice's result folder."""
+    out_dir = Path(out_dir)
+    pair = middle_pair(pair_dir)  # the patient's own pair, or its middle slice's
     device = str(resolve_device(device))
-    image, spacing = read_nifti(pair_dir / "fixed_image.nii.gz", patient=pair_dir.name)
+    image, spacing = read_nifti(pair / "fixed_image.nii.gz", patient=pair_patient(pair))
     field = None
     if displacement is not None:
+        displacement = Path(displacement)
+        if pair != Path(pair_dir):  # one pair per slice: the displacement of the slice shown
+            displacement = displacement.parent / pair.name / displacement.name
         raw, _ = read_nifti(displacement)
         field = np.moveaxis(raw.reshape(*image.shape, 2), -1, 0)
     feats, curves, commute = {}, {}, {}

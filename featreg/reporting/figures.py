@@ -18,17 +18,23 @@ import numpy as np
 import pandas as pd
 from matplotlib.colors import TwoSlopeNorm
 
-from featreg.data import LABELS
+from featreg.data.pairs import pair_labels
 from featreg.data.nifti import read_displacement, read_nifti
 from featreg.io import atomic_path
 from featreg.errors import InputError
 from featreg.evaluation.metrics import jacobian_determinant
 from featreg.evaluation.statistics import pareto_mask, summarize
-from featreg.reporting.tables import normalise_metrics, ordered_methods
+from featreg.reporting.tables import class_names, normalise_metrics, ordered_methods
 
 logger = logging.getLogger(__name__)
 
-LABEL_COLOURS = {1: "tab:red", 2: "tab:green", 3: "tab:blue"}
+LABEL_COLOURS = ("tab:red", "tab:green", "tab:blue", "tab:orange", "tab:purple", "tab:cyan", "tab:pink", "tab:olive")
+"""Contour colours of the label classes, in their order (ACDC's: RV red, Myo green, LV blue)."""
+
+
+def label_colours(labels: Mapping[int, str]) -> dict[int, str]:
+    """Label value -> contour colour, by class order (cycling after :data:`LABEL_COLOURS`)."""
+    return {value: LABEL_COLOURS[k % len(LABEL_COLOURS)] for k, value in enumerate(labels)}
 ENCODER_CMAPS = ("Blues", "Oranges", "Greens", "Purples", "Reds", "Greys")
 
 
@@ -43,8 +49,9 @@ def dice_boxplot(metrics_df: pd.DataFrame, out_png: str | Path, *, baseline: str
     if methods is not None:
         order = [m for m in order if m in set(methods)]
     colours = _method_colours(df, order)
-    columns = [f"dice_{name}" for name in LABELS.values()] + ["dice_mean"]
-    titles = list(LABELS.values()) + ["mean"]
+    classes = class_names(df)
+    columns = [f"dice_{name}" for name in classes] + ["dice_mean"]
+    titles = [*classes, "mean"]
     fig, axes = plt.subplots(1, len(columns), figsize=(3.2 * len(columns), 4.2), sharey=True)
     for ax, column, title in zip(axes, columns, titles):
         data = [_finite(df.loc[df["method"] == m, column]) for m in order]
@@ -136,6 +143,7 @@ def qualitative_panel(pair_dir: str | Path, result_dir: str | Path, out_png: str
     """
     pair_dir, result_dir = Path(pair_dir), Path(result_dir)
     patient = pair_dir.name
+    colours = label_colours(pair_labels(pair_dir))
     fixed, _ = read_nifti(pair_dir / "fixed_image.nii.gz", patient=patient)
     moving, _ = read_nifti(pair_dir / "moving_image.nii.gz", patient=patient)
     fixed_label, _ = read_nifti(pair_dir / "fixed_label.nii.gz", patient=patient)
@@ -156,9 +164,9 @@ def qualitative_panel(pair_dir: str | Path, result_dir: str | Path, out_png: str
     for ax, (name, image, label, cmap, (vmin, vmax)) in zip(axes, panels, strict=True):
         _show(ax, image, cmap=cmap, vmin=vmin, vmax=vmax)
         if label is not None:
-            _contours(ax, label)
+            _contours(ax, label, colours)
             if label is not fixed_label:
-                _contours(ax, fixed_label, linestyles="dotted")
+                _contours(ax, fixed_label, colours, linestyles="dotted")
         ax.set_title(name, fontsize="small")
     text = title or patient
     if before and after:
@@ -224,8 +232,8 @@ def _show(ax: plt.Axes, image: np.ndarray, **kwargs: object) -> matplotlib.image
     return ax.imshow(np.asarray(image).T, origin="lower", interpolation="nearest", **kwargs)
 
 
-def _contours(ax: plt.Axes, label: np.ndarray, *, linestyles: str = "solid") -> None:
-    for value, colour in LABEL_COLOURS.items():
+def _contours(ax: plt.Axes, label: np.ndarray, colours: Mapping[int, str], *, linestyles: str = "solid") -> None:
+    for value, colour in colours.items():
         mask = (np.asarray(label) == value).T.astype(float)
         if mask.any():
             ax.contour(mask, levels=[0.5], colors=[colour], linewidths=0.8, linestyles=linestyles, origin="lower")

@@ -11,6 +11,7 @@ from typing import Any
 import pandas as pd
 import yaml
 
+from featreg.data.pairs import middle_pair, pair_labels, pair_name
 from featreg.io import write_text_atomic
 from featreg.errors import ConfigError, InputError
 from featreg.reporting import figures
@@ -34,7 +35,9 @@ from featreg.reporting.tuning import (
 from featreg.reporting.tables import (
     CONVENTIONS,
     PAPER_TABLE1,
+    class_names,
     metric_definitions,
+    patient_means,
     read_metrics,
     read_paper_table,
     reproduction_caption,
@@ -93,7 +96,8 @@ def build_report(
         raise ConfigError("give both the validation metrics and the selection records of a tuning run, or neither")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    df = read_metrics(metrics_csv)
+    pairs = read_metrics(metrics_csv)  # one row per pair: per slice when a patient gives several
+    df = patient_means(pairs)  # one row per (method, patient): the unit of every statistic
     if figure_patient is not None and figure_patient not in set(df["patient"]):
         raise InputError("the figure patient (figures.patient) has no rows in the metrics table",
                          patient=figure_patient, path=metrics_csv)
@@ -129,7 +133,7 @@ def build_report(
                             f"and to the right of another gains Dice by folding more. {defs['sdlogj']} "
                             f"{defs['neg_jac_pct']}"))
 
-    sections.append(Section("How this was computed", "text", _provenance(df, config, results_dir)))
+    sections.append(Section("How this was computed", "text", _provenance(pairs, config, results_dir)))
     failed = df.loc[df["status"].eq("failed"), ["method", "patient", "reason"]]
     if not failed.empty:
         sections.append(Section(
@@ -139,7 +143,7 @@ def build_report(
         ))
 
     if selections:
-        written |= _tuning_sections(read_metrics(validation_csv), selections, grids, out_dir, sections)
+        written |= _tuning_sections(patient_means(read_metrics(validation_csv)), selections, grids, out_dir, sections)
 
     sections += _test_sections(tests, families, n_resamples, seed)
 
@@ -153,7 +157,7 @@ def build_report(
     path = figures.dice_boxplot(df, out_dir / "dice_boxplot.png", baseline=baseline)
     written[path.name] = path
     sections.append(Section("Dice per class", "figure", path,
-                            f"Dice per class (RV, Myo, LV) and mean over classes, one box per method, over the "
+                            f"Dice per class ({', '.join(class_names(df))}) and mean over classes, one box per method, over the "
                             f"{n_pairs} pairs with a finite value (box: quartiles, line: median, whiskers: 1.5 IQR). "
                             f"{defs['dice']}"))
 
@@ -274,28 +278,42 @@ def _feature_sections(folder: Path) -> list[Section]:
     return sections
 
 
+def contour_legend(pair_dir: Path) -> str:
+    """The colour of each label class in the pair's contours, e.g. ``RV red, Myo green, LV blue``."""
+    labels = pair_labels(pair_dir)
+    colours = figures.label_colours(labels)
+    return ", ".join(f"{name} {colours[value].removeprefix('tab:')}" for value, name in labels.items())
+
+
+def shown_pair(results_dir: Path, method: str, patient: str) -> str:
+    """The pair of ``patient`` a figure shows: its own, or its middle slice when it has one pair per slice."""
+    return pair_name(middle_pair(results_dir / method / patient))
+
+
 def _result_figures(df: pd.DataFrame, results_dir: Path, pairs_dir: str | Path | None, out_dir: Path,
                     baseline: str, figure_patient: str | None, sections: list[Section]) -> dict[str, Path]:
     """Jacobian maps (baseline + up to three feature-only methods) and the baseline's qualitative panel.
 
     Both show ``figure_patient`` when given (InputError when it has no result to
     show); otherwise the maps show the first patient with every map and the
-    panel the baseline's median-Dice patient.
+    panel the baseline's median-Dice patient (its middle slice, when it has several).
     """
     written: dict[str, Path] = {}
     desc = df.drop_duplicates("method")
     methods = [baseline] + list(desc.loc[desc["variant"] == "feature", "method"])[:3]
     if figure_patient is not None:
-        shown = [m for m in methods if (results_dir / m / figure_patient / "displacement.nii.gz").is_file()]
+        pair = shown_pair(results_dir, baseline, figure_patient)
+        shown = [m for m in methods if (results_dir / m / pair / "displacement.nii.gz").is_file()]
         if not shown:
             raise InputError(f"the figure patient (figures.patient) has no displacement.nii.gz of any of "
                              f"{', '.join(methods)}", patient=figure_patient, path=results_dir)
-        patient, choice = figure_patient, "given by figures.patient"
+        patient, choice = pair, "given by figures.patient"
     else:
         shown = methods
         patients = sorted(p for p in df["patient"].unique()
-                          if all((results_dir / m / p / "displacement.nii.gz").is_file() for m in methods))
-        patient = patients[0] if patients else None
+                          if all((results_dir / m / shown_pair(results_dir, baseline, p) / "displacement.nii.gz").is_file()
+                                 for m in methods))
+        patient = shown_pair(results_dir, baseline, patients[0]) if patients else None
         choice = "the first patient, sorted, with a displacement for every method shown; figures.patient picks one"
     if patient is None:
         logger.info("Jacobian maps skipped: no patient has displacement.nii.gz for %s", ", ".join(methods))
@@ -310,7 +328,8 @@ def _result_figures(df: pd.DataFrame, results_dir: Path, pairs_dir: str | Path |
         logger.info("qualitative panel skipped: no pairs folder given (--pairs)")
         return written
     rows = df[(df["method"] == baseline) & df["dice_mean"].notna()]
-    rows = rows[[(results_dir / baseline / p / "warped_image.nii.gz").is_file() for p in rows["patient"]]]
+    rows = rows[[(results_dir / baseline / shown_pair(results_dir, baseline, p) / "warped_image.nii.gz").is_file()
+                 for p in rows["patient"]]]
     if figure_patient is not None:
         rows = rows[rows["patient"] == figure_patient]
         if rows.empty:
@@ -329,16 +348,17 @@ def _result_figures(df: pd.DataFrame, results_dir: Path, pairs_dir: str | Path |
     initial = df[(df["variant"] == "initial") & (df["patient"] == patient)]
     before = ({"dice": initial["dice_mean"].iloc[0], "hd95": initial["hd95_mean"].iloc[0]}
               if not initial.empty else None)
-    path = figures.qualitative_panel(Path(pairs_dir) / patient, results_dir / baseline / patient,
+    pair = shown_pair(results_dir, baseline, patient)
+    path = figures.qualitative_panel(Path(pairs_dir) / pair, results_dir / baseline / pair,
                                      out_dir / "qualitative.png", before=before,
                                      after={"dice": row["dice_mean"], "hd95": row["hd95_mean"]},
-                                     title=f"{baseline}, {patient}")
+                                     title=f"{baseline}, {pair}")
     written[path.name] = path
     sections.append(Section("Qualitative result", "figure", path,
-                            f"One pair (n = 1) under the baseline {baseline}: {patient} ({choice}). Images in "
+                            f"One pair (n = 1) under the baseline {baseline}: {pair} ({choice}). Images in "
                             f"[0, 1]; differences are absolute intensity differences on one colour scale; contours "
-                            f"RV red, Myo green, LV blue. Title: mean Dice (unitless) and mean HD95 (mm) before → "
-                            f"after."))
+                            f"{contour_legend(Path(pairs_dir) / pair)}. Title: mean Dice (unitless) and mean HD95 (mm) before → "
+                            f"after" + (" (the patient's means over its slices)." if pair != patient else ".")))
     return written
 
 
@@ -398,10 +418,13 @@ def _provenance(df: pd.DataFrame, config: str | Path | None, results_dir: str | 
     if results_dir is not None:
         devices = ", ".join(_devices(df, Path(results_dir))) or "no run.json found"
     failed = int(df["status"].eq("failed").sum()) if "status" in df.columns else 0
+    slices = len(df.drop_duplicates(["patient", "slice"])) if "slice" in df.columns else df["patient"].nunique()
     return (
-        f"Config: {config_name}. Pairs: {df['patient'].nunique()} patients, {df['method'].nunique()} methods "
-        f"(including the unregistered 'initial'), {len(df)} rows, {failed} failed. Iterations per registration: "
-        f"{iterations}. Device: {devices}.\n\n{CONVENTIONS}"
+        f"Config: {config_name}. Pairs: {df['patient'].nunique()} patients, {slices} slices (one pair per slice), "
+        f"{df['method'].nunique()} methods (including the unregistered 'initial'), {len(df)} rows, {failed} failed. "
+        f"Statistics, tests and the verdict are at patient level: on each patient's mean over its slices "
+        f"(a test over slices of one patient would be pseudo-replication), so n counts patients. "
+        f"Iterations per registration: {iterations}. Device: {devices}.\n\n{CONVENTIONS}"
     )
 
 

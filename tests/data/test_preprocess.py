@@ -10,17 +10,18 @@ from acdc_builders import box_volume, make_root, write_acdc_patient
 
 from featreg.cli import main
 from featreg.data.acdc import read_patient
-from featreg.data.pairs import load_pair
+from featreg.data.pairs import load_pair, pair_name, patient_pair_dirs
 from featreg.data.preprocess import (
     PreprocessOptions,
+    chosen_slices,
     middle_slice,
     normalise,
     preprocess_patient,
     resample_slice,
     sample_grid,
 )
-from featreg.errors import InputError
-from featreg.shards import COHORT_MANIFEST, PAIR_FAILURE, preprocess_cohort
+from featreg.errors import ConfigError, InputError
+from featreg.shards import COHORT_MANIFEST, PAIR_FAILURE, preprocess_cohort, preprocess_shard
 
 SPACING = (0.9, 1.2, 10.0)
 # Label box: LV x 80..119, y 60..89 = 36 x 36 mm; with Myo ring and RV the bounding box is x 74..121, y 58..91.
@@ -97,10 +98,17 @@ def test_normalise_with_percentiles():
 
 
 def test_options_checked():
-    with pytest.raises(ValueError, match="clip_percentiles must satisfy"):
+    with pytest.raises(ConfigError, match="clip_percentiles must satisfy"):
         PreprocessOptions(clip_percentiles=(99, 1))
-    with pytest.raises(ValueError, match="crop_reference must be 'heart' or 'slice'"):
+    with pytest.raises(ConfigError, match="crop_reference must be 'heart' or 'slice'"):
         PreprocessOptions(crop_reference="box")
+    with pytest.raises(ConfigError, match="size must be >= 16, got 8"):
+        PreprocessOptions(size=8)
+
+
+def test_bad_command_line_value_is_one_line_not_a_traceback(tmp_path, capsys):
+    assert main(["preprocess", "--root", str(tmp_path), "--out", str(tmp_path / "pairs"), "--size", "4"]) == 2
+    assert capsys.readouterr().err == "featreg preprocess: error: size must be >= 16, got 4\n"
 
 
 def test_empty_ed_mask_on_chosen_slice(tmp_path):
@@ -143,3 +151,47 @@ def test_cli_preprocess(tmp_path, capsys):
     assert pair.fixed.shape == (64, 64) and pair.provenance["options"]["clip_percentiles"] == [1.0, 99.0]
     assert main(["preprocess", "--root", str(root), "--out", str(out), "--patients", "patient009"]) == 2
     assert "requested patient(s) not found: patient009" in capsys.readouterr().err
+
+
+def test_chosen_slices_middle_all_and_offsets():
+    _, ed = box_volume(shape=(60, 50, 8), slices=(1, 2, 3, 4, 5))
+    _, es = box_volume(shape=(60, 50, 8), slices=(2, 3, 4, 5, 6))
+    assert chosen_slices(ed, es, "middle") == [3]  # (1 + 5) // 2
+    assert chosen_slices(ed, es, "all") == [2, 3, 4, 5]  # the ED extent 1..5, with ES labels too
+    assert chosen_slices(ed, es, (-1, 0, 2)) == [2, 3, 5]
+    with pytest.raises(ValueError, match=r"slice offset\(s\) \[-4, 5\] from the middle slice 3 fall outside the 8 slices"):
+        chosen_slices(ed, es, (-4, 0, 5))
+    with pytest.raises(ConfigError, match="slice offsets repeat a value"):
+        PreprocessOptions(slices=(0, 0))
+    with pytest.raises(ConfigError, match="slices must be 'middle', 'all' or offsets"):
+        PreprocessOptions(slices="every")
+
+
+def test_every_slice_becomes_a_pair_and_a_bad_slice_fails_alone(tmp_path):
+    image, label = box_volume(shape=(60, 50, 6), slices=(1, 2, 3, 4))
+    image[:, :, 4] = 7.0  # constant intensity: this slice cannot be scaled to [0, 1]
+    write_acdc_patient(tmp_path / "acdc", "patient121", ed_image=image, ed_label=label)
+    write_acdc_patient(tmp_path / "acdc", "patient122", ed_image=image, ed_label=np.zeros_like(label))
+    out, manifest = tmp_path / "pairs", tmp_path / "s000.json"
+    options = PreprocessOptions(size=32, slices="all")
+    preprocess_shard(tmp_path / "acdc", ["patient121", "patient122"], out, manifest, options)
+    pairs = patient_pair_dirs(out / "patient121")
+    assert [pair_name(p) for p in pairs] == [f"patient121/slice0{k}" for k in (1, 2, 3, 4)]
+    for k, pair in zip((1, 2, 3), pairs):
+        loaded = load_pair(pair)
+        assert loaded.patient == "patient121" and loaded.provenance["slice_index"] == k
+        expected = preprocess_patient(read_patient(tmp_path / "acdc", "patient121"), options, k)
+        np.testing.assert_array_equal(loaded.fixed, expected.fixed)
+    assert [p.name for p in pairs[3].iterdir()] == [PAIR_FAILURE]
+    assert "constant intensity after cropping slice 4" in json.loads((pairs[3] / PAIR_FAILURE).read_text())["reason"]
+    statuses = json.loads(manifest.read_text())["patients"]
+    assert statuses["patient121"] == {"status": "ok", "reason": "", "slices": 4, "failed_slices": [4]}
+    assert statuses["patient122"]["status"] == "failed"  # no ED label at all: the patient fails alone
+    assert patient_pair_dirs(out / "patient122") == [out / "patient122"]
+    mtime = (out / "patient121" / "slices.json").stat().st_mtime_ns
+    preprocess_shard(tmp_path / "acdc", ["patient121"], out, manifest, options)  # current: kept as it is
+    assert (out / "patient121" / "slices.json").stat().st_mtime_ns == mtime
+    assert json.loads(manifest.read_text())["patients"]["patient121"]["resumed"]
+    preprocess_shard(tmp_path / "acdc", ["patient121"], out, manifest, PreprocessOptions(size=32))  # back to middle
+    assert patient_pair_dirs(out / "patient121") == [out / "patient121"]
+    assert load_pair(out / "patient121").provenance["slice_index"] == 2

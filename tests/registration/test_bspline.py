@@ -7,7 +7,7 @@ import pytest
 import torch
 from registration_helpers import jacobian_det_px
 
-from featreg.registration import RegistrationSettings
+from featreg.registration.settings import RegistrationSettings
 from featreg.registration.bspline import BSplineTransform, basis_matrix, knot_positions, lattice_size, scaling_and_squaring
 from featreg.registration.sampling import sample_bilinear, warp_grid_inside, warp_image, warp_labels
 from featreg.registration.units import displacement_from_mm, displacement_to_mm

@@ -12,7 +12,8 @@ import torch
 
 from featreg.data.nifti import read_displacement
 from featreg.errors import InputError
-from featreg.registration import RegistrationSettings, register_pairs
+from featreg.registration.optimize import register_pairs
+from featreg.registration.settings import RegistrationSettings
 from featreg.registration.io import (
     warp_label_mm,
     write_failed_result,

@@ -10,11 +10,11 @@ import torch
 import torch.nn.functional as F
 from registration_helpers import jacobian_det_px, known_pair, textured
 
-from featreg.registration import RegistrationSettings, register_pairs
 from featreg.registration.bspline import BSplineTransform, scaling_and_squaring
-from featreg.registration.optimize import pair_objective
+from featreg.registration.optimize import pair_objective, register_pairs
 from featreg.registration.progress import ProgressLog
 from featreg.registration.regularizers import diffusion, regulariser_weights
+from featreg.registration.settings import RegistrationSettings
 
 
 def pooled_features(images: torch.Tensor) -> torch.Tensor:

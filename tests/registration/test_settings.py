@@ -69,3 +69,12 @@ def test_paper_config_and_paper_rows_use_the_paper_preset():
     assert RegistrationSettings.from_dict(registration) == RegistrationSettings.paper()
     paper = RegistrationSettings.paper().to_dict()
     assert {k: paper[k] for k in PAPER_SETTINGS} == PAPER_SETTINGS
+
+
+def test_settings_name_the_engines_choices():
+    """The names a config is checked against (without torch) are the engine's tables."""
+    from featreg.registration.losses import FEATURE_DISTANCES, IMAGE_DISTANCES
+    from featreg.registration.settings import FEATURE_DISTANCE_NAMES, IMAGE_DISTANCE_NAMES
+
+    assert tuple(IMAGE_DISTANCES) == IMAGE_DISTANCE_NAMES
+    assert tuple(FEATURE_DISTANCES) == FEATURE_DISTANCE_NAMES

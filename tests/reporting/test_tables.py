@@ -5,16 +5,18 @@ from __future__ import annotations
 import re
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from featreg.errors import InputError
 from featreg.evaluation.metrics import DEFINITIONS
 from featreg.reporting.comparisons import comparison_families, family_tests
 from featreg.reporting.tables import (
-    METRIC_COLUMNS,
     PAPER_TABLE1,
     format_mean_std,
     metric_definitions,
+    numeric_columns,
+    patient_means,
     read_paper_table,
     reproduction_table,
     summary_table,
@@ -68,7 +70,9 @@ def test_captions_quote_the_metrics_code():
     definitions = metric_definitions()
     assert set(definitions) == {"dice", "hd95", "sdlogj", "neg_jac_pct"}
     assert definitions["dice"] == f"DSC: {DEFINITIONS['dice']}"
-    assert "hd95_empty" not in METRIC_COLUMNS and {"dice_mean", "sdlogj_heart", "seconds"} <= set(METRIC_COLUMNS)
+    columns = numeric_columns(pd.DataFrame(columns=["patient", "dice_LA", "dice_RA", "dice_mean", "hd95_LA", "hd95_RA",
+                                                    "hd95_mean", "hd95_empty", "sdlogj_heart", "seconds"]))
+    assert columns == ["dice_LA", "dice_RA", "dice_mean", "hd95_LA", "hd95_RA", "hd95_mean", "sdlogj_heart", "seconds"]
 
 
 def test_table1_unknown_baseline(metrics_df):
@@ -97,3 +101,21 @@ def test_reproduction_table_maps_and_differs(metrics_df):
     assert ("MedSAM / L1", "not run") in rows and ("no encoder / NCC", "ncc") in rows
     assert "over all foreground pixels" in text and "std(log(J + |min J| + 1e-6))" in text
     assert "(encoder, distance, variant)" in text
+
+
+def test_patient_means_average_each_patients_slices():
+    def row(patient, slice_, dice, hd95, status="ok", reason="", empty=""):
+        return {"method": "ncc", "encoder": "", "distance": "", "variant": "baseline", "alpha": 0.0,
+                "patient": patient, "slice": slice_, "status": status, "reason": reason, "dice_mean": dice,
+                "hd95_mean": hd95, "hd95_empty": empty, "seconds": 2.0}
+
+    slices = pd.DataFrame([row("p1", 3, 0.8, 4.0), row("p1", 4, 0.6, np.nan, empty="RV"), row("p1", 5, 0.7, 6.0),
+                           row("p2", 3, 0.9, 1.0), row("p2", 4, np.nan, np.nan, "failed", "diverged")])
+    means = patient_means(slices).set_index("patient")
+    assert "slice" not in means.columns and list(means["n_slices"]) == [3, 2]
+    assert means.loc["p1", "dice_mean"] == pytest.approx(0.7) and means.loc["p1", "hd95_mean"] == pytest.approx(5.0)
+    assert means.loc["p1", "status"] == "ok" and means.loc["p1", "hd95_empty"] == "RV"
+    assert means.loc["p2", "status"] == "failed" and means.loc["p2", "reason"] == "diverged"
+    assert np.isnan(means.loc["p2", "dice_mean"])  # one failed slice: the patient has no mean to compare
+    one = slices.drop_duplicates("patient")
+    assert patient_means(one).drop(columns="n_slices").equals(one)  # one pair per patient: unchanged

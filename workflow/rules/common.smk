@@ -1,19 +1,25 @@
 # Config validation, the experiment's expansion (patients, shards, methods, tuning) and input functions.
 import json
 import re
+import sys
 from pathlib import Path
 
+from snakemake.exceptions import WorkflowError
 from snakemake.logging import logger
 from snakemake.utils import validate
 
 import yaml
 
-from featreg.data.acdc import list_patients, subset_of
+from featreg.data.acdc import list_patients, patient_dir
+from featreg.data.manifest import is_manifest, manifest_roles, read_manifest
 from featreg.io import write_text_atomic
-from featreg.errors import ConfigError
+from featreg.errors import FeatregError
 from featreg.encoders.checkpoints import CHECKPOINTS
 from featreg.experiment import (
     TUNED_SUFFIX,
+    check_labels,
+    check_methods,
+    encoder_specs,
     experiment_patients,
     method_table,
     registrations_per_encoder,
@@ -21,7 +27,32 @@ from featreg.experiment import (
     tuning_plan,
 )
 
-validate(config, "../schemas/config.schema.yaml")
+
+def stop(problem):
+    """End the run before any job with a user mistake's one-line message (no traceback)."""
+    sys.exit(f"featreg: config error: {problem}")
+
+
+def checked(function, *args, **kwargs):
+    """``function(*args, **kwargs)``; a FeatregError (a bad config or dataset) stops the run."""
+    try:
+        return function(*args, **kwargs)
+    except FeatregError as exc:
+        stop(exc)
+
+
+def schema_problem(exc):
+    """The key and the problem of a schema violation (jsonschema's error, inside Snakemake's)."""
+    error = exc.__context__
+    if not hasattr(error, "json_path"):
+        return str(exc)
+    return f"{error.json_path.removeprefix('$.')}: {error.message}"
+
+
+try:
+    validate(config, "../schemas/config.schema.yaml")
+except WorkflowError as exc:
+    stop(schema_problem(exc))
 
 NAME = config["name"]
 RESULTS = f"results/{NAME}"
@@ -36,8 +67,8 @@ GPU = 1 if COMPUTE["gpu_jobs"] else 0
 # method at the paper's settings (when those differ from its own) and at its tuned
 # settings (<base>@tuned, whose method file its selection job writes). Grid points run
 # on the validation split only.
-METHODS = method_table(config)
-TUNING = tuning_plan(config, METHODS)
+METHODS = checked(method_table, config)
+TUNING = checked(tuning_plan, config, METHODS)
 TUNED = TUNING.tuned if TUNING else {}
 GRID_METHODS = TUNING.grid_methods if TUNING else {}
 TEST_METHODS = dict(METHODS)
@@ -48,6 +79,10 @@ RUNNABLE = TEST_METHODS | GRID_METHODS
 ENCODER_OF = {name: m.encoder for name, m in RUNNABLE.items()} | {
     tuned: METHODS[base].encoder for tuned, base in TUNED.items()
 }
+# Every method and encoder parsed now, as their jobs will parse them: a typo stops the dry run.
+checked(check_methods, config, RUNNABLE)
+checked(encoder_specs, config)
+checked(check_labels, config)
 # Methods by engine; rule register runs the FFD ones, register_elastix the elastix ones.
 KIND_OF = {name: m.kind for name, m in RUNNABLE.items()} | {
     tuned: METHODS[base].kind for tuned, base in TUNED.items()
@@ -86,23 +121,38 @@ wildcard_constraints:
     shard=r"[sv]\d\d\d+",
 
 
+def read_cohort_manifest():
+    """The rows of a manifest dataset by patient (None for the other kinds)."""
+    if DATASET["kind"] != "manifest":
+        return None
+    if not is_manifest(ROOT):
+        stop(f"dataset.root {ROOT!r}: kind manifest needs a .csv or .tsv file")
+    return read_manifest(ROOT)
+
+
+MANIFEST = checked(read_cohort_manifest)
+
+
 def cohort_patients():
     """Patient ids of the dataset before the split is applied."""
     if DATASET["kind"] == "synthetic":
         count = DATASET["synthetic"]["patients"]
         return [f"patient{k:03d}" for k in range(1, count + 1)]
+    if MANIFEST is not None:
+        return list(MANIFEST)
     return list_patients(ROOT)
 
 
-COHORT = cohort_patients()
-PATIENTS, VAL_PATIENTS = experiment_patients(config, COHORT)
+COHORT = checked(cohort_patients)
+ROLES = manifest_roles(MANIFEST) if MANIFEST else None
+PATIENTS, VAL_PATIENTS = checked(experiment_patients, config, COHORT, ROLES)
 SHARDS = shard_patients(PATIENTS, COMPUTE["shard_size"])
 VAL_SHARDS = shard_patients(VAL_PATIENTS, COMPUTE["shard_size"], prefix="v")
 ALL_SHARDS = SHARDS | VAL_SHARDS
 
 _val_runs = len(GRID_METHODS) * len(VAL_PATIENTS)
 logger.info(
-    f"{sum(registrations_per_encoder(config, COHORT).values())} registrations "
+    f"{sum(registrations_per_encoder(config, COHORT, ROLES).values())} registrations "
     f"({len(TEST_METHODS) + len(TUNED)} methods "
     f"x {len(PATIENTS)} test patients"
     + (
@@ -117,7 +167,7 @@ logger.info(
 
 FIGURE_PATIENT = config["figures"]["patient"] or PATIENTS[0]
 if FIGURE_PATIENT not in PATIENTS:
-    raise ConfigError(
+    stop(
         f"figures.patient {FIGURE_PATIENT!r} is not among the test patients "
         f"({', '.join(PATIENTS[:5])}{', ...' if len(PATIENTS) > 5 else ''})"
     )
@@ -130,8 +180,8 @@ def shard_of(patient):
 
 
 def source_dir(patient):
-    """The ACDC-layout folder of one patient."""
-    return f"{ROOT}/database/{subset_of(patient)}/{patient}"
+    """The folder of one ACDC patient, in either layout (as `featreg preprocess` reads it)."""
+    return str(patient_dir(ROOT, patient))
 
 
 def pair_dir(patient):
@@ -218,20 +268,26 @@ def preprocess_options():
     """Command-line options of `featreg preprocess` from the config's preprocess block."""
     options = config["preprocess"]
     clip = options["clip_percentiles"]
+    slices = options["slices"]
     return " ".join(
         [
             f"--spacing {options['spacing_mm']}",
             f"--size {options['size']}",
             f"--clip-percentiles {clip[0]} {clip[1]}" if clip else "",
+            f"--slices {slices if isinstance(slices, str) else ' '.join(map(str, slices))}",
+            "--labels " + " ".join(f"{n}={v}" for n, v in config["labels"].items()),
         ]
     )
 
 
 def preprocess_sources(wildcards):
-    """The shard's synthetic manifest, or its patients' ACDC folders."""
+    """The shard's synthetic manifest, its patients' ACDC folders, or the cohort manifest and its patients' files."""
     if DATASET["kind"] == "synthetic":
         return PATHS["synthetic"].format(shard=wildcards.shard)
-    return [source_dir(p) for p in ALL_SHARDS[wildcards.shard]]
+    patients = ALL_SHARDS[wildcards.shard]
+    if MANIFEST is not None:
+        return [ROOT, *(str(f) for p in patients for f in MANIFEST[p].files.values())]
+    return [source_dir(p) for p in patients]
 
 
 # Checkpoint file name -> table entry, for the rule that downloads official weights.

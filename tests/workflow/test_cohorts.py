@@ -27,6 +27,7 @@ def small_config(name: str, root: Path) -> dict:
     config["name"] = name
     config["dataset"] = {"kind": "acdc", "root": str(root), "split": "all"}
     config["grid"]["encoders"] = []
+    config["methods"].pop("elastix")
     config["figures"]["feature_encoders"] = []
     return config
 

@@ -28,7 +28,7 @@ def set_key(config: dict, keys: str, value) -> dict:
          "registration: unknown registration setting(s): lamda; known: alpha, control_spacing_px,"),
         ("encoders.mind.gird", 32, "encoder 'mind': unknown field(s) gird; known fields: kind, checkpoint,"),
         ("methods.ncc.settings.iteration", 5, "method ncc: unknown registration setting(s): iteration; known:"),
-        ("tuning", {"split": [3], "grid": {"lattice": [[2, 2]]}},
+        ("tuning", {"split": [3], "methods": ["ncc"], "grid": {"lattice": [[2, 2]]}},
          "method ncc@lat2x2: lattice needs at least 4 control points per axis for order 3"),
         ("alpha_sweep", {"encoder": "mind", "distance": "cosine", "alphas": [1.5]},
          "alpha_sweep.alphas[0]: 1.5 is greater than the maximum of 1"),

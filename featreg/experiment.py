@@ -481,15 +481,21 @@ def load_method_file(path: str | Path) -> Method:
 def registrations_per_encoder(
     config: Mapping[str, Any], cohort: Sequence[str], roles: Mapping[str, str | None] | None = None
 ) -> dict[str | None, int]:
-    """Registrations the workflow runs for ``config`` on ``cohort`` (ids before the split), per encoder.
-
-    Key None counts intensity-only methods. Test methods (and, with a tuning
-    block, each tuned method's paper and tuned rows) run on the test patients,
-    grid points on the validation patients.
-    """
+    """Registrations the workflow runs for ``config`` on ``cohort`` (ids before the split), per encoder
+    (:func:`count_registrations` of the config's expansion)."""
     methods = method_table(config)
-    tuning = tuning_plan(config, methods)
     test, val = experiment_patients(config, cohort, roles)
+    return count_registrations(methods, tuning_plan(config, methods), test, val)
+
+
+def count_registrations(
+    methods: Mapping[str, Method], tuning: TuningPlan | None, test: Sequence[str], val: Sequence[str]
+) -> dict[str | None, int]:
+    """Registrations per encoder of an expanded config (key None: intensity-only methods).
+
+    Test methods (and, with a tuning block, each tuned method's paper and tuned rows) run
+    on the test patients, grid points on the validation patients.
+    """
     on_test = list({**methods, **({m.name: m for m in tuning.paper.values()} if tuning else {})}.values())
     on_val: list[Method] = []
     if tuning:

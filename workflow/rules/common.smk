@@ -19,10 +19,10 @@ from featreg.experiment import (
     TUNED_SUFFIX,
     check_labels,
     check_methods,
+    count_registrations,
     encoder_specs,
     experiment_patients,
     method_table,
-    registrations_per_encoder,
     shard_patients,
     tuning_plan,
 )
@@ -152,7 +152,7 @@ ALL_SHARDS = SHARDS | VAL_SHARDS
 
 _val_runs = len(GRID_METHODS) * len(VAL_PATIENTS)
 logger.info(
-    f"{sum(registrations_per_encoder(config, COHORT, ROLES).values())} registrations "
+    f"{sum(count_registrations(METHODS, TUNING, PATIENTS, VAL_PATIENTS).values())} registrations "
     f"({len(TEST_METHODS) + len(TUNED)} methods "
     f"x {len(PATIENTS)} test patients"
     + (

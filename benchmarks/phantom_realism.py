@@ -159,7 +159,7 @@ def main() -> None:
     for name in args.settings:
         settings = settings_for(name, args.iterations)
         start = time.perf_counter()
-        result = register_pairs(fixed, moving, settings, spacing=(SPACING_MM, SPACING_MM), device="cpu", progress=False)
+        result = register_pairs(fixed, moving, settings, spacing=(SPACING_MM, SPACING_MM), device="cpu", progress_every_s=None)
         seconds = time.perf_counter() - start
         metric_rows = [
             evaluate_arrays(p.fixed_label, warp_label_mm(p.moving_label, result.displacement_mm[b], p.spacing),

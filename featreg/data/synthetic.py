@@ -15,7 +15,10 @@ thickening. What makes real cine MRI hard to register is drawn too:
 - partial volume: each slice averages three cuts through its slab (apex, base,
   atrium above the base);
 - irregular surroundings (body wall, patchy fat, lungs with vessels, liver,
-  aorta, spine), a multiplicative bias field and Rician noise.
+  aorta, spine), a multiplicative bias field and Rician noise;
+- annotation: each frame's slices are contoured on their own, as ACDC's
+  experts did, so label outlines wander about a millimetre from the image's
+  edges, differently at ED and ES (only the labels move, never the image).
 
 Patient ``k`` depends only on ``(seed, k)``, so growing a cohort never changes
 the patients already written.
@@ -30,7 +33,7 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
-from scipy.ndimage import binary_dilation, gaussian_filter
+from scipy.ndimage import binary_dilation, gaussian_filter, map_coordinates
 from tqdm import tqdm
 
 from featreg.data.acdc import patient_id, subset_of
@@ -136,6 +139,22 @@ def _smooth_noise(rng: np.random.Generator, shape: tuple[int, int], cell: int) -
     c00, c10 = coarse[ix][:, iy], coarse[ix + 1][:, iy]
     c01, c11 = coarse[ix][:, iy + 1], coarse[ix + 1][:, iy + 1]
     return (c00 * (1 - wx) + c10 * wx) * (1 - wy) + (c01 * (1 - wx) + c11 * wx) * wy
+
+
+ANNOTATION_JITTER_MM = 1.2
+"""Scale (mm) of the smooth random displacement of each contoured slice's labels (about 0.8 mm std per axis)."""
+
+
+def _annotate(rng: np.random.Generator, label: np.ndarray, spacing_mm: float) -> np.ndarray:
+    """``label`` (x, y, slice) as drawn by hand: each slice displaced by its own smooth field, nearest neighbour."""
+    shape = label.shape[:2]
+    cell = max(4, round(15 / spacing_mm))  # outlines wander on a ~15 mm scale, not pixel by pixel
+    grid = np.meshgrid(np.arange(shape[0], dtype=np.float32), np.arange(shape[1], dtype=np.float32), indexing="ij")
+    out = np.empty_like(label)
+    for k in range(label.shape[2]):
+        shift = [ANNOTATION_JITTER_MM / spacing_mm * _smooth_noise(rng, shape, cell) for _ in range(2)]
+        out[:, :, k] = map_coordinates(label[:, :, k], [g + d for g, d in zip(grid, shift)], order=0, mode="nearest")
+    return out
 
 
 def _anatomy(rng: np.random.Generator, x: np.ndarray, y: np.ndarray, t: np.ndarray, cell: int) -> np.ndarray:
@@ -509,9 +528,9 @@ def synth_patient(seed: int, number: int) -> SyntheticPatient:
         patient=patient_id(number),
         info=info,
         ed_image=phases[0][1],
-        ed_label=phases[0][0],
+        ed_label=_annotate(rng, phases[0][0], s_xy),
         es_image=phases[1][1],
-        es_label=phases[1][0],
+        es_label=_annotate(rng, phases[1][0], s_xy),
         spacing=(s_xy, s_xy, dz),
     )
 

@@ -6,10 +6,14 @@
 
 Planning needs no files (synthetic patients are made by the workflow's own jobs), so
 ``snakemake -n`` runs on the full grid: 10,000 synthetic patients, the NCC baseline
-and 6 MIND encoders x {cosine, L1} x {variant 1, variant 2} = 25 methods. The job
-count of one job per (method, patient) is computed, not planned (its DAG would take
-minutes to build); its planning time is extrapolated from the per-job cost measured
-here. Throughput needs only a sample: one shard of ``--shard-size`` patients is made
+and 6 MIND encoders x {cosine, L1} x {variant 1, variant 2} = 25 methods, once with
+``preprocess.slices: middle`` and once with ``all`` (shards stay groups of patients,
+so both plan the same jobs; the benchmark fails if they do not). Beside them, in the
+same run, Snakemake's own cost: ``snakemake -n`` of a bare Snakefile (one rule, a
+``touch`` per job, no input functions, params, logs or resources) with as many jobs,
+so that what the workflow adds per job is the difference. The job count of one job
+per (method, patient) is computed, not planned (its DAG would take minutes to
+build); its planning time is extrapolated from the per-job cost measured here. Throughput needs only a sample: one shard of ``--shard-size`` patients is made
 with ``featreg synth --ids`` (the cheap path: a 10,000-patient cohort is never
 written), and each stage runs as the workflow runs it, one ``featreg`` process per
 job: once for the shard, and once per pair for ``--per-pair`` of its patients. The
@@ -17,10 +21,12 @@ ratio is seconds per pair of one job per pair over that of the shard job, measur
 in the same run with few iterations (a start-up cost of seconds matters most next
 to short jobs), on ``--device`` (default cpu, so runs stay comparable; ``auto``
 is cuda when available). Writes reports/benchmarks/scale.csv and prints a markdown
-table. Columns: ``seconds`` is the wall time of the row's jobs, ``seconds_per_pair``
-that over its pairs, ``pairs_per_hour`` 3600 / seconds_per_pair (pairs per GPU-hour
-on cuda, per CPU-hour on cpu, at ``iterations``), ``ratio`` seconds per pair over
-the sharded job's.
+table. Columns: ``seconds`` is the wall time of the row's jobs (of ``snakemake -n``
+for the plan rows), ``seconds_per_pair`` that over its pairs, ``pairs_per_hour``
+3600 / seconds_per_pair (pairs per GPU-hour on cuda, per CPU-hour on cpu, at
+``iterations``), ``ratio`` seconds per pair over the sharded job's (for the plan
+rows: seconds over the ``slices: middle`` plan's, and the per-pair job count over
+the sharded one).
 
 Throughput mode (``--throughput-encoders``) measures encoders at their real size
 with random weights (DINOv2 ViT-B at 896 px, SAM ViT-B at 1024 px, both 64x64
@@ -101,12 +107,39 @@ def dry_run(workdir: Path, config: dict) -> tuple[float, subprocess.CompletedPro
     return time.perf_counter() - started, proc
 
 
+def job_stats(proc: subprocess.CompletedProcess) -> dict[str, int]:
+    """Jobs per rule (and ``total``) from the job stats a dry run prints."""
+    block = proc.stdout.split("Job stats:", 1)[1]
+    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)\s*$", block, re.MULTILINE)}
+
+
 def plan(workdir: Path, config: dict) -> tuple[float, dict[str, int]]:
     """Wall seconds of ``snakemake -n`` on ``config`` and its jobs per rule."""
     seconds, proc = dry_run(workdir, config)
-    block = proc.stdout.split("Job stats:", 1)[1]
-    jobs = {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)\s*$", block, re.MULTILINE)}
-    return seconds, jobs
+    return seconds, job_stats(proc)
+
+
+BARE_SNAKEFILE = """\
+rule all:
+    input: expand("out/{index}.txt", index=range(int(config["jobs"])))
+
+rule touch:
+    output: "out/{index}.txt"
+    shell: "touch {output}"
+"""
+
+
+def bare_plan(workdir: Path, jobs: int) -> float:
+    """Wall seconds of ``snakemake -n`` on a bare Snakefile of ``jobs`` jobs (``all`` included): Snakemake's own cost."""
+    (workdir / "Snakefile").write_text(BARE_SNAKEFILE)
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(workdir / "Snakefile"), "-d", str(workdir),
+           "--config", f"jobs={jobs - 1}", "-n", "--quiet", "rules"]  # fmt: skip
+    started = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=workdir, check=True)
+    seconds = time.perf_counter() - started
+    if job_stats(proc)["total"] != jobs:
+        raise RuntimeError(f"the bare Snakefile planned {job_stats(proc)['total']} jobs, not {jobs}")
+    return seconds
 
 
 def paper_registrations(workdir: Path) -> int:
@@ -278,6 +311,11 @@ def run_scale(args: argparse.Namespace, device: str, work: Path) -> None:
     (work / "plan-all").mkdir()
     all_seconds, all_jobs = plan(work / "plan-all", config | {"preprocess": {"slices": "all"}})
     print(f"slices: all planned {all_jobs['total']} jobs in {all_seconds:.1f} s", flush=True)
+    if all_jobs["total"] != total:
+        raise RuntimeError(f"slices: all planned {all_jobs['total']} jobs, slices: middle {total}: shards must not grow with slices")
+    (work / "plan-bare").mkdir()
+    bare_seconds = bare_plan(work / "plan-bare", total)
+    print(f"a bare Snakefile of {total} jobs planned in {bare_seconds:.1f} s", flush=True)
     flat = per_pair_jobs(args.patients, methods, len(ENCODERS))
     shard = shard_patients([f"patient{k:03d}" for k in range(1, args.shard_size + 1)], args.shard_size)["s000"]
     stages = throughput(work, config, shard, args.per_pair, device)
@@ -289,6 +327,9 @@ def run_scale(args: argparse.Namespace, device: str, work: Path) -> None:
         {"stage": "plan (slices: all)", "layout": "sharded", "jobs": all_jobs["total"], "pairs": "",
          "seconds": round(all_seconds, 1), "seconds_per_pair": "", "pairs_per_hour": "",
          "ratio": round(all_seconds / plan_seconds, 2)},
+        {"stage": "plan (bare Snakefile)", "layout": "sharded", "jobs": total, "pairs": "",
+         "seconds": round(bare_seconds, 1), "seconds_per_pair": "", "pairs_per_hour": "",
+         "ratio": round(bare_seconds / plan_seconds, 2)},
         {"stage": "plan (extrapolated)", "layout": "per_pair", "jobs": flat, "pairs": args.patients * methods,
          "seconds": round(per_job_ms * flat / 1000, 1), "seconds_per_pair": "", "pairs_per_hour": "", "ratio": round(flat / total, 1)},
     ]  # fmt: skip

@@ -193,21 +193,35 @@ def pair_manifest(shard):
     return PATHS["pairs"].format(shard=shard)
 
 
-def shard_pair_files(wildcards):
-    return [pair_manifest(wildcards.shard)]
+# Per shard, its patients and their pair folders as command-line words, joined once here:
+# input functions and params run per job, and Snakemake formats a list word by word.
+SHARD_PATIENT_WORDS = {
+    shard: " ".join(members) for shard, members in ALL_SHARDS.items()
+}
+SHARD_PAIR_WORDS = {
+    shard: " ".join(pair_dir(p) for p in members)
+    for shard, members in ALL_SHARDS.items()
+}
+
+
+def shard_patient_words(wildcards):
+    return SHARD_PATIENT_WORDS[wildcards.shard]
 
 
 def shard_pair_dirs(wildcards):
-    return [pair_dir(p) for p in ALL_SHARDS[wildcards.shard]]
+    return SHARD_PAIR_WORDS[wildcards.shard]
+
+
+def feature_file_words(wildcards):
+    """The cached feature files of the shard's patients for one encoder, as command-line words."""
+    return " ".join(
+        PATHS["feature_file"].format(encoder=wildcards.encoder, patient=p)
+        for p in ALL_SHARDS[wildcards.shard]
+    )
 
 
 def selection_file(base):
     return PATHS["selection"].format(base=base)
-
-
-def method_file(wildcards):
-    """The method's file: written from the config, or by the selection job for a tuned method."""
-    return PATHS["method"].format(method=wildcards.method)
 
 
 def canonical_json(data):
@@ -215,24 +229,33 @@ def canonical_json(data):
     return json.dumps(data, sort_keys=True)
 
 
-def registration_inputs(wildcards):
-    """Pairs of the shard, the method's file and, when the method uses an encoder, its spec
-    and the cached fixed-image features."""
-    inputs = {"pairs": shard_pair_files(wildcards), "method": method_file(wildcards)}
+def encoder_inputs(wildcards):
+    """The spec of the method's encoder and the shard's cached fixed-image features
+    (none for a method without an encoder)."""
     encoder = ENCODER_OF[wildcards.method]
-    if encoder is not None:
-        inputs["features"] = PATHS["features"].format(
-            encoder=encoder, shard=wildcards.shard
-        )
-        inputs["spec"] = PATHS["encoder_spec"].format(encoder=encoder)
-    return inputs
+    if encoder is None:
+        return {}
+    return {
+        "features": PATHS["features"].format(encoder=encoder, shard=wildcards.shard),
+        "spec": PATHS["encoder_spec"].format(encoder=encoder),
+    }
 
 
-def encoder_options(wildcards, input):
+def registration_inputs(wildcards):
+    """Pairs of the shard, the method's file (written from the config, or by the selection
+    job for a tuned method) and the method's encoder inputs."""
+    return {
+        "pairs": pair_manifest(wildcards.shard),
+        "method": PATHS["method"].format(method=wildcards.method),
+    } | encoder_inputs(wildcards)
+
+
+def encoder_options(wildcards):
     """Command-line options that point a feature method at its encoder and cached features."""
-    if "spec" not in input.keys():
+    inputs = encoder_inputs(wildcards)
+    if not inputs:
         return ""
-    return f"--encoders {input.spec} --features {input.features}"
+    return f"--encoders {inputs['spec']} --features {inputs['features']}"
 
 
 def all_metric_shards():

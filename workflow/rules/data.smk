@@ -16,7 +16,7 @@ if DATASET["kind"] == "synthetic":
         params:
             root=ROOT,
             seed=DATASET["synthetic"]["seed"],
-            patients=lambda wildcards: ALL_SHARDS[wildcards.shard],
+            patients=shard_patient_words,
         shell:
             "featreg synth --out {params.root} --seed {params.seed} --ids {params.patients} "
             "--manifest {output} > {log} 2>&1"
@@ -34,7 +34,7 @@ rule preprocess:
     params:
         root=ROOT,
         pairs=lambda wildcards, output: Path(output[0]).parent.parent,
-        patients=lambda wildcards: ALL_SHARDS[wildcards.shard],
+        patients=shard_patient_words,
         options=preprocess_options(),
     shell:
         "featreg preprocess --root {params.root} --out {params.pairs} --patients {params.patients} "

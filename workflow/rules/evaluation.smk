@@ -5,7 +5,7 @@
 
 rule evaluate_initial:
     input:
-        shard_pair_files,
+        PATHS["pairs"],
     output:
         PATHS["metrics"].replace("{method}", "initial"),
     log:
@@ -20,8 +20,8 @@ rule evaluate_initial:
 
 rule evaluate:
     input:
-        pairs=shard_pair_files,
-        method=method_file,
+        pairs=PATHS["pairs"],
+        method=PATHS["method"],
         manifest=PATHS["registered"],
     output:
         PATHS["metrics"],

@@ -34,7 +34,7 @@ rule encoder_spec:
 
 rule cache_features:
     input:
-        pairs=shard_pair_files,
+        pairs=PATHS["pairs"],
         spec=PATHS["encoder_spec"],
     output:
         PATHS["features"],
@@ -50,11 +50,7 @@ rule cache_features:
     params:
         device=DEVICE,
         pairs=shard_pair_dirs,
-        features=lambda wildcards: expand(
-            PATHS["feature_file"],
-            encoder=wildcards.encoder,
-            patient=ALL_SHARDS[wildcards.shard],
-        ),
+        features=feature_file_words,
     shell:
         "featreg features --encoders {input.spec} --encoder {wildcards.encoder} "
         "--pairs {params.pairs} --out {params.features} --manifest {output} "

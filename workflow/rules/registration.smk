@@ -28,7 +28,7 @@ rule register:
         encoder=encoder_options,
         batch_size=COMPUTE["batch_size"],
         compile="--compile" if COMPUTE["compile"] else "",
-        out_dir=lambda wildcards: PATHS["registration"].format(method=wildcards.method),
+        out_dir=PATHS["registration"],
         device=DEVICE,
     shell:
         "featreg register --method-file {input.method} {params.encoder} "
@@ -41,8 +41,8 @@ if METHOD_PATTERN["elastix"]:
 
     rule register_elastix:
         input:
-            pairs=shard_pair_files,
-            method=method_file,
+            pairs=PATHS["pairs"],
+            method=PATHS["method"],
         output:
             PATHS["registered"],
         log:
@@ -57,9 +57,7 @@ if METHOD_PATTERN["elastix"]:
             runtime=COMPUTE["runtime_min"],
         params:
             pairs=shard_pair_dirs,
-            out_dir=lambda wildcards: PATHS["registration"].format(
-                method=wildcards.method
-            ),
+            out_dir=PATHS["registration"],
         shell:
             "featreg register --method-file {input.method} --pairs {params.pairs} "
             "--out-dir {params.out_dir} --manifest {output} --threads {threads} > {log} 2>&1"

@@ -13,7 +13,8 @@ same run, Snakemake's own cost: ``snakemake -n`` of a bare Snakefile (one rule, 
 ``touch`` per job, no input functions, params, logs or resources) with as many jobs,
 so that what the workflow adds per job is the difference. The job count of one job
 per (method, patient) is computed, not planned (its DAG would take minutes to
-build); its planning time is extrapolated from the per-job cost measured here. Throughput needs only a sample: one shard of ``--shard-size`` patients is made
+build); its planning time is extrapolated from the per-job cost measured here.
+Throughput needs only a sample: one shard of ``--shard-size`` patients is made
 with ``featreg synth --ids`` (the cheap path: a 10,000-patient cohort is never
 written), and each stage runs as the workflow runs it, one ``featreg`` process per
 job: once for the shard, and once per pair for ``--per-pair`` of its patients. The
@@ -97,10 +98,10 @@ def grid_config(patients: int, shard_size: int, iterations: int, device: str) ->
     }
 
 
-def dry_run(workdir: Path, config: dict) -> tuple[float, subprocess.CompletedProcess]:
-    """Wall seconds of ``snakemake -n`` on ``config`` in ``workdir``, and the finished process."""
+def dry_run(workdir: Path, config: dict, snakefile: Path = REPO / "Snakefile") -> tuple[float, subprocess.CompletedProcess]:
+    """Wall seconds of ``snakemake -n`` of ``snakefile`` on ``config`` in ``workdir``, and the finished process."""
     (workdir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(workdir),
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(snakefile), "-d", str(workdir),
            "--configfile", str(workdir / "config.yaml"), "-n", "--quiet", "rules"]  # fmt: skip
     started = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=workdir, check=True)
@@ -113,9 +114,9 @@ def job_stats(proc: subprocess.CompletedProcess) -> dict[str, int]:
     return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)\s*$", block, re.MULTILINE)}
 
 
-def plan(workdir: Path, config: dict) -> tuple[float, dict[str, int]]:
-    """Wall seconds of ``snakemake -n`` on ``config`` and its jobs per rule."""
-    seconds, proc = dry_run(workdir, config)
+def plan(workdir: Path, config: dict, snakefile: Path = REPO / "Snakefile") -> tuple[float, dict[str, int]]:
+    """Wall seconds of ``snakemake -n`` of ``snakefile`` on ``config`` and its jobs per rule."""
+    seconds, proc = dry_run(workdir, config, snakefile)
     return seconds, job_stats(proc)
 
 
@@ -131,14 +132,11 @@ rule touch:
 
 def bare_plan(workdir: Path, jobs: int) -> float:
     """Wall seconds of ``snakemake -n`` on a bare Snakefile of ``jobs`` jobs (``all`` included): Snakemake's own cost."""
-    (workdir / "Snakefile").write_text(BARE_SNAKEFILE)
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(workdir / "Snakefile"), "-d", str(workdir),
-           "--config", f"jobs={jobs - 1}", "-n", "--quiet", "rules"]  # fmt: skip
-    started = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=workdir, check=True)
-    seconds = time.perf_counter() - started
-    if job_stats(proc)["total"] != jobs:
-        raise RuntimeError(f"the bare Snakefile planned {job_stats(proc)['total']} jobs, not {jobs}")
+    snakefile = workdir / "Snakefile"
+    snakefile.write_text(BARE_SNAKEFILE)
+    seconds, planned = plan(workdir, {"jobs": jobs - 1}, snakefile)
+    if planned["total"] != jobs:
+        raise RuntimeError(f"the bare Snakefile planned {planned['total']} jobs, not {jobs}")
     return seconds
 
 

@@ -5,12 +5,11 @@ from __future__ import annotations
 import nibabel as nib
 import numpy as np
 import pytest
+from scipy.ndimage import distance_transform_edt
 
 from featreg.cli import main
 from featreg.data.acdc import AcdcPatient, list_patients, parse_info_cfg, read_patient
 from featreg.data.preprocess import preprocess_patient
-from scipy.ndimage import distance_transform_edt
-
 from featreg.data.synthetic import (
     ANNOTATION_JITTER_MM,
     GROUPS,
@@ -109,12 +108,12 @@ def test_dtypes_and_geometry(cohort):
         assert p.info["ED"] == 1 and 6 <= p.info["ES"] <= 16 < p.info["NbFrame"] + 1
 
 
+# Ranges hold the drawn EF (group median + N(0, 0.04-0.05)) and hand contouring's ±0.02 on label volumes.
 @pytest.mark.parametrize(
     ("group", "lvef", "rvef"),
     [("NOR", (0.50, 0.75), (0.40, 0.70)), ("DCM", (0.05, 0.30), (0.20, 0.55)), ("HCM", (0.60, 0.85), (0.40, 0.75)),
      ("MINF", (0.20, 0.45), (0.30, 0.60)), ("RV", (0.40, 0.70), (0.20, 0.50))],
 )  # fmt: skip
-# Ranges hold the drawn EF (group median + N(0, 0.04-0.05)) and hand contouring's ±0.02 on label volumes.
 def test_ejection_fractions_per_group(cohort, group, lvef, rvef):
     patients = [p for p in cohort if p.info["Group"] == group]
     assert len(patients) == N_REALISM // len(GROUPS)

@@ -1,6 +1,6 @@
 """Every slice against the middle one: the extra cost, and the NCC baseline's narrower confidence interval.
 
-    python benchmarks/slices.py [--patients 8] [--iterations 300] [--device cpu]
+    python benchmarks/slices.py [--patients 16] [--iterations 300] [--device cpu]
 
 Runs the default config (config/config.yaml: its synthetic cohort, preprocessing and
 registration settings) with the NCC baseline only, twice in the same run: with
@@ -42,6 +42,7 @@ def baseline_config(slices: str, patients: int, iterations: int, device: str) ->
     config["preprocess"]["slices"] = slices
     config["compute"]["device"] = device
     config["registration"]["iterations"] = iterations
+    config["methods"] = {config["baseline"]: config["methods"][config["baseline"]]}  # elastix and the rest off
     config["grid"]["encoders"] = []
     config.pop("alpha_sweep", None)
     config["figures"]["feature_encoders"] = []
@@ -61,7 +62,7 @@ def run(work: Path, config: dict) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--patients", type=int, default=8)
+    parser.add_argument("--patients", type=int, default=16)
     parser.add_argument("--iterations", type=int, default=300)
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="cpu")
     parser.add_argument("--csv", type=Path, default=CSV_PATH)

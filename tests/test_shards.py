@@ -117,6 +117,22 @@ def test_sharded_run_equals_one_job_per_pair_and_resumes(cohort: Path, tmp_path:
     assert (tmp_path / "shard" / "patient002" / "displacement.nii.gz").is_file()
 
 
+def test_register_with_metrics_writes_the_table_evaluate_writes(cohort: Path, tmp_path: Path):
+    # The workflow's register job evaluates its results itself: the same rows as `featreg evaluate` after it.
+    pair_dirs = [str(cohort / "pairs" / p) for p in PATIENTS]
+    method_file = tmp_path / "ncc.json"
+    method_file.write_text(METHOD.to_json())
+    results = str(tmp_path / "ncc")
+    assert main(["register", "--method-file", str(method_file), "--pairs", *pair_dirs, "--out-dir", results,
+                 "--manifest", str(tmp_path / "ncc-shard.json"), "--device", "cpu",
+                 "--metrics", str(tmp_path / "in-job.csv")]) == 0  # fmt: skip
+    assert main(["evaluate", "--pairs", *pair_dirs, "--method-file", str(method_file), "--results-dir", results,
+                 "--out", str(tmp_path / "separate.csv")]) == 0  # fmt: skip
+    in_job = pd.read_csv(tmp_path / "in-job.csv")
+    assert list(in_job["patient"]) == PATIENTS and (in_job["status"] == "ok").all() and (in_job["method"] == "ncc").all()
+    pd.testing.assert_frame_equal(in_job, pd.read_csv(tmp_path / "separate.csv"))
+
+
 def test_auto_batch_size_is_logged_in_run_json_and_a_bad_one_is_one_line(cohort: Path, tmp_path: Path, capsys):
     pair_dirs = [cohort / "pairs" / p for p in PATIENTS]
     register_shard(METHOD, pair_dirs, tmp_path / "auto", tmp_path / "auto.json", device="cpu", batch_size="auto")

@@ -1,4 +1,4 @@
-"""Commands the workflow's rules call: register, evaluate, collect-metrics (a shard of pairs), select-setting."""
+"""Commands the workflow's rules call: register (and evaluate), evaluate, collect-metrics (a shard of pairs), select-setting."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from featreg.errors import ConfigError
 
 def _register(args: argparse.Namespace) -> int:
     from featreg.experiment import load_method_file
-    from featreg.shards import method_encoder_spec, register_shard
+    from featreg.shards import evaluate_shard, method_encoder_spec, register_shard
 
     method = load_method_file(args.method_file)
     register_shard(
@@ -25,6 +25,8 @@ def _register(args: argparse.Namespace) -> int:
         threads=args.threads,
         compile_encoder=args.compile,
     )
+    if args.metrics is not None:
+        evaluate_shard(args.pairs, args.metrics, method=method, results_dir=args.out_dir)
     return 0
 
 
@@ -83,6 +85,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    help="pairs optimised jointly; auto: the most that fit in free GPU memory (8 on CPU)")
     p.add_argument("--compile", action="store_true", help="torch.compile the encoder's backbone")
     p.add_argument("--threads", type=int, default=1, help="CPU threads of an elastix method (one pair at a time)")
+    p.add_argument("--metrics", default=None,
+                   help="then evaluate the results as `featreg evaluate` does: CSV with one row per pair")
     p.set_defaults(func=_register)
 
     p = subparsers.add_parser("evaluate", help="metrics of pairs before (no --results-dir) or after registration")

@@ -1,6 +1,6 @@
-# Evaluation: metrics of every pair of a shard, before registration ("initial") and per method;
-# the test split's tables are collected into metrics.csv, the validation split's (tuning grid)
-# into tuning/metrics.csv, never mixed.
+# Evaluation: metrics of every pair of a shard before registration ("initial"; a method's
+# are written by its register job). The test split's tables are collected into
+# metrics.csv, the validation split's (tuning grid) into tuning/metrics.csv, never mixed.
 
 
 rule evaluate_initial:
@@ -16,25 +16,6 @@ rule evaluate_initial:
         pairs=shard_pair_dirs,
     shell:
         "featreg evaluate --pairs {params.pairs} --out {output} > {log} 2>&1"
-
-
-rule evaluate:
-    input:
-        pairs=PATHS["pairs"],
-        method=PATHS["method"],
-        manifest=PATHS["registered"],
-    output:
-        PATHS["metrics"],
-    log:
-        f"logs/{NAME}/metrics/{{method}}/{{shard}}.log",
-    conda:
-        "../../envs/featreg.yaml"
-    params:
-        pairs=shard_pair_dirs,
-        results=lambda wildcards: PATHS["registration"].format(method=wildcards.method),
-    shell:
-        "featreg evaluate --pairs {params.pairs} --method-file {input.method} "
-        "--results-dir {params.results} --out {output} > {log} 2>&1"
 
 
 rule collect_metrics:

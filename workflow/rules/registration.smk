@@ -1,5 +1,7 @@
-# Registration: one job per (method, shard) optimises the shard's pairs in batches and
-# writes one result folder per patient; the shard manifest records each pair's status.
+# Registration: one job per (method, shard) optimises the shard's pairs in batches,
+# writes one result folder per patient and the shard manifest with each pair's status,
+# then evaluates the results into the shard's metric table (in the same job: a job per
+# (method, shard) for evaluation alone would nearly double the DAG at cohort scale).
 # Test methods run on the test shards (s000, ...), tuning grid points on the validation
 # shards (v000, ...); every method comes as a file (results/<name>/methods/<method>.json),
 # a tuned one written by its selection job. FFD methods run in rule register (batched, on
@@ -11,7 +13,8 @@ rule register:
     input:
         unpack(registration_inputs),
     output:
-        PATHS["registered"],
+        manifest=PATHS["registered"],
+        metrics=PATHS["metrics"],
     log:
         f"logs/{NAME}/registration/{{method}}/{{shard}}.log",
     wildcard_constraints:
@@ -33,7 +36,7 @@ rule register:
     shell:
         "featreg register --method-file {input.method} {params.encoder} "
         "--pairs {params.pairs} "
-        "--out-dir {params.out_dir} --manifest {output} "
+        "--out-dir {params.out_dir} --manifest {output.manifest} --metrics {output.metrics} "
         "--device {params.device} --batch-size {params.batch_size} {params.compile} > {log} 2>&1"
 
 
@@ -44,7 +47,8 @@ if METHOD_PATTERN["elastix"]:
             pairs=PATHS["pairs"],
             method=PATHS["method"],
         output:
-            PATHS["registered"],
+            manifest=PATHS["registered"],
+            metrics=PATHS["metrics"],
         log:
             f"logs/{NAME}/registration/{{method}}/{{shard}}.log",
         wildcard_constraints:
@@ -60,7 +64,8 @@ if METHOD_PATTERN["elastix"]:
             out_dir=PATHS["registration"],
         shell:
             "featreg register --method-file {input.method} --pairs {params.pairs} "
-            "--out-dir {params.out_dir} --manifest {output} --threads {threads} > {log} 2>&1"
+            "--out-dir {params.out_dir} --manifest {output.manifest} --metrics {output.metrics} "
+            "--threads {threads} > {log} 2>&1"
 
 
 rule method_file:

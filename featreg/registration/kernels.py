@@ -10,7 +10,9 @@ clamped) followed by :func:`featreg.registration.losses.ncc` with
 Why: on CPU the torch ops spend their time in dispatch and in image-sized
 intermediates. The loops are branch-free so LLVM vectorises them; the sums are
 reassociated (``fastmath`` reassoc only, no finite-math assumptions) within a
-row, in float64, and added row by row: an order fixed by the image size alone. Work is split over pairs only, so results do not depend on the thread
+row, in float64, and added row by row: an order fixed by the image size alone.
+The forward's work is split over pairs, the backward's (no sums: each pixel's
+gradient is its own) over rows of pairs, so results do not depend on the thread
 count or the batch. Used on CPU for float32 tensors (:func:`fused_available`);
 CUDA and other dtypes keep the torch ops. Scaling and squaring stays on
 ``grid_sample``: a numba composition step (gathers plus a scattered backward)
@@ -97,18 +99,22 @@ def _ncc_forward(fixed, moving, planes, sums):
 
 @numba.njit(**_JIT)
 def _ncc_backward(fixed, moving, planes, coefficients, grad_planes):
-    """``grad_planes`` = dL/dgrid, with dL/dw = a·f - c·w + d on the inside pixels (``coefficients[b] = a, c, d``)."""
+    """``grad_planes`` = dL/dgrid, with dL/dw = a·f - c·w + d on the inside pixels (``coefficients[b] = a, c, d``).
+
+    Each pixel's gradient is its own: rows are split over the threads (a single pair uses them all).
+    """
     B, _, X, Y = fixed.shape
     half_x, half_y = np.float32((X - 1) / 2), np.float32((Y - 1) / 2)
-    for b in numba.prange(B):
+    for row in numba.prange(B * X):
+        b = row // X
+        i = row - b * X
         image, fix, plane_y, plane_x = moving[b, 0], fixed[b, 0], planes[b, 0], planes[b, 1]
         a, c, d = np.float32(coefficients[b, 0]), np.float32(coefficients[b, 1]), np.float32(coefficients[b, 2])
-        for i in range(X):
-            for j in range(Y):
-                inside, w, d_x, d_y, free_x, free_y = _sample(image, plane_x[i, j], plane_y[i, j], X, Y)
-                g = (a * fix[i, j] - c * w + d) * inside
-                grad_planes[b, 0, i, j] = g * d_y * half_y * free_y
-                grad_planes[b, 1, i, j] = g * d_x * half_x * free_x
+        for j in range(Y):
+            inside, w, d_x, d_y, free_x, free_y = _sample(image, plane_x[i, j], plane_y[i, j], X, Y)
+            g = (a * fix[i, j] - c * w + d) * inside
+            grad_planes[b, 0, i, j] = g * d_y * half_y * free_y
+            grad_planes[b, 1, i, j] = g * d_x * half_x * free_x
 
 
 class _WarpedNCC(torch.autograd.Function):

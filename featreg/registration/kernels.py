@@ -8,7 +8,9 @@ clamped) followed by :func:`featreg.registration.losses.ncc` with
 :func:`featreg.registration.sampling.warp_grid_inside`'s mask.
 
 Why: on CPU the torch ops spend their time in dispatch and in image-sized
-intermediates. The loops are branch-free so LLVM vectorises them; the sums are
+intermediates. The loops are branch-free; LLVM vectorises the forward's (gathers
+into sums) but not the backward's (no gathers in its machine code; likely because its
+stores may alias the gathered image). The sums are
 reassociated (``fastmath`` reassoc only, no finite-math assumptions) within a
 row, in float64, and added row by row: an order fixed by the image size alone.
 The forward's work is split over pairs, the backward's (no sums: each pixel's

@@ -198,9 +198,10 @@ def stage_commands(work: Path, config: dict, device: str) -> dict[str, callable]
 
     return {
         "synthesize": lambda patients, tag: [FEATREG, "synth", "--out", cohort, "--ids", *patients, "--manifest", str(work / tag / "synth.json")],
-        "preprocess": lambda patients, tag: [FEATREG, "preprocess", "--root", cohort, "--out", str(pairs), "--patients", *patients, "--manifest", str(work / tag / "pre.json")],
+        "preprocess": lambda patients, tag: [FEATREG, "preprocess", "--root", cohort, "--out", str(pairs), "--patients", *patients, "--manifest", str(work / tag / "pre.json"),
+                                             "--metrics", str(work / tag / "initial.csv")],
         "features": lambda patients, tag: [FEATREG, "features", "--encoders", str(work / "encoders.yaml"), "--encoder", "mind32", "--pairs", *dirs(patients),
-                                           "--out", *[str(work / "features" / f"{p}.pt") for p in patients], "--manifest", str(work / tag / "features.json"), "--device", device],
+                                           "--out-dir", str(work / "features"), "--manifest", str(work / tag / "features.json"), "--device", device],
         "register ncc": register(ncc),
         "register mind32-cosine-v1": register(mind),
     }  # fmt: skip
@@ -235,7 +236,7 @@ def encoder_throughput(work: Path, name: str, shard: list[str], settings: dict, 
     encoders, tag, pairs = str(work / "throughput-encoders.yaml"), work / name, [str(work / "pairs" / p) for p in shard]
     tag.mkdir()
     features = [FEATREG, "features", "--encoders", encoders, "--encoder", name, "--pairs", *pairs, "--device", device,
-                "--out", *[str(tag / "features" / f"{p}.pt") for p in shard], "--manifest", str(tag / "features.json")]
+                "--out-dir", str(tag / "features"), "--manifest", str(tag / "features.json")]
     method = tag / "method.json"
     method.write_text(Method(f"{name}-cosine-v1", 1.0, name, "cosine", settings).to_json())
     register = [FEATREG, "register", "--method-file", str(method), "--encoders", encoders, "--features", str(tag / "features.json"),

@@ -207,7 +207,23 @@ def preprocess_shard(
     failed = sorted(p for p, s in statuses.items() if s["status"] != "ok")
     if failed:
         log.warning("%d of %d patients failed preprocessing: %s", len(failed), len(patients), ", ".join(failed))
-    return write_json_atomic(manifest, {"options": wanted, "patients": statuses})
+    pairs = [str(Path(out) / patient) for patient in patients]
+    return write_json_atomic(manifest, {"options": wanted, "pairs": pairs, "patients": statuses})
+
+
+def shard_pair_dirs(manifest: str | Path) -> list[Path]:
+    """The patients' pair folders, in shard order, that a shard manifest lists (preprocess's or features').
+
+    The workflow's jobs read their pairs from here instead of the command line: a
+    shard's pair list is then no per-job word list Snakemake has to build and format.
+    """
+    try:
+        pairs = json.loads(Path(manifest).read_text())["pairs"]
+    except FileNotFoundError:
+        raise InputError("shard manifest does not exist", path=manifest) from None
+    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise InputError(f"not a shard manifest (JSON with a 'pairs' list): {_first_line(exc)}", path=manifest) from None
+    return [Path(pair) for pair in pairs]
 
 
 def preprocess_cohort(
@@ -235,27 +251,50 @@ def preprocess_cohort(
 
 
 def features_shard(
-    spec: EncoderSpec, pair_dirs: Sequence[str | Path], out_paths: Sequence[str | Path], manifest: str | Path | None, device: str = "auto"
+    spec: EncoderSpec, pair_dirs: Sequence[str | Path], out_dir: str | Path, manifest: str | Path | None, device: str = "auto"
 ) -> dict[Path, Path]:
-    """Cache the fixed-image features of a shard's pairs; the manifest (written last) maps pair name -> feature file.
+    """Cache the fixed-image features of a shard's pairs in ``out_dir/<patient>.pt``; write the manifest last.
 
-    ``pair_dirs`` are the patients' folders and ``out_paths`` their feature files; a patient
-    with one pair per slice gets one file per slice (:func:`featreg.data.pairs.expand_pair_outputs`).
+    A patient with one pair per slice gets one file per slice
+    (:func:`featreg.data.pairs.expand_pair_outputs`). The manifest is all a feature
+    method's register job needs of the shard: the pair folders (:func:`shard_pair_dirs`),
+    the encoder's spec (:func:`features_encoder_spec`) and pair name -> feature file.
     """
+    out_paths = [Path(out_dir) / f"{Path(pair).name}.pt" for pair in pair_dirs]
     pairs, outs = zip(*expand_pair_outputs(pair_dirs, out_paths))
     written = cache_fixed_features(spec, pairs, outs, str(resolve_device(device)))
     if manifest is not None:
         features = {pair_name(pair): str(path) for pair, path in written.items()}
-        write_json_atomic(manifest, {"encoder": spec.name, "features": features})
+        record = {"encoder": spec.name, "spec": spec.to_dict(), "pairs": [str(p) for p in pair_dirs], "features": features}
+        write_json_atomic(manifest, record)
     return written
 
 
-def method_encoder_spec(method: Method, spec_files: Sequence[str | Path] | None) -> EncoderSpec | None:
-    """The spec of ``method``'s encoder from ``spec_files`` (None for a method without an encoder)."""
+def features_encoder_spec(features_manifest: str | Path) -> EncoderSpec:
+    """The spec of the encoder whose features a manifest of :func:`features_shard` lists."""
+    try:
+        record = json.loads(Path(features_manifest).read_text())
+        name, entry = record["encoder"], record["spec"]
+    except FileNotFoundError:
+        raise InputError("feature manifest does not exist", path=features_manifest) from None
+    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise InputError(f"not a feature manifest of `featreg features`: {_first_line(exc)}", path=features_manifest) from None
+    return EncoderSpec.from_dict(name, entry)
+
+
+def method_encoder_spec(
+    method: Method, spec_files: Sequence[str | Path] | None, features_manifest: str | Path | None = None
+) -> EncoderSpec | None:
+    """The spec of ``method``'s encoder from ``spec_files``, else from the feature manifest (None without an encoder)."""
     if method.encoder is None:
         return None
+    if not spec_files and features_manifest is not None:
+        spec = features_encoder_spec(features_manifest)
+        if spec.name != method.encoder:
+            raise ConfigError(f"method {method.name} uses encoder {method.encoder}, but {features_manifest} holds {spec.name}'s features")
+        return spec
     if not spec_files:
-        raise ConfigError(f"method {method.name} uses encoder {method.encoder}: give its encoder spec file")
+        raise ConfigError(f"method {method.name} uses encoder {method.encoder}: give its encoder spec file or feature manifest")
     specs = load_specs(spec_files)
     if method.encoder not in specs:
         raise ConfigError(f"encoder {method.encoder} of method {method.name} is not in {', '.join(map(str, spec_files))}")

@@ -133,6 +133,50 @@ def test_register_with_metrics_writes_the_table_evaluate_writes(cohort: Path, tm
     pd.testing.assert_frame_equal(in_job, pd.read_csv(tmp_path / "separate.csv"))
 
 
+def test_jobs_read_their_pairs_from_the_shard_manifests(cohort: Path, tmp_path: Path):
+    # The workflow's commands: `--shard` (a preprocess or feature manifest) instead of the pair folders.
+    acdc = str(cohort / "acdc")
+    assert main(["preprocess", "--root", acdc, "--out", str(tmp_path / "pairs"), "--patients", *PATIENTS[:2],
+                 "--manifest", str(tmp_path / "pairs.json"), "--metrics", str(tmp_path / "initial.csv")]) == 0  # fmt: skip
+    pair_dirs = [str(tmp_path / "pairs" / p) for p in PATIENTS[:2]]
+    assert json.loads((tmp_path / "pairs.json").read_text())["pairs"] == pair_dirs
+    assert main(["evaluate", "--pairs", *pair_dirs, "--out", str(tmp_path / "evaluated.csv")]) == 0
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "initial.csv"), pd.read_csv(tmp_path / "evaluated.csv"))
+
+    spec = tmp_path / "mind.json"
+    spec.write_text('{"mind": {"kind": "mind", "grid": 16}}')
+    assert main(["features", "--encoders", str(spec), "--encoder", "mind", "--shard", str(tmp_path / "pairs.json"),
+                 "--out-dir", str(tmp_path / "features"), "--manifest", str(tmp_path / "features.json")]) == 0  # fmt: skip
+    record = json.loads((tmp_path / "features.json").read_text())
+    assert record["pairs"] == pair_dirs and record["spec"]["kind"] == "mind" and record["spec"]["grid"] == 16
+    assert record["features"] == {p: str(tmp_path / "features" / f"{p}.pt") for p in PATIENTS[:2]}
+
+    method = Method("mind-l1-v1", encoder="mind", distance="l1", alpha=1.0, settings=METHOD.settings)
+    method_file = tmp_path / "mind.method.json"
+    method_file.write_text(method.to_json())
+    common = ["register", "--method-file", str(method_file), "--device", "cpu", "--batch-size", "2"]
+    assert main([*common, "--shard", str(tmp_path / "features.json"), "--out-dir", str(tmp_path / "from-shard"),
+                 "--manifest", str(tmp_path / "a.json")]) == 0  # fmt: skip
+    assert main([*common, "--pairs", *pair_dirs, "--encoders", str(spec), "--features", str(tmp_path / "features.json"),
+                 "--out-dir", str(tmp_path / "explicit"), "--manifest", str(tmp_path / "b.json")]) == 0  # fmt: skip
+    for patient in PATIENTS[:2]:
+        from_shard, _ = read_displacement(tmp_path / "from-shard" / patient / "displacement.nii.gz")
+        explicit, _ = read_displacement(tmp_path / "explicit" / patient / "displacement.nii.gz")
+        assert np.abs(from_shard).max() > 0.01
+        np.testing.assert_array_equal(from_shard, explicit)  # same spec, same fingerprint, same result
+
+
+def test_a_shard_manifest_that_is_not_one_is_one_line(tmp_path: Path, capsys):
+    (tmp_path / "bad.json").write_text('{"patients": {}}')
+    for manifest in ("bad.json", "missing.json"):
+        assert main(["evaluate", "--shard", str(tmp_path / manifest), "--out", str(tmp_path / "m.csv")]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err == [
+        f"featreg evaluate: error: file {tmp_path / 'bad.json'}: not a shard manifest (JSON with a 'pairs' list): 'pairs'",
+        f"featreg evaluate: error: file {tmp_path / 'missing.json'}: shard manifest does not exist",
+    ]
+
+
 def test_auto_batch_size_is_logged_in_run_json_and_a_bad_one_is_one_line(cohort: Path, tmp_path: Path, capsys):
     pair_dirs = [cohort / "pairs" / p for p in PATIENTS]
     register_shard(METHOD, pair_dirs, tmp_path / "auto", tmp_path / "auto.json", device="cpu", batch_size="auto")

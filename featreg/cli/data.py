@@ -23,7 +23,7 @@ def _synth(args: argparse.Namespace) -> int:
 
 
 def _preprocess(args: argparse.Namespace) -> int:
-    from featreg.shards import preprocess_cohort, preprocess_shard
+    from featreg.shards import evaluate_shard, preprocess_cohort, preprocess_shard, shard_pair_dirs
 
     options = PreprocessOptions(
         spacing_mm=args.spacing,
@@ -36,8 +36,12 @@ def _preprocess(args: argparse.Namespace) -> int:
     if args.manifest is not None:
         if not args.patients:
             raise ConfigError("--manifest preprocesses a shard of patients: give --patients too")
-        preprocess_shard(args.root, args.patients, args.out, args.manifest, options)
+        manifest = preprocess_shard(args.root, args.patients, args.out, args.manifest, options)
+        if args.metrics is not None:
+            evaluate_shard(shard_pair_dirs(manifest), args.metrics)
         return 0
+    if args.metrics is not None:
+        raise ConfigError("--metrics evaluates a shard: give --manifest and --patients too")
     preprocess_cohort(args.root, args.out, args.patients or args.split, options)
     return 0
 
@@ -133,5 +137,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         type=Path,
         help="shard mode (with --patients): skip pairs already made with these options, "
         "let a bad patient fail alone, write each patient's status here",
+    )
+    pre.add_argument(
+        "--metrics",
+        type=Path,
+        help="shard mode: then write the shard's metrics before registration (`featreg evaluate`'s table) here",
     )
     pre.set_defaults(func=_preprocess)

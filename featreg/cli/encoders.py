@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from featreg.cli.options import add_pairs_arguments, pair_dirs
+
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("fetch-checkpoints", help="download official encoder checkpoints (needs internet)")
@@ -15,8 +17,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("features", help="encode and cache the fixed image of each pair")
     p.add_argument("--encoders", type=Path, nargs="+", required=True, help="YAML/JSON files with encoder entries (or an `encoders:` key)")
     p.add_argument("--encoder", required=True, help="encoder name in those files")
-    p.add_argument("--pairs", type=Path, nargs="+", required=True, help="preprocessed pair folders")
-    p.add_argument("--out", type=Path, nargs="+", required=True, help="one cache file per pair")
+    add_pairs_arguments(p)
+    p.add_argument("--out-dir", type=Path, required=True, help="cache files go to OUT_DIR/<patient>.pt")
     p.add_argument("--manifest", type=Path, help="JSON written last, listing patient -> feature file")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.set_defaults(func=_features)
@@ -45,7 +47,7 @@ def _features(args: argparse.Namespace) -> int:
     from featreg.shards import features_shard
 
     spec = load_specs(args.encoders, [args.encoder])[args.encoder]
-    features_shard(spec, args.pairs, args.out, args.manifest, args.device)
+    features_shard(spec, pair_dirs(args), args.out_dir, args.manifest, args.device)
     return 0
 
 

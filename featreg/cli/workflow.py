@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from featreg.cli.options import add_pairs_arguments, pair_dirs
 from featreg.errors import ConfigError
 
 
@@ -13,20 +14,24 @@ def _register(args: argparse.Namespace) -> int:
     from featreg.shards import evaluate_shard, method_encoder_spec, register_shard
 
     method = load_method_file(args.method_file)
+    features = args.features
+    if args.shard is not None and method.encoder is not None:
+        features = args.shard  # a feature method's shard is its encoder's feature manifest
+    pairs = pair_dirs(args)
     register_shard(
         method,
-        args.pairs,
+        pairs,
         args.out_dir,
         args.manifest,
-        encoder_spec=method_encoder_spec(method, args.encoders),
-        features_manifest=args.features,
+        encoder_spec=method_encoder_spec(method, args.encoders, features),
+        features_manifest=features,
         device=args.device,
         batch_size=args.batch_size,
         threads=args.threads,
         compile_encoder=args.compile,
     )
     if args.metrics is not None:
-        evaluate_shard(args.pairs, args.metrics, method=method, results_dir=args.out_dir)
+        evaluate_shard(pairs, args.metrics, method=method, results_dir=args.out_dir)
     return 0
 
 
@@ -35,7 +40,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     from featreg.shards import evaluate_shard
 
     method = None if args.method_file is None else load_method_file(args.method_file)
-    evaluate_shard(args.pairs, args.out, method=method, results_dir=args.results_dir)
+    evaluate_shard(pair_dirs(args), args.out, method=method, results_dir=args.results_dir)
     return 0
 
 
@@ -75,9 +80,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
     p = subparsers.add_parser("register", help="register preprocessed pairs (batched) with one method")
     p.add_argument("--method-file", required=True, help="the method (results/<name>/methods/<method>.json)")
-    p.add_argument("--encoders", nargs="+", default=None, help="YAML/JSON files with encoder entries, for feature methods")
+    p.add_argument("--encoders", nargs="+", default=None,
+                   help="YAML/JSON files with encoder entries, for feature methods (default: the spec in --features)")
     p.add_argument("--features", default=None, help="feature manifest written by `featreg features`")
-    p.add_argument("--pairs", nargs="+", required=True, help="preprocessed pair folders")
+    add_pairs_arguments(p)  # a feature method's --shard is its feature manifest (pairs, spec and features)
     p.add_argument("--out-dir", required=True, help="results go to OUT_DIR/<patient>/")
     p.add_argument("--manifest", required=True, help="JSON written last, with each pair's status")
     p.add_argument("--device", **device)
@@ -90,7 +96,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_register)
 
     p = subparsers.add_parser("evaluate", help="metrics of pairs before (no --results-dir) or after registration")
-    p.add_argument("--pairs", nargs="+", required=True, help="preprocessed pair folders")
+    add_pairs_arguments(p)
     p.add_argument("--method-file", default=None, help="the method whose results are evaluated (with --results-dir)")
     p.add_argument("--results-dir", default=None, help="the method's results (RESULTS_DIR/<patient>/)")
     p.add_argument("--out", required=True, help="CSV with one row per pair")

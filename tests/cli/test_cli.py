@@ -38,7 +38,7 @@ BAD = {
                    "featreg preprocess: error: argument --split: invalid choice: 'tests' (choose from "),
     "fetch-checkpoints": (["--dest", "{tmp}", "dinov3"], 2,
                           "featreg fetch-checkpoints: error: unknown checkpoint 'dinov3'; known: "),
-    "features": (["--encoders", "{tmp}/none.yaml", "--encoder", "mind", "--pairs", "{tmp}", "--out", "{tmp}/f.pt"], 2,
+    "features": (["--encoders", "{tmp}/none.yaml", "--encoder", "mind", "--pairs", "{tmp}", "--out-dir", "{tmp}/f"], 2,
                  "featreg features: error: encoder config {tmp}/none.yaml does not exist"),
     "feature-figures": (["--encoders", "{tmp}/none.yaml", "--pair", "{tmp}", "--out", "{tmp}"], 2,
                         "featreg feature-figures: error: encoder config {tmp}/none.yaml does not exist"),
@@ -70,6 +70,6 @@ def test_a_value_error_from_the_library_is_one_line_with_status_1(tmp_path, caps
     spec = tmp_path / "mind.json"
     spec.write_text('{"mind": {"kind": "mind"}}')
     assert main(["features", "--encoders", str(spec), "--encoder", "mind", "--pairs", str(tmp_path),
-                 "--out", str(tmp_path / "f.pt"), "--device", "cuda"]) == 1
+                 "--out-dir", str(tmp_path / "f"), "--device", "cuda"]) == 1
     err = capsys.readouterr().err
     assert err == "featreg features: error: device 'cuda' requested but no CUDA device is available\n"

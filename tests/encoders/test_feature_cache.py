@@ -83,8 +83,8 @@ def test_features_cli(tmp_path, capsys):
     pair, _ = _pair(tmp_path, "patient003", 3)
     config = tmp_path / "enc.yaml"
     config.write_text("encoders:\n  mind: {kind: mind, grid: 8}\n")
-    out = tmp_path / "c.pt"
-    assert main(["features", "--encoders", str(config), "--encoder", "mind", "--pairs", str(pair), "--out", str(out)]) == 0
-    assert torch.load(out, weights_only=True)["features"].shape == (1, 12, 8, 8)
-    assert main(["features", "--encoders", str(config), "--encoder", "dino", "--pairs", str(pair), "--out", str(out)]) == 2
+    out = tmp_path / "cache"
+    assert main(["features", "--encoders", str(config), "--encoder", "mind", "--pairs", str(pair), "--out-dir", str(out)]) == 0
+    assert torch.load(out / "patient003.pt", weights_only=True)["features"].shape == (1, 12, 8, 8)
+    assert main(["features", "--encoders", str(config), "--encoder", "dino", "--pairs", str(pair), "--out-dir", str(out)]) == 2
     assert "encoder(s) dino not in" in capsys.readouterr().err

@@ -61,6 +61,10 @@ DATASET = config["dataset"]
 ROOT = DATASET["root"]
 COMPUTE = config["compute"]
 DEVICE = COMPUTE["device"]
+# Options of every FFD register job, in its command as written (not per-job params).
+REGISTER_OPTIONS = f"--device {DEVICE} --batch-size {COMPUTE['batch_size']}" + (
+    " --compile" if COMPUTE["compile"] else ""
+)
 GPU = 1 if COMPUTE["gpu_jobs"] else 0
 
 # Methods on the test split: the configured ones, and with a tuning block each tuned
@@ -100,13 +104,13 @@ PATHS = {
     "pairs": f"{RESULTS}/pairs/shards/{{shard}}.json",
     "encoder_spec": f"{RESULTS}/encoders/{{encoder}}.json",
     "features": f"{RESULTS}/features/{{encoder}}/{{shard}}.json",
-    "feature_file": f"{RESULTS}/features/{{encoder}}/{{patient}}.pt",
     "method": f"{RESULTS}/methods/{{method}}.json",
     "tuned_method": f"{RESULTS}/methods/{{base}}{TUNED_SUFFIX}.json",
     "registration": f"{RESULTS}/registration/{{method}}",
     "registered": f"{RESULTS}/registration/{{method}}/shards/{{shard}}.json",
     "displacement": f"{RESULTS}/registration/{{method}}/{{patient}}/displacement.nii.gz",
     "metrics": f"{RESULTS}/metrics/{{method}}/{{shard}}.csv",
+    "initial_metrics": f"{RESULTS}/metrics/initial/{{shard}}.csv",
     "selection": f"{RESULTS}/tuning/selected/{{base}}.json",
 }
 
@@ -193,31 +197,15 @@ def pair_manifest(shard):
     return PATHS["pairs"].format(shard=shard)
 
 
-# Per shard, its patients and their pair folders as command-line words, joined once here:
-# input functions and params run per job, and Snakemake formats a list word by word.
+# Per shard, its patients as command-line words, joined once here (params run per job).
+# Later jobs read the shard's pair folders from its manifest (`--shard`), not the command line.
 SHARD_PATIENT_WORDS = {
     shard: " ".join(members) for shard, members in ALL_SHARDS.items()
-}
-SHARD_PAIR_WORDS = {
-    shard: " ".join(pair_dir(p) for p in members)
-    for shard, members in ALL_SHARDS.items()
 }
 
 
 def shard_patient_words(wildcards):
     return SHARD_PATIENT_WORDS[wildcards.shard]
-
-
-def shard_pair_dirs(wildcards):
-    return SHARD_PAIR_WORDS[wildcards.shard]
-
-
-def feature_file_words(wildcards):
-    """The cached feature files of the shard's patients for one encoder, as command-line words."""
-    return " ".join(
-        PATHS["feature_file"].format(encoder=wildcards.encoder, patient=p)
-        for p in ALL_SHARDS[wildcards.shard]
-    )
 
 
 def selection_file(base):
@@ -229,33 +217,18 @@ def canonical_json(data):
     return json.dumps(data, sort_keys=True)
 
 
-def encoder_inputs(wildcards):
-    """The spec of the method's encoder and the shard's cached fixed-image features
-    (none for a method without an encoder)."""
+def registration_inputs(wildcards):
+    """The method's file (written from the config, or by the selection job for a tuned method)
+    and the shard: its encoder's feature manifest for a feature method (the pairs, the
+    encoder's spec and the cached features; it is newer than both), else its pairs' manifest.
+    One edge each: every input of every register job costs the plan time at cohort scale.
+    """
     encoder = ENCODER_OF[wildcards.method]
     if encoder is None:
-        return {}
-    return {
-        "features": PATHS["features"].format(encoder=encoder, shard=wildcards.shard),
-        "spec": PATHS["encoder_spec"].format(encoder=encoder),
-    }
-
-
-def registration_inputs(wildcards):
-    """Pairs of the shard, the method's file (written from the config, or by the selection
-    job for a tuned method) and the method's encoder inputs."""
-    return {
-        "pairs": pair_manifest(wildcards.shard),
-        "method": PATHS["method"].format(method=wildcards.method),
-    } | encoder_inputs(wildcards)
-
-
-def encoder_options(wildcards):
-    """Command-line options that point a feature method at its encoder and cached features."""
-    inputs = encoder_inputs(wildcards)
-    if not inputs:
-        return ""
-    return f"--encoders {inputs['spec']} --features {inputs['features']}"
+        shard = pair_manifest(wildcards.shard)
+    else:
+        shard = PATHS["features"].format(encoder=encoder, shard=wildcards.shard)
+    return {"method": PATHS["method"].format(method=wildcards.method), "shard": shard}
 
 
 def all_metric_shards():

@@ -1,5 +1,6 @@
 # Data, one job per shard (like every later stage): the synthetic cohort (when configured)
-# and the preprocessed fixed/moving pairs, one folder per patient under {RESULTS}/pairs/.
+# and the preprocessed fixed/moving pairs, one folder per patient under {RESULTS}/pairs/,
+# with the shard's metrics before registration (the "initial" rows of metrics.csv).
 # Each job skips the patients already done, records each patient's status in its shard
 # manifest (the declared output) and lets a bad patient fail alone.
 
@@ -26,16 +27,18 @@ rule preprocess:
     input:
         preprocess_sources,
     output:
-        PATHS["pairs"],
+        manifest=PATHS["pairs"],
+        metrics=PATHS["initial_metrics"],
     log:
         f"logs/{NAME}/preprocess/{{shard}}.log",
     conda:
         "../../envs/featreg.yaml"
     params:
         root=ROOT,
-        pairs=lambda wildcards, output: Path(output[0]).parent.parent,
+        # the pairs folder holds shards/<shard>.json: derived from the output, as lint asks
+        pairs=lambda wildcards, output: Path(output.manifest).parent.parent,
         patients=shard_patient_words,
-        options=preprocess_options(),
     shell:
         "featreg preprocess --root {params.root} --out {params.pairs} --patients {params.patients} "
-        "{params.options} --manifest {output} > {log} 2>&1"
+        f"{preprocess_options()} "
+        "--manifest {output.manifest} --metrics {output.metrics} > {log} 2>&1"

@@ -1,21 +1,6 @@
-# Evaluation: metrics of every pair of a shard before registration ("initial"; a method's
-# are written by its register job). The test split's tables are collected into
-# metrics.csv, the validation split's (tuning grid) into tuning/metrics.csv, never mixed.
-
-
-rule evaluate_initial:
-    input:
-        PATHS["pairs"],
-    output:
-        PATHS["metrics"].replace("{method}", "initial"),
-    log:
-        f"logs/{NAME}/metrics/initial/{{shard}}.log",
-    conda:
-        "../../envs/featreg.yaml"
-    params:
-        pairs=shard_pair_dirs,
-    shell:
-        "featreg evaluate --pairs {params.pairs} --out {output} > {log} 2>&1"
+# Evaluation: every shard's metric tables (before registration, written by its preprocess
+# job; a method's, by its register job) are collected, the test split's into metrics.csv,
+# the validation split's (tuning grid) into tuning/metrics.csv, never mixed.
 
 
 rule collect_metrics:

@@ -48,10 +48,8 @@ rule cache_features:
         mem_mb=COMPUTE["mem_mb"],
         runtime=COMPUTE["runtime_min"],
     params:
-        device=DEVICE,
-        pairs=shard_pair_dirs,
-        features=feature_file_words,
+        out_dir=lambda wildcards, output: Path(output[0]).parent,
     shell:
         "featreg features --encoders {input.spec} --encoder {wildcards.encoder} "
-        "--pairs {params.pairs} --out {params.features} --manifest {output} "
-        "--device {params.device} > {log} 2>&1"
+        "--shard {input.pairs} --out-dir {params.out_dir} --manifest {output} "
+        f"--device {DEVICE} > {{log}} 2>&1"

@@ -27,17 +27,11 @@ rule register:
         mem_mb=COMPUTE["mem_mb"],
         runtime=COMPUTE["runtime_min"],
     params:
-        pairs=shard_pair_dirs,
-        encoder=encoder_options,
-        batch_size=COMPUTE["batch_size"],
-        compile="--compile" if COMPUTE["compile"] else "",
         out_dir=PATHS["registration"],
-        device=DEVICE,
     shell:
-        "featreg register --method-file {input.method} {params.encoder} "
-        "--pairs {params.pairs} "
+        "featreg register --method-file {input.method} --shard {input.shard} "
         "--out-dir {params.out_dir} --manifest {output.manifest} --metrics {output.metrics} "
-        "--device {params.device} --batch-size {params.batch_size} {params.compile} > {log} 2>&1"
+        f"{REGISTER_OPTIONS} > {{log}} 2>&1"
 
 
 if METHOD_PATTERN["elastix"]:
@@ -60,10 +54,9 @@ if METHOD_PATTERN["elastix"]:
             mem_mb=COMPUTE["mem_mb"],
             runtime=COMPUTE["runtime_min"],
         params:
-            pairs=shard_pair_dirs,
             out_dir=PATHS["registration"],
         shell:
-            "featreg register --method-file {input.method} --pairs {params.pairs} "
+            "featreg register --method-file {input.method} --shard {input.pairs} "
             "--out-dir {params.out_dir} --manifest {output.manifest} --metrics {output.metrics} "
             "--threads {threads} > {log} 2>&1"
 

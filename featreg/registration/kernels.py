@@ -8,17 +8,17 @@ clamped) followed by :func:`featreg.registration.losses.ncc` with
 :func:`featreg.registration.sampling.warp_grid_inside`'s mask.
 
 Why: on CPU the torch ops spend their time in dispatch and in image-sized
-intermediates. The loops are branch-free; LLVM vectorises the forward's (gathers
-into sums) but not the backward's (no gathers in its machine code; likely because its
-stores may alias the gathered image). The sums are
-reassociated (``fastmath`` reassoc only, no finite-math assumptions) within a
-row, in float64, and added row by row: an order fixed by the image size alone.
-The forward's work is split over pairs, the backward's (no sums: each pixel's
-gradient is its own) over rows of pairs, so results do not depend on the thread
-count or the batch. Used on CPU for float32 tensors (:func:`fused_available`);
-CUDA and other dtypes keep the torch ops. Scaling and squaring stays on
-``grid_sample``: a numba composition step (gathers plus a scattered backward)
-measured slower than torch's vectorised kernel.
+intermediates. The forward also leaves, per pixel, the warped value and its masked
+slopes in a :class:`Workspace` (preallocated once per registration), so the backward
+reads three contiguous planes instead of gathering from the moving image again: a
+loop LLVM vectorises. The loops are branch-free; the sums are reassociated
+(``fastmath`` reassoc only, no finite-math assumptions) within a row, in float64,
+and added row by row: an order fixed by the image size alone. The forward's work is
+split over pairs, the backward's (no sums: each pixel's gradient is its own) over
+rows of pairs, so results do not depend on the thread count or the batch. Used on
+CPU for float32 tensors (:func:`fused_available`); CUDA and other dtypes keep the
+torch ops. Scaling and squaring stays on ``grid_sample``: a numba composition step
+(gathers plus a scattered backward) measured slower than torch's vectorised kernel.
 """
 
 from __future__ import annotations
@@ -72,16 +72,24 @@ def _sample(image, gx, gy, X, Y):
 
 
 @numba.njit(**_JIT)
-def _ncc_forward(fixed, moving, planes, sums):
-    """Per pair: count, Σf, Σw, Σf², Σw², Σfw (float64) over the pixels whose sample point is inside."""
+def _ncc_forward(fixed, moving, planes, sums, stash):
+    """Per pair: count, Σf, Σw, Σf², Σw², Σfw (float64) over the pixels whose sample point is inside.
+
+    ``stash[b]`` gets, per pixel, the warped value and its slopes along y and x, zero
+    where the pixel is outside or the clamp holds the coordinate: all the backward needs.
+    """
     B, _, X, Y = fixed.shape
     for b in numba.prange(B):
         image, fix, plane_y, plane_x = moving[b, 0], fixed[b, 0], planes[b, 0], planes[b, 1]
+        warped, slope_y, slope_x = stash[b, 0], stash[b, 1], stash[b, 2]
         totals = np.zeros(6)
         for i in range(X):
             n = sf = sw = sff = sww = sfw = 0.0
             for j in range(Y):
-                inside, w, _, _, _, _ = _sample(image, plane_x[i, j], plane_y[i, j], X, Y)
+                inside, w, d_x, d_y, free_x, free_y = _sample(image, plane_x[i, j], plane_y[i, j], X, Y)
+                warped[i, j] = w
+                slope_y[i, j] = d_y * free_y * inside
+                slope_x[i, j] = d_x * free_x * inside
                 w = np.float64(w * inside)
                 f = np.float64(fix[i, j] * inside)
                 n += inside
@@ -100,34 +108,55 @@ def _ncc_forward(fixed, moving, planes, sums):
 
 
 @numba.njit(**_JIT)
-def _ncc_backward(fixed, moving, planes, coefficients, grad_planes):
+def _ncc_backward(fixed, stash, coefficients, grad_planes):
     """``grad_planes`` = dL/dgrid, with dL/dw = a·f - c·w + d on the inside pixels (``coefficients[b] = a, c, d``).
 
-    Each pixel's gradient is its own: rows are split over the threads (a single pair uses them all).
+    Reads the forward's ``stash`` (no gathers). Each pixel's gradient is its own: rows
+    are split over the threads (a single pair uses them all).
     """
     B, _, X, Y = fixed.shape
     half_x, half_y = np.float32((X - 1) / 2), np.float32((Y - 1) / 2)
     for row in numba.prange(B * X):
         b = row // X
         i = row - b * X
-        image, fix, plane_y, plane_x = moving[b, 0], fixed[b, 0], planes[b, 0], planes[b, 1]
+        fix, warped, slope_y, slope_x = fixed[b, 0, i], stash[b, 0, i], stash[b, 1, i], stash[b, 2, i]
+        grad_y, grad_x = grad_planes[b, 0, i], grad_planes[b, 1, i]
         a, c, d = np.float32(coefficients[b, 0]), np.float32(coefficients[b, 1]), np.float32(coefficients[b, 2])
         for j in range(Y):
-            inside, w, d_x, d_y, free_x, free_y = _sample(image, plane_x[i, j], plane_y[i, j], X, Y)
-            g = (a * fix[i, j] - c * w + d) * inside
-            grad_planes[b, 0, i, j] = g * d_y * half_y * free_y
-            grad_planes[b, 1, i, j] = g * d_x * half_x * free_x
+            g = a * fix[j] - c * warped[j] + d
+            grad_y[j] = g * slope_y[j] * half_y
+            grad_x[j] = g * slope_x[j] * half_x
+
+
+class Workspace:
+    """Buffers of the fused kernel, allocated on first use and reused while the batch shape holds.
+
+    One registration loop owns one: each forward overwrites what the previous
+    iteration's backward read, so a forward's backward must run before the next forward.
+    """
+
+    def __init__(self) -> None:
+        self._shape: tuple[int, ...] | None = None
+
+    def buffers(self, shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The forward's stash ``(B, 3, X, Y)``, its sums ``(B, 6)`` and the gradient ``(B, 2, X, Y)`` for ``(B, 1, X, Y)``."""
+        if shape != self._shape:
+            B, _, X, Y = shape
+            self.stash = np.empty((B, 3, X, Y), dtype=np.float32)
+            self.sums = np.empty((B, 6), dtype=np.float64)
+            self.grad = np.empty((B, 2, X, Y), dtype=np.float32)
+            self._shape = shape
+        return self.stash, self.sums, self.grad
 
 
 class _WarpedNCC(torch.autograd.Function):
     """Negative masked NCC of ``fixed`` and ``moving`` warped at ``planes`` (gradient for ``planes`` only)."""
 
     @staticmethod
-    def forward(ctx, fixed: torch.Tensor, moving: torch.Tensor, planes: torch.Tensor) -> torch.Tensor:
+    def forward(ctx, fixed: torch.Tensor, moving: torch.Tensor, planes: torch.Tensor, workspace: Workspace) -> torch.Tensor:
         _set_threads()
-        B = fixed.shape[0]
-        sums = np.empty((B, 6), dtype=np.float64)
-        _ncc_forward(fixed.numpy(), moving.numpy(), planes.detach().numpy(), sums)
+        stash, sums, grad_planes = workspace.buffers(tuple(fixed.shape))
+        _ncc_forward(fixed.numpy(), moving.numpy(), planes.detach().numpy(), sums, stash)
         n, s_f, s_w, s_ff, s_ww, s_fw = (sums[:, k] for k in range(6))
         count = np.maximum(n, 1.0)
         mean_f, mean_w = s_f / count, s_w / count
@@ -135,33 +164,37 @@ class _WarpedNCC(torch.autograd.Function):
         var_w = np.maximum(s_ww - s_w * mean_w, 0.0)
         cross = s_fw - s_f * mean_w
         denominator = np.sqrt(var_f * var_w + 1e-10)
-        ctx.save_for_backward(fixed, moving, planes)
+        ctx.save_for_backward(fixed)
+        ctx.buffers = stash, grad_planes
         ctx.moments = (mean_f, mean_w, var_f, var_w, cross, denominator)
         return torch.from_numpy((-cross / denominator).astype(np.float32))
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
-        fixed, moving, planes = ctx.saved_tensors
+        (fixed,) = ctx.saved_tensors
+        stash, grad_planes = ctx.buffers
         mean_f, mean_w, var_f, var_w, cross, denominator = ctx.moments
         g = -grad.double().numpy() / denominator
         # dL/dw = g·(fc - k·wc), k = cross·var_f/D², as losses._NegativeNCC: a·f - c·w + d
         k = g * cross * var_f / denominator**2
         coefficients = np.stack((g, k, k * mean_w - g * mean_f), axis=1)
-        grad_planes = np.empty(planes.shape, dtype=np.float32)
         _set_threads()
-        _ncc_backward(fixed.numpy(), moving.numpy(), planes.detach().numpy(), coefficients, grad_planes)
-        return None, None, torch.from_numpy(grad_planes)
+        _ncc_backward(fixed.numpy(), stash, coefficients, grad_planes)
+        return None, None, torch.from_numpy(grad_planes), None
 
 
-def warped_ncc(fixed: torch.Tensor, moving: torch.Tensor, planes: torch.Tensor) -> torch.Tensor:
+def warped_ncc(
+    fixed: torch.Tensor, moving: torch.Tensor, planes: torch.Tensor, workspace: Workspace | None = None
+) -> torch.Tensor:
     """Negative NCC per pair of ``fixed`` and ``moving`` (``(B, 1, X, Y)``) warped at ``planes``.
 
     ``planes (B, 2, X, Y)`` is a sampling grid with its coordinates as planes (plane 0
     along Y), i.e. ``to_grid(field).permute(0, 3, 1, 2)``. Equal (to float rounding)
     to ``ncc(fixed, *warp_grid_inside(moving, grid))``; differentiable in ``planes``.
+    A loop passes its :class:`Workspace` (no allocations per iteration); None uses a fresh one.
     """
     if fixed.shape != moving.shape or fixed.shape[1] != 1:
         raise ValueError(f"fixed and moving must both have shape (B, 1, X, Y), got {tuple(fixed.shape)} and {tuple(moving.shape)}")
     if planes.shape != (fixed.shape[0], 2, *fixed.shape[2:]):
         raise ValueError(f"planes must have shape {(fixed.shape[0], 2, *fixed.shape[2:])}, got {tuple(planes.shape)}")
-    return _WarpedNCC.apply(fixed.contiguous(), moving.contiguous(), planes.contiguous())
+    return _WarpedNCC.apply(fixed.contiguous(), moving.contiguous(), planes.contiguous(), workspace or Workspace())

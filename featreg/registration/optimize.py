@@ -109,6 +109,7 @@ def pair_objective(
     *,
     encoder: Encoder | None = None,
     fixed_features: torch.Tensor | None = None,
+    workspace: kernels.Workspace | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Per pair ``(J, D_I, D_F, R)``, each ``(B,)``: J = (1-α)·D_I + α·D_F + λ·R.
 
@@ -118,7 +119,8 @@ def pair_objective(
     the parameters (non-diffeomorphic), on the dense field otherwise.
     D_I is skipped (NaN) when α = 1, D_F (and the encoder) when α = 0.
     NCC alone (α = 0) on CPU runs warp and NCC as one fused kernel
-    (:func:`featreg.registration.kernels.warped_ncc`, same maths).
+    (:func:`featreg.registration.kernels.warped_ncc`, same maths), with the loop's
+    ``workspace`` when given.
     """
     grid, field = transform.sampling_grid(params)
     fused = settings.alpha == 0 and settings.image_distance == "ncc" and kernels.fused_available(params, moving)
@@ -133,7 +135,7 @@ def pair_objective(
     image = feature = nan
     if settings.alpha < 1:
         if fused:
-            image = kernels.warped_ncc(fixed, moving, grid.permute(0, 3, 1, 2))
+            image = kernels.warped_ncc(fixed, moving, grid.permute(0, 3, 1, 2), workspace)
         else:
             image = IMAGE_DISTANCES[settings.image_distance](fixed, warped, inside)
         total = total + (1 - settings.alpha) * image
@@ -222,10 +224,12 @@ def register_pairs(
     logger.info("registering %d pair(s) of %dx%d on %s, lattice %s, %d iterations", B, X, Y, dev, transform.lattice, T)
 
     progress = ProgressLog(T, progress_every_s, logger)
+    workspace = kernels.Workspace()
     ran = 0
     for it in range(T):
         total, image, feature, reg = pair_objective(
-            transform, params, fixed_t, moving_t, settings, reg_weights, encoder=encoder, fixed_features=feats
+            transform, params, fixed_t, moving_t, settings, reg_weights,
+            encoder=encoder, fixed_features=feats, workspace=workspace,
         )
         history[it] = torch.stack((total, image, feature, reg), dim=1).detach()
         active = active & torch.isfinite(total)

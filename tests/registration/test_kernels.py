@@ -92,3 +92,19 @@ def test_fused_batches_equal_single_runs_at_any_thread_count(name):
     for b, run in enumerate(single):  # the kernels split work by pair; torch's matmuls may round differently per shape
         np.testing.assert_allclose(batch.displacement_mm[b], run.displacement_mm[0], rtol=0, atol=1e-6)
         np.testing.assert_allclose(batch.loss[b], run.loss[0], rtol=0, atol=1e-6)
+
+
+def test_a_reused_workspace_gives_what_a_fresh_one_gives():
+    """The loop's workspace is overwritten by each forward: every call, backward included, matches a fresh one."""
+    workspace = kernels.Workspace()
+    for seed, batch in ((2, 3), (3, 3), (4, 2)):  # the last changes the batch: new buffers
+        generator = torch.Generator().manual_seed(seed)
+        fixed, moving = torch.rand(batch, 1, 24, 20, generator=generator), torch.rand(batch, 1, 24, 20, generator=generator)
+        planes = random_field(batch, (24, 20), 0.1, seed=seed) + identity_planes(24, 20, torch.float32, torch.device("cpu"))
+        results = []
+        for space in (workspace, None):
+            field = planes.clone().requires_grad_()
+            value = kernels.warped_ncc(fixed, moving, field, space)
+            (grad,) = torch.autograd.grad(value.sum(), field)
+            results.append((value, grad.clone()))
+        torch.testing.assert_close(results[0], results[1], rtol=0, atol=0)

@@ -13,10 +13,12 @@ import pytest
 from featreg.cli import main
 from featreg.data.nifti import read_displacement
 from featreg.data.preprocess import PreprocessOptions
+from featreg.errors import ConfigError
 from featreg.experiment import Method, shard_patients
 from featreg.shards import (
     PAIR_FAILURE,
     evaluate_shard,
+    method_encoder_spec,
     preprocess_shard,
     register_shard,
     synthesize_shard,
@@ -164,6 +166,16 @@ def test_jobs_read_their_pairs_from_the_shard_manifests(cohort: Path, tmp_path: 
         explicit, _ = read_displacement(tmp_path / "explicit" / patient / "displacement.nii.gz")
         assert np.abs(from_shard).max() > 0.01
         np.testing.assert_array_equal(from_shard, explicit)  # same spec, same fingerprint, same result
+
+
+def test_a_feature_manifest_of_another_encoder_is_refused(tmp_path: Path):
+    manifest = tmp_path / "features.json"
+    manifest.write_text(json.dumps({"encoder": "mind", "spec": {"kind": "mind", "grid": 16}, "pairs": [], "features": {}}))
+    mind = Method("mind-l1-v1", encoder="mind", distance="l1", alpha=1.0, settings=METHOD.settings)
+    assert method_encoder_spec(mind, None, manifest).grid == 16
+    dino = Method("dinov2-l1-v1", encoder="dinov2", distance="l1", alpha=1.0, settings=METHOD.settings)
+    with pytest.raises(ConfigError, match=f"method dinov2-l1-v1 uses encoder dinov2, but {manifest} holds mind's features"):
+        method_encoder_spec(dino, None, manifest)
 
 
 def test_a_shard_manifest_that_is_not_one_is_one_line(tmp_path: Path, capsys):

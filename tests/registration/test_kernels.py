@@ -97,6 +97,7 @@ def test_fused_batches_equal_single_runs_at_any_thread_count(name):
 def test_a_reused_workspace_gives_what_a_fresh_one_gives():
     """The loop's workspace is overwritten by each forward: every call, backward included, matches a fresh one."""
     workspace = kernels.Workspace()
+    kept = []
     for seed, batch in ((2, 3), (3, 3), (4, 2)):  # the last changes the batch: new buffers
         generator = torch.Generator().manual_seed(seed)
         fixed, moving = torch.rand(batch, 1, 24, 20, generator=generator), torch.rand(batch, 1, 24, 20, generator=generator)
@@ -106,5 +107,8 @@ def test_a_reused_workspace_gives_what_a_fresh_one_gives():
             field = planes.clone().requires_grad_()
             value = kernels.warped_ncc(fixed, moving, field, space)
             (grad,) = torch.autograd.grad(value.sum(), field)
-            results.append((value, grad.clone()))
+            results.append((value, grad))
         torch.testing.assert_close(results[0], results[1], rtol=0, atol=0)
+        kept.append(results)
+    for reused, fresh in kept:  # later calls on the workspace leave earlier gradients alone
+        torch.testing.assert_close(reused, fresh, rtol=0, atol=0)

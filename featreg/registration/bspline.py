@@ -108,6 +108,20 @@ def basis_matrix(
     return weights.to(dtype=dtype, device=device)
 
 
+def banded(basis: torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A basis matrix ``(n, K)`` as its transpose ``(K, n)`` (float32) and each control point's pixels ``[lo, hi)``.
+
+    Control point k weighs only pixels ``lo[k] <= i < hi[k]`` (empty when lo = hi):
+    the fused CPU kernels loop over those runs instead of the whole matrix.
+    """
+    weights = np.ascontiguousarray(basis.detach().cpu().numpy().astype(np.float32).T)
+    nonzero = weights != 0
+    used = nonzero.any(axis=1)
+    lo = np.where(used, nonzero.argmax(axis=1), 0)
+    hi = np.where(used, weights.shape[1] - nonzero[:, ::-1].argmax(axis=1), 0)
+    return weights, lo.astype(np.int64), hi.astype(np.int64)
+
+
 def scaling_and_squaring(velocity: torch.Tensor, steps: int, convention: str = "exact") -> torch.Tensor:
     """Displacement exp(v) of a stationary velocity ``(B, 2, X, Y)``: v / 2^steps composed with itself ``steps`` times.
 
@@ -183,6 +197,8 @@ class BSplineTransform:
         by = basis_matrix(self.shape[1], *sizes[1], order, placement=placement, dtype=torch.float64)
         self.basis_x = bx.to(dtype=dtype, device=device)
         self.basis_y_t = by.T.contiguous().to(dtype=dtype, device=device)
+        # The same weights for the fused CPU kernel (kernels.lattice_warped_ncc): Bx as runs, Byᵀ whole.
+        self.bands = (*banded(self.basis_x), self.basis_y_t.detach().cpu().numpy().copy())
         # Gram matrices of the differenced (Δ) and cropped ([1:]) bases along each axis, for difference_energy.
         grams = [m.T @ m for b in (bx, by) for m in (b[1:] - b[:-1], b[1:])]
         self._grams = [g.to(dtype=dtype, device=device) for g in grams]  # Δx, cropped x, Δy, cropped y
@@ -223,7 +239,26 @@ class BSplineTransform:
         """
         if self.diffeomorphic:
             raise ValueError("difference_energy needs a non-diffeomorphic transform (the field is not linear in the parameters)")
-        diff_x, crop_x, diff_y, crop_y = self._grams
-        along_x = (diff_x @ params @ crop_y * params).sum(dim=(2, 3))  # (B, 2 components)
-        along_y = (crop_x @ params @ diff_y * params).sum(dim=(2, 3))
+        return _DifferenceEnergy.apply(params, weights, *self._grams)
+
+
+class _DifferenceEnergy(torch.autograd.Function):
+    """:meth:`BSplineTransform.difference_energy` as one node: its gradient is known in closed form.
+
+    With symmetric Gram matrices, d/dC_i of ``Σ C_i ⊙ (G · C_i · H)`` is ``2 · G · C_i · H``:
+    the forward keeps it, so the backward is one product (not autograd's graph of small ops).
+    """
+
+    @staticmethod
+    def forward(ctx, params, weights, diff_x, crop_x, diff_y, crop_y):
+        spread_x = diff_x @ params @ crop_y  # (B, 2 components, Kx, Ky)
+        spread_y = crop_x @ params @ diff_y
+        along_x = (spread_x * params).sum(dim=(2, 3))  # (B, 2 components)
+        along_y = (spread_y * params).sum(dim=(2, 3))
+        ctx.save_for_backward(2 * (spread_x * weights[:, 0, None, None] + spread_y * weights[:, 1, None, None]))
         return along_x @ weights[:, 0] + along_y @ weights[:, 1]
+
+    @staticmethod
+    def backward(ctx, grad):
+        (gradient,) = ctx.saved_tensors
+        return grad[:, None, None, None] * gradient, None, None, None, None, None

@@ -1,33 +1,39 @@
-"""Fused CPU kernel (numba) for the optimisation loop's hot path: warp + masked NCC, with a hand-written backward.
+"""Fused CPU kernels (numba) for the optimisation loop's hot path: B-spline field, warp and masked NCC, with hand-written backwards.
 
-:func:`warped_ncc` warps the moving image at a sampling grid and takes the masked
-negative NCC in one pass over the pixels; the backward gives the gradient with
-respect to the grid in one more pass. Same maths as ``grid_sample`` (bilinear,
+:func:`lattice_warped_ncc` is the NCC loop's one node: from the control points it
+evaluates the B-spline field row by row (separably: each row mixes the few lattice
+rows that weigh it, then spreads them along Y), warps the moving image there and
+takes the masked negative NCC; its backward takes the gradient back onto the
+lattice the same way. No dense field, grid or image-sized tensor reaches torch.
+:func:`warped_ncc` does warp + NCC at a given sampling grid (after scaling and
+squaring, whose dense field it needs). Same maths as ``grid_sample`` (bilinear,
 ``align_corners=True``, border padding, zero gradient where a coordinate is
 clamped) followed by :func:`featreg.registration.losses.ncc` with
-:func:`featreg.registration.sampling.warp_grid_inside`'s mask.
+:func:`featreg.registration.sampling.warp_grid_inside`'s mask, and as the
+transform's matmul field ``Bx · C · Byᵀ``.
 
 Why: on CPU the torch ops spend their time in dispatch and in image-sized
-intermediates. The forward also leaves, per pixel, the warped value and its masked
+intermediates. The forward leaves, per pixel, the warped value and its masked
 slopes in a :class:`Workspace` (preallocated once per registration), so the backward
-reads three contiguous planes instead of gathering from the moving image again. The
-price: with stores beside its gathers LLVM no longer vectorises the forward (no
-gathers in its machine code), as it did not the old gathering backward; net, an
-iteration is a few per cent faster (README). The loops are branch-free; the sums are reassociated
-(``fastmath`` reassoc only, no finite-math assumptions) within a row, in float64,
-and added row by row: an order fixed by the image size alone. The forward's work is
-split over pairs, the backward's (no sums: each pixel's gradient is its own) over
-rows of pairs, so results do not depend on the thread count or the batch. Used on
-CPU for float32 tensors (:func:`fused_available`); CUDA and other dtypes keep the
-torch ops. Scaling and squaring stays on ``grid_sample``: a numba composition step
-(gathers plus a scattered backward) measured slower than torch's vectorised kernel.
+reads three contiguous planes instead of gathering from the moving image again.
+Work is split over rows of pairs (a single pair uses every thread); the NCC sums are
+reassociated (``fastmath`` reassoc only, no finite-math assumptions) within a row, in
+float64, and the rows added first to last: an order fixed by the image size alone, so
+results do not depend on the thread count or the batch. Used on CPU for float32
+tensors (:func:`fused_available`); CUDA and other dtypes keep the torch ops. Scaling
+and squaring stays on ``grid_sample``: a numba composition step (gathers plus a
+scattered backward) measured slower than torch's vectorised kernel.
 """
 
 from __future__ import annotations
 
+import functools
+
 import numba
 import numpy as np
 import torch
+
+from featreg.registration.sampling import identity_planes
 
 FUSED_CPU = True
 """Use the fused kernel for float32 CPU tensors (tests set False to compare with the torch ops)."""
@@ -74,39 +80,48 @@ def _sample(image, gx, gy, X, Y):
 
 
 @numba.njit(**_JIT)
-def _ncc_forward(fixed, moving, planes, sums, stash):
-    """Per pair: count, Σf, Σw, Σf², Σw², Σfw (float64) over the pixels whose sample point is inside.
+def _ncc_forward(fixed, moving, planes, row_sums, stash):
+    """Per pair and row: count, Σf, Σw, Σf², Σw², Σfw (float64) over the pixels whose sample point is inside.
 
     ``stash[b]`` gets, per pixel, the warped value and its slopes along y and x, zero
     where the pixel is outside or the clamp holds the coordinate: all the backward needs.
+    Rows are split over the threads (a single pair uses them all); :func:`_add_rows`
+    then sums each pair's rows in order.
     """
     B, _, X, Y = fixed.shape
-    for b in numba.prange(B):
-        image, fix, plane_y, plane_x = moving[b, 0], fixed[b, 0], planes[b, 0], planes[b, 1]
-        warped, slope_y, slope_x = stash[b, 0], stash[b, 1], stash[b, 2]
-        totals = np.zeros(6)
-        for i in range(X):
-            n = sf = sw = sff = sww = sfw = 0.0
-            for j in range(Y):
-                inside, w, d_x, d_y, free_x, free_y = _sample(image, plane_x[i, j], plane_y[i, j], X, Y)
-                warped[i, j] = w
-                slope_y[i, j] = d_y * free_y * inside
-                slope_x[i, j] = d_x * free_x * inside
-                w = np.float64(w * inside)
-                f = np.float64(fix[i, j] * inside)
-                n += inside
-                sf += f
-                sw += w
-                sff += f * f
-                sww += w * w
-                sfw += f * w
-            totals[0] += n
-            totals[1] += sf
-            totals[2] += sw
-            totals[3] += sff
-            totals[4] += sww
-            totals[5] += sfw
-        sums[b] = totals
+    for row in numba.prange(B * X):
+        b = row // X
+        i = row - b * X
+        image, fix, plane_y, plane_x = moving[b, 0], fixed[b, 0, i], planes[b, 0, i], planes[b, 1, i]
+        warped, slope_y, slope_x = stash[b, 0, i], stash[b, 1, i], stash[b, 2, i]
+        n = sf = sw = sff = sww = sfw = 0.0
+        for j in range(Y):
+            inside, w, d_x, d_y, free_x, free_y = _sample(image, plane_x[j], plane_y[j], X, Y)
+            warped[j] = w
+            slope_y[j] = d_y * free_y * inside
+            slope_x[j] = d_x * free_x * inside
+            w = np.float64(w * inside)
+            f = np.float64(fix[j] * inside)
+            n += inside
+            sf += f
+            sw += w
+            sff += f * f
+            sww += w * w
+            sfw += f * w
+        sums = row_sums[b, i]
+        sums[0], sums[1], sums[2], sums[3], sums[4], sums[5] = n, sf, sw, sff, sww, sfw
+
+
+@numba.njit(cache=True, nogil=True)
+def _add_rows(row_sums, sums):
+    """``sums[b]`` = the rows of ``row_sums[b]`` added first to last: an order fixed by the image size."""
+    B, X, K = row_sums.shape
+    for b in range(B):
+        for k in range(K):
+            total = 0.0
+            for i in range(X):
+                total += row_sums[b, i, k]
+            sums[b, k] = total
 
 
 @numba.njit(**_JIT)
@@ -130,28 +145,145 @@ def _ncc_backward(fixed, stash, coefficients, grad_planes):
             grad_x[j] = g * slope_x[j] * half_x
 
 
+# The lattice path: the B-spline field evaluated in the kernels, separably. Along X, each
+# control point weighs a run of rows (``weights_x (Kx, X)`` with runs ``[lo_x, hi_x)``,
+# bspline.banded); along Y the basis is used whole (``weights_y (Ky, Y)``): a loop over
+# all Y pixels vectorises, where loops over the short runs cost more than the zeros.
+@numba.njit(**_JIT)
+def _lattice_planes(params, weights_x, lo_x, hi_x, weights_y, line_x, line_y, mixed, planes):
+    """``planes`` = identity + the B-spline field of ``params (B, 2, Kx, Ky)``, plane 0 along Y.
+
+    Component c of ``params`` is along axis c, so plane 0 holds component 1. Row i of a
+    plane mixes the lattice rows that weigh it (into ``mixed``, ``Ky`` values), then
+    adds each column's basis row times its value: float32, in a fixed order.
+    """
+    B, _, Kx, Ky = params.shape
+    X, Y = weights_x.shape[1], weights_y.shape[1]
+    for task in numba.prange(B * 2 * X):
+        b = task // (2 * X)
+        plane = (task - b * 2 * X) // X
+        i = task - b * 2 * X - plane * X
+        coefficients, row = params[b, 1 - plane], mixed[b, plane, i]
+        row[:] = 0
+        for k in range(Kx):
+            if (lo_x[k] <= i) & (i < hi_x[k]):
+                weight, source = weights_x[k, i], coefficients[k]
+                for m in range(Ky):
+                    row[m] += weight * source[m]
+        out = planes[b, plane, i]
+        out[:] = 0
+        m = 0
+        while m + 4 <= Ky:  # four columns per pass over the row: a quarter of the loads and stores
+            v0, v1, v2, v3 = row[m], row[m + 1], row[m + 2], row[m + 3]
+            w0, w1, w2, w3 = weights_y[m], weights_y[m + 1], weights_y[m + 2], weights_y[m + 3]
+            for j in range(Y):
+                out[j] += (w0[j] * v0 + w1[j] * v1) + (w2[j] * v2 + w3[j] * v3)
+            m += 4
+        for m in range(m, Ky):
+            value, spread = row[m], weights_y[m]
+            for j in range(Y):
+                out[j] += spread[j] * value
+        if plane == 0:
+            for j in range(Y):
+                out[j] += line_y[j]
+        else:
+            offset = line_x[i]
+            for j in range(Y):
+                out[j] += offset
+
+
+@numba.njit(**_JIT)
+def _lattice_ncc_backward(fixed, stash, coefficients, weights_y, grad_planes, projected):
+    """``projected[b, p, i, m]`` = Σ_j weights_y[m, j]·dL/dplane_p[i, j]: each row of the gradient onto the lattice's columns.
+
+    The per-pixel gradient is :func:`_ncc_backward`'s (into ``grad_planes``, a
+    scratch buffer); rows are split over the threads.
+    """
+    B, _, X, Y = fixed.shape
+    Ky = weights_y.shape[0]
+    half_x, half_y = np.float32((X - 1) / 2), np.float32((Y - 1) / 2)
+    for row in numba.prange(B * X):
+        b = row // X
+        i = row - b * X
+        fix, warped, slope_y, slope_x = fixed[b, 0, i], stash[b, 0, i], stash[b, 1, i], stash[b, 2, i]
+        grad_y, grad_x = grad_planes[b, 0, i], grad_planes[b, 1, i]
+        a, c, d = np.float32(coefficients[b, 0]), np.float32(coefficients[b, 1]), np.float32(coefficients[b, 2])
+        for j in range(Y):
+            g = a * fix[j] - c * warped[j] + d
+            grad_y[j] = g * slope_y[j] * half_y
+            grad_x[j] = g * slope_x[j] * half_x
+        out_y, out_x = projected[b, 0, i], projected[b, 1, i]
+        for m in range(Ky):
+            spread = weights_y[m]
+            total_y = total_x = np.float32(0)
+            for j in range(Y):
+                total_y += spread[j] * grad_y[j]
+                total_x += spread[j] * grad_x[j]
+            out_y[m], out_x[m] = total_y, total_x
+
+
+@numba.njit(**_JIT)
+def _lattice_adjoint(projected, weights_x, lo_x, hi_x, grad):
+    """``grad[b, c, k]`` = Σ_i weights_x[k, i]·projected[b, 1 - c, i] over control point k's rows."""
+    B, _, Kx, Ky = grad.shape
+    for task in numba.prange(B * 2 * Kx):
+        b = task // (2 * Kx)
+        c = (task - b * 2 * Kx) // Kx
+        k = task - b * 2 * Kx - c * Kx
+        out, source, weights = grad[b, c, k], projected[b, 1 - c], weights_x[k]
+        out[:] = 0
+        for i in range(lo_x[k], hi_x[k]):
+            weight = weights[i]
+            for m in range(Ky):
+                out[m] += weight * source[i, m]
+
+
 class Workspace:
-    """Buffers of the fused kernel, allocated on first use and reused while the batch shape holds.
+    """Buffers of the fused kernels, allocated on first use and reused while their shapes hold.
 
     One registration loop owns one: each forward overwrites what the previous
-    iteration's backward read, so a forward's backward must run before the next forward.
+    iteration's backward read, so a forward's backward must run before the next
+    forward. No gradient lives here: autograd may keep the tensor a backward returns
+    (a leaf's ``.grad``), so each backward writes a fresh one.
     """
 
     def __init__(self) -> None:
-        self._shape: tuple[int, ...] | None = None
+        self._arrays: dict[str, np.ndarray] = {}
 
-    def buffers(self, shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
-        """The forward's stash ``(B, 3, X, Y)`` and its sums ``(B, 6)`` for images ``(B, 1, X, Y)``.
+    def array(self, name: str, shape: tuple[int, ...], dtype: type = np.float32) -> np.ndarray:
+        """The buffer ``name`` of ``shape`` and ``dtype`` (contents undefined)."""
+        array = self._arrays.get(name)
+        if array is None or array.shape != shape or array.dtype != dtype:
+            array = self._arrays[name] = np.empty(shape, dtype=dtype)
+        return array
 
-        The gradient is not among them: autograd may keep the tensor a backward returns
-        (a leaf's ``.grad``), so each backward writes a fresh one.
-        """
-        if shape != self._shape:
-            B, _, X, Y = shape
-            self.stash = np.empty((B, 3, X, Y), dtype=np.float32)
-            self.sums = np.empty((B, 6), dtype=np.float64)
-            self._shape = shape
-        return self.stash, self.sums
+
+def _forward_ncc(ctx, fixed: np.ndarray, moving: np.ndarray, planes: np.ndarray, workspace: Workspace) -> torch.Tensor:
+    """Both nodes' forward after their planes: the kernel's sums, the loss, and what the backward needs on ``ctx``."""
+    B, _, X, Y = fixed.shape
+    stash = workspace.array("stash", (B, 3, X, Y))
+    row_sums = workspace.array("row_sums", (B, X, 6), np.float64)
+    sums = workspace.array("sums", (B, 6), np.float64)
+    _ncc_forward(fixed, moving, planes, row_sums, stash)
+    _add_rows(row_sums, sums)
+    n, s_f, s_w, s_ff, s_ww, s_fw = (sums[:, k] for k in range(6))
+    count = np.maximum(n, 1.0)
+    mean_f, mean_w = s_f / count, s_w / count
+    var_f = np.maximum(s_ff - s_f * mean_f, 0.0)  # Σ(f - f̄)² over the inside pixels
+    var_w = np.maximum(s_ww - s_w * mean_w, 0.0)
+    cross = s_fw - s_f * mean_w
+    denominator = np.sqrt(var_f * var_w + 1e-10)
+    ctx.stash = stash
+    ctx.moments = (mean_f, mean_w, var_f, cross, denominator)
+    return torch.from_numpy((-cross / denominator).astype(np.float32))
+
+
+def _coefficients(ctx, grad: torch.Tensor) -> np.ndarray:
+    """Per pair ``a, c, d`` of dL/dw = a·f - c·w + d (as losses._NegativeNCC: g·(fc - k·wc), k = cross·var_f/D²)."""
+    mean_f, mean_w, var_f, cross, denominator = ctx.moments
+    g = -grad.double().numpy() / denominator
+    k = g * cross * var_f / denominator**2
+    return np.stack((g, k, k * mean_w - g * mean_f), axis=1)
 
 
 class _WarpedNCC(torch.autograd.Function):
@@ -160,32 +292,56 @@ class _WarpedNCC(torch.autograd.Function):
     @staticmethod
     def forward(ctx, fixed: torch.Tensor, moving: torch.Tensor, planes: torch.Tensor, workspace: Workspace) -> torch.Tensor:
         _set_threads()
-        stash, sums = workspace.buffers(tuple(fixed.shape))
-        _ncc_forward(fixed.numpy(), moving.numpy(), planes.detach().numpy(), sums, stash)
-        n, s_f, s_w, s_ff, s_ww, s_fw = (sums[:, k] for k in range(6))
-        count = np.maximum(n, 1.0)
-        mean_f, mean_w = s_f / count, s_w / count
-        var_f = np.maximum(s_ff - s_f * mean_f, 0.0)  # Σ(f - f̄)² over the inside pixels
-        var_w = np.maximum(s_ww - s_w * mean_w, 0.0)
-        cross = s_fw - s_f * mean_w
-        denominator = np.sqrt(var_f * var_w + 1e-10)
         ctx.save_for_backward(fixed)
-        ctx.stash = stash
-        ctx.moments = (mean_f, mean_w, var_f, var_w, cross, denominator)
-        return torch.from_numpy((-cross / denominator).astype(np.float32))
+        return _forward_ncc(ctx, fixed.numpy(), moving.numpy(), planes.detach().numpy(), workspace)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         (fixed,) = ctx.saved_tensors
-        mean_f, mean_w, var_f, var_w, cross, denominator = ctx.moments
-        g = -grad.double().numpy() / denominator
-        # dL/dw = g·(fc - k·wc), k = cross·var_f/D², as losses._NegativeNCC: a·f - c·w + d
-        k = g * cross * var_f / denominator**2
-        coefficients = np.stack((g, k, k * mean_w - g * mean_f), axis=1)
         grad_planes = np.empty((fixed.shape[0], 2, *fixed.shape[2:]), dtype=np.float32)
         _set_threads()
-        _ncc_backward(fixed.numpy(), ctx.stash, coefficients, grad_planes)
+        _ncc_backward(fixed.numpy(), ctx.stash, _coefficients(ctx, grad), grad_planes)
         return None, None, torch.from_numpy(grad_planes), None
+
+
+@functools.lru_cache(maxsize=32)
+def _identity_lines(X: int, Y: int) -> tuple[np.ndarray, np.ndarray]:
+    """The identity grid's coordinates along X and along Y (the values of :func:`~featreg.registration.sampling.identity_planes`)."""
+    planes = identity_planes(X, Y, torch.float32, torch.device("cpu"))
+    return planes[0, 1, :, 0].numpy().copy(), planes[0, 0, 0, :].numpy().copy()
+
+
+class _LatticeNCC(torch.autograd.Function):
+    """Negative masked NCC of ``fixed`` and ``moving`` warped by the B-spline field of ``params`` (gradient for ``params``)."""
+
+    @staticmethod
+    def forward(ctx, fixed, moving, params, bands, workspace):
+        _set_threads()
+        B, _, X, Y = fixed.shape
+        planes = workspace.array("planes", (B, 2, X, Y))
+        mixed = workspace.array("mixed", (B, 2, X, params.shape[3]))
+        _lattice_planes(params.detach().numpy(), *bands, *_identity_lines(X, Y), mixed, planes)
+        ctx.save_for_backward(fixed)
+        ctx.bands, ctx.workspace, ctx.lattice = bands, workspace, tuple(params.shape[2:])
+        return _forward_ncc(ctx, fixed.numpy(), moving.numpy(), planes, workspace)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (fixed,) = ctx.saved_tensors
+        B, _, X, Y = fixed.shape
+        weights_x, lo_x, hi_x, weights_y = ctx.bands
+        grad_planes = ctx.workspace.array("grad_planes", (B, 2, X, Y))  # scratch: the node returns grad_params
+        projected = ctx.workspace.array("projected", (B, 2, X, ctx.lattice[1]))
+        grad_params = np.empty((B, 2, *ctx.lattice), dtype=np.float32)
+        _set_threads()
+        _lattice_ncc_backward(fixed.numpy(), ctx.stash, _coefficients(ctx, grad), weights_y, grad_planes, projected)
+        _lattice_adjoint(projected, weights_x, lo_x, hi_x, grad_params)
+        return None, None, torch.from_numpy(grad_params), None, None
+
+
+def _check_images(fixed: torch.Tensor, moving: torch.Tensor) -> None:
+    if fixed.shape != moving.shape or fixed.shape[1] != 1:
+        raise ValueError(f"fixed and moving must both have shape (B, 1, X, Y), got {tuple(fixed.shape)} and {tuple(moving.shape)}")
 
 
 def warped_ncc(
@@ -198,8 +354,36 @@ def warped_ncc(
     to ``ncc(fixed, *warp_grid_inside(moving, grid))``; differentiable in ``planes``.
     A loop passes its :class:`Workspace` (no image-sized allocations per iteration but the gradient); None uses a fresh one.
     """
-    if fixed.shape != moving.shape or fixed.shape[1] != 1:
-        raise ValueError(f"fixed and moving must both have shape (B, 1, X, Y), got {tuple(fixed.shape)} and {tuple(moving.shape)}")
+    _check_images(fixed, moving)
     if planes.shape != (fixed.shape[0], 2, *fixed.shape[2:]):
         raise ValueError(f"planes must have shape {(fixed.shape[0], 2, *fixed.shape[2:])}, got {tuple(planes.shape)}")
     return _WarpedNCC.apply(fixed.contiguous(), moving.contiguous(), planes.contiguous(), workspace or Workspace())
+
+
+def lattice_warped_ncc(
+    fixed: torch.Tensor,
+    moving: torch.Tensor,
+    params: torch.Tensor,
+    bands: tuple[np.ndarray, ...],
+    workspace: Workspace | None = None,
+) -> torch.Tensor:
+    """Negative NCC per pair of ``fixed`` and ``moving`` (``(B, 1, X, Y)``) warped by the B-spline field of ``params``.
+
+    ``params (B, 2, Kx, Ky)`` are a non-diffeomorphic
+    :class:`~featreg.registration.bspline.BSplineTransform`'s, ``bands`` its
+    :attr:`~featreg.registration.bspline.BSplineTransform.bands`. Equal (to float
+    rounding) to :func:`warped_ncc` at its sampling grid; differentiable in ``params``.
+    No dense field or grid tensor is made, forward or backward.
+    """
+    _check_images(fixed, moving)
+    B, _, X, Y = fixed.shape
+    weights_x, _, _, weights_y = bands
+    if params.ndim != 4 or params.shape[:2] != (B, 2):
+        raise ValueError(f"params must have shape ({B}, 2, Kx, Ky), got {tuple(params.shape)}")
+    bands_shape = (weights_x.shape[1], weights_y.shape[1], weights_x.shape[0], weights_y.shape[0])
+    if bands_shape != (X, Y, *params.shape[2:]):
+        raise ValueError(
+            f"bands are for {bands_shape[0]}x{bands_shape[1]} images and {bands_shape[2]}x{bands_shape[3]} control points, "
+            f"got {X}x{Y} images and params {tuple(params.shape)}"
+        )
+    return _LatticeNCC.apply(fixed.contiguous(), moving.contiguous(), params.contiguous(), bands, workspace or Workspace())

@@ -118,12 +118,15 @@ def pair_objective(
     ``grid_sample``; R is evaluated on the lattice when the field is linear in
     the parameters (non-diffeomorphic), on the dense field otherwise.
     D_I is skipped (NaN) when α = 1, D_F (and the encoder) when α = 0.
-    NCC alone (α = 0) on CPU runs warp and NCC as one fused kernel
-    (:func:`featreg.registration.kernels.warped_ncc`, same maths), with the loop's
-    ``workspace`` when given.
+    NCC alone (α = 0) on CPU runs as fused kernels (same maths), with the loop's
+    ``workspace`` when given: B-spline field, warp and NCC in one node
+    (:func:`featreg.registration.kernels.lattice_warped_ncc`), or after scaling and
+    squaring warp and NCC in one (:func:`featreg.registration.kernels.warped_ncc`).
     """
-    grid, field = transform.sampling_grid(params)
     fused = settings.alpha == 0 and settings.image_distance == "ncc" and kernels.fused_available(params, moving)
+    on_lattice = fused and not transform.diffeomorphic
+    if not on_lattice:
+        grid, field = transform.sampling_grid(params)
     if not fused:
         warped, inside = warp_grid_inside(moving, grid)
     if transform.diffeomorphic:
@@ -134,7 +137,9 @@ def pair_objective(
     nan = torch.full_like(reg, float("nan"))
     image = feature = nan
     if settings.alpha < 1:
-        if fused:
+        if on_lattice:
+            image = kernels.lattice_warped_ncc(fixed, moving, params, transform.bands, workspace)
+        elif fused:
             image = kernels.warped_ncc(fixed, moving, grid.permute(0, 3, 1, 2), workspace)
         else:
             image = IMAGE_DISTANCES[settings.image_distance](fixed, warped, inside)

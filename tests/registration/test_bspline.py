@@ -8,7 +8,7 @@ import torch
 from registration_helpers import jacobian_det_px
 
 from featreg.registration.settings import RegistrationSettings
-from featreg.registration.bspline import BSplineTransform, basis_matrix, knot_positions, lattice_size, scaling_and_squaring
+from featreg.registration.bspline import BSplineTransform, banded, basis_matrix, knot_positions, lattice_size, scaling_and_squaring
 from featreg.registration.sampling import sample_bilinear, warp_grid_inside, warp_image, warp_labels
 from featreg.registration.units import displacement_from_mm, displacement_to_mm
 
@@ -28,6 +28,19 @@ def test_basis_rows_sum_to_one(order, count):
     n, spacing = 128, lattice_size(128, count=count, order=order)[1]
     basis = basis_matrix(n, count, spacing, order, dtype=torch.float64)
     assert torch.allclose(basis.sum(dim=1), torch.ones(n, dtype=torch.float64), atol=1e-12)
+
+
+def test_banded_gives_each_control_points_run_of_pixels():
+    # Linear kernels, 5 pixels, 3 control points 2 px apart at pixels 0, 2, 4: point k weighs pixels 2k-1 .. 2k+1.
+    basis = basis_matrix(5, 3, 2.0, 1)
+    weights, lo, hi = banded(basis)
+    assert weights.shape == (3, 5) and weights.dtype == np.float32
+    np.testing.assert_array_equal(weights, basis.numpy().T)
+    assert lo.tolist() == [0, 1, 3] and hi.tolist() == [2, 4, 5]
+    # A cubic basis: outside its run each control point's weights are zero.
+    weights, lo, hi = banded(BSplineTransform((40, 36), lattice=(9, 7)).basis_x)
+    for k in range(weights.shape[0]):
+        assert (weights[k, lo[k]:hi[k]] != 0).all() and not weights[k, :lo[k]].any() and not weights[k, hi[k]:].any()
 
 
 def test_lattice_by_count_and_by_spacing():

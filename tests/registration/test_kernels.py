@@ -8,6 +8,7 @@ import torch
 from registration_helpers import known_pair
 
 from featreg.registration import RegistrationSettings, kernels, register_pairs
+from featreg.registration.bspline import BSplineTransform
 from featreg.registration.losses import ncc
 from featreg.registration.sampling import identity_planes, to_grid, warp_grid_inside
 
@@ -47,6 +48,40 @@ def test_warped_ncc_equals_grid_sample_and_ncc_in_value_and_gradient():
     (reference_grad,) = torch.autograd.grad(reference.sum() * 1.7, field)
     torch.testing.assert_close(fused, reference, rtol=0, atol=1e-6)
     torch.testing.assert_close(fused_grad, reference_grad, rtol=1e-4, atol=1e-7)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [dict(lattice=(9, 7), order=3), dict(lattice=(24, 24), order=3), dict(lattice=None, control_spacing_px=6, order=1, placement="airlab")],
+    ids=["cubic", "cubic-fine", "linear-airlab"],
+)
+def test_lattice_warped_ncc_equals_warped_ncc_at_the_transforms_grid(options):
+    """B-spline field, warp and NCC in one node: the value and gradient of the same loss built from the dense grid."""
+    torch.manual_seed(0)
+    transform = BSplineTransform((40, 36), **options)
+    fixed, moving = torch.rand(3, 1, 40, 36), torch.rand(3, 1, 40, 36)
+    params = 0.08 * torch.randn(3, 2, *transform.lattice)
+    params[0] = 0  # the identity: border points sit exactly on the clamp
+    params = params.requires_grad_()
+    fused = kernels.lattice_warped_ncc(fixed, moving, params, transform.bands)
+    (fused_grad,) = torch.autograd.grad(fused.sum() * 1.7, params)
+    grid, _ = transform.sampling_grid(params)
+    assert (grid.abs() > 1).any()  # some points outside: masked out
+    reference = ncc(fixed, *warp_grid_inside(moving, grid))
+    (reference_grad,) = torch.autograd.grad(reference.sum() * 1.7, params)
+    torch.testing.assert_close(fused, reference, rtol=0, atol=1e-6)
+    torch.testing.assert_close(fused_grad, reference_grad, rtol=1e-4, atol=1e-6 * reference_grad.abs().max().item())
+
+
+def test_lattice_warped_ncc_rejects_params_and_bands_of_another_shape():
+    transform = BSplineTransform((40, 36), lattice=(9, 7))
+    fixed = torch.rand(2, 1, 40, 36)
+    with pytest.raises(ValueError, match=r"params must have shape \(2, 2, Kx, Ky\), got \(3, 2, 9, 7\)"):
+        kernels.lattice_warped_ncc(fixed, fixed, transform.zeros(3), transform.bands)
+    with pytest.raises(ValueError, match="bands are for 40x36 images and 9x7 control points, got 40x36 images and params \\(2, 2, 9, 8\\)"):
+        kernels.lattice_warped_ncc(fixed, fixed, torch.zeros(2, 2, 9, 8), transform.bands)
+    with pytest.raises(ValueError, match="bands are for 40x36 images and 9x7 control points, got 30x36 images"):
+        kernels.lattice_warped_ncc(fixed[..., :30, :], fixed[..., :30, :], transform.zeros(2), transform.bands)
 
 
 SETTINGS = {
@@ -111,4 +146,24 @@ def test_a_reused_workspace_gives_what_a_fresh_one_gives():
         torch.testing.assert_close(results[0], results[1], rtol=0, atol=0)
         kept.append(results)
     for reused, fresh in kept:  # later calls on the workspace leave earlier gradients alone
+        torch.testing.assert_close(reused, fresh, rtol=0, atol=0)
+
+
+def test_a_reused_workspace_gives_the_lattice_node_what_a_fresh_one_gives():
+    workspace = kernels.Workspace()
+    kept = []
+    for seed, batch, lattice in ((2, 3, (9, 7)), (3, 3, (9, 7)), (4, 2, (6, 5))):  # the last changes every buffer's shape
+        generator = torch.Generator().manual_seed(seed)
+        fixed, moving = torch.rand(batch, 1, 24, 20, generator=generator), torch.rand(batch, 1, 24, 20, generator=generator)
+        transform = BSplineTransform((24, 20), lattice=lattice)
+        params = 0.05 * torch.randn(batch, 2, *lattice, generator=generator)
+        results = []
+        for space in (workspace, None):
+            leaf = params.clone().requires_grad_()
+            value = kernels.lattice_warped_ncc(fixed, moving, leaf, transform.bands, space)
+            (grad,) = torch.autograd.grad(value.sum(), leaf)
+            results.append((value, grad))
+        torch.testing.assert_close(results[0], results[1], rtol=0, atol=0)
+        kept.append(results)
+    for reused, fresh in kept:
         torch.testing.assert_close(reused, fresh, rtol=0, atol=0)

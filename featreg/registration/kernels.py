@@ -124,6 +124,17 @@ def _add_rows(row_sums, sums):
             sums[b, k] = total
 
 
+@numba.njit(inline="always")
+def _gradient_row(X, fix, warped, slope_y, slope_x, coefficients, grad_y, grad_x):
+    """One row of dL/dgrid, both planes, from the forward's stash rows and ``coefficients = a, c, d`` (images of X rows)."""
+    half_x, half_y = np.float32((X - 1) / 2), np.float32((fix.shape[0] - 1) / 2)
+    a, c, d = np.float32(coefficients[0]), np.float32(coefficients[1]), np.float32(coefficients[2])
+    for j in range(fix.shape[0]):
+        g = a * fix[j] - c * warped[j] + d
+        grad_y[j] = g * slope_y[j] * half_y
+        grad_x[j] = g * slope_x[j] * half_x
+
+
 @numba.njit(**_JIT)
 def _ncc_backward(fixed, stash, coefficients, grad_planes):
     """``grad_planes`` = dL/dgrid, with dL/dw = a·f - c·w + d on the inside pixels (``coefficients[b] = a, c, d``).
@@ -132,17 +143,10 @@ def _ncc_backward(fixed, stash, coefficients, grad_planes):
     are split over the threads (a single pair uses them all).
     """
     B, _, X, Y = fixed.shape
-    half_x, half_y = np.float32((X - 1) / 2), np.float32((Y - 1) / 2)
     for row in numba.prange(B * X):
         b = row // X
         i = row - b * X
-        fix, warped, slope_y, slope_x = fixed[b, 0, i], stash[b, 0, i], stash[b, 1, i], stash[b, 2, i]
-        grad_y, grad_x = grad_planes[b, 0, i], grad_planes[b, 1, i]
-        a, c, d = np.float32(coefficients[b, 0]), np.float32(coefficients[b, 1]), np.float32(coefficients[b, 2])
-        for j in range(Y):
-            g = a * fix[j] - c * warped[j] + d
-            grad_y[j] = g * slope_y[j] * half_y
-            grad_x[j] = g * slope_x[j] * half_x
+        _gradient_row(X, fixed[b, 0, i], stash[b, 0, i], stash[b, 1, i], stash[b, 2, i], coefficients[b], grad_planes[b, 0, i], grad_planes[b, 1, i])
 
 
 # The lattice path: the B-spline field evaluated in the kernels, separably. Along X, each
@@ -196,22 +200,16 @@ def _lattice_planes(params, weights_x, lo_x, hi_x, weights_y, line_x, line_y, mi
 def _lattice_ncc_backward(fixed, stash, coefficients, weights_y, grad_planes, projected):
     """``projected[b, p, i, m]`` = Σ_j weights_y[m, j]·dL/dplane_p[i, j]: each row of the gradient onto the lattice's columns.
 
-    The per-pixel gradient is :func:`_ncc_backward`'s (into ``grad_planes``, a
+    The per-pixel gradient is :func:`_gradient_row`'s (into ``grad_planes``, a
     scratch buffer); rows are split over the threads.
     """
     B, _, X, Y = fixed.shape
     Ky = weights_y.shape[0]
-    half_x, half_y = np.float32((X - 1) / 2), np.float32((Y - 1) / 2)
     for row in numba.prange(B * X):
         b = row // X
         i = row - b * X
-        fix, warped, slope_y, slope_x = fixed[b, 0, i], stash[b, 0, i], stash[b, 1, i], stash[b, 2, i]
         grad_y, grad_x = grad_planes[b, 0, i], grad_planes[b, 1, i]
-        a, c, d = np.float32(coefficients[b, 0]), np.float32(coefficients[b, 1]), np.float32(coefficients[b, 2])
-        for j in range(Y):
-            g = a * fix[j] - c * warped[j] + d
-            grad_y[j] = g * slope_y[j] * half_y
-            grad_x[j] = g * slope_x[j] * half_x
+        _gradient_row(X, fixed[b, 0, i], stash[b, 0, i], stash[b, 1, i], stash[b, 2, i], coefficients[b], grad_y, grad_x)
         out_y, out_x = projected[b, 0, i], projected[b, 1, i]
         for m in range(Ky):
             spread = weights_y[m]

@@ -132,7 +132,7 @@ def pair_objective(
     if transform.diffeomorphic:
         reg = diffusion(field, reg_weights.flip(0))  # field in grid order: component i is u_(1-i)
     else:
-        reg = transform.difference_energy(params, reg_weights)
+        reg = transform.difference_energy(params, reg_weights, closed_form=on_lattice)
     total = settings.lam * reg
     nan = torch.full_like(reg, float("nan"))
     image = feature = nan

@@ -54,19 +54,21 @@ def test_lattice_energy_equals_the_dense_regulariser(name, order):
     params = 0.1 * torch.randn(3, 2, 7, 6, dtype=torch.float64)
     weights = regulariser_weights(name, (33, 21), (1.5, 2.5))
     dense = regulariser(name, transform.displacement(params), (1.5, 2.5))
-    assert torch.allclose(transform.difference_energy(params, weights), dense, rtol=1e-10, atol=0)
+    for closed_form in (False, True):
+        assert torch.allclose(transform.difference_energy(params, weights, closed_form=closed_form), dense, rtol=1e-10, atol=0)
     with pytest.raises(ValueError, match="difference_energy needs a non-diffeomorphic transform"):
         BSplineTransform((33, 21), lattice=(7, 6), diffeomorphic=True).difference_energy(params.float(), weights.float())
 
 
+@pytest.mark.parametrize("closed_form", [False, True])
 @pytest.mark.parametrize("order", [1, 3])
-def test_lattice_energy_gradient_equals_the_dense_regulariser_gradient(order):
-    """The closed-form backward (2·G·C·H) against autograd through the dense field."""
+def test_lattice_energy_gradient_equals_the_dense_regulariser_gradient(order, closed_form):
+    """Both lattice gradients (autograd's, the closed form 2·G·C·H) against autograd through the dense field."""
     torch.manual_seed(1)
     transform = BSplineTransform((33, 21), lattice=(7, 6), order=order, dtype=torch.float64)
     params = (0.1 * torch.randn(3, 2, 7, 6, dtype=torch.float64)).requires_grad_()
     weights = regulariser_weights("physical", (33, 21), (1.5, 2.5))
     scale = torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64)  # a different upstream gradient per pair
-    (lattice,) = torch.autograd.grad((transform.difference_energy(params, weights) * scale).sum(), params)
+    (lattice,) = torch.autograd.grad((transform.difference_energy(params, weights, closed_form=closed_form) * scale).sum(), params)
     (dense,) = torch.autograd.grad((regulariser("physical", transform.displacement(params), (1.5, 2.5)) * scale).sum(), params)
     torch.testing.assert_close(lattice, dense, rtol=1e-10, atol=1e-12)

@@ -245,6 +245,8 @@ class BSplineTransform:
             raise ValueError("difference_energy needs a non-diffeomorphic transform (the field is not linear in the parameters)")
         if closed_form:
             return _DifferenceEnergy.apply(params, weights, *self._grams)
+        # Op by op as before, not through _DifferenceEnergy's forward: autograd adds the gradient
+        # up in the order the ops were made, so computing both spreads first changes its rounding.
         diff_x, crop_x, diff_y, crop_y = self._grams
         along_x = (diff_x @ params @ crop_y * params).sum(dim=(2, 3))  # (B, 2 components)
         along_y = (crop_x @ params @ diff_y * params).sum(dim=(2, 3))

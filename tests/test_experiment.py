@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -12,24 +11,13 @@ import yaml
 from snakemake.utils import validate
 
 from featreg.errors import ConfigError, InputError
-from featreg.experiment import (
-    PAPER_SETTINGS,
-    Method,
-    check_methods,
-    encoder_specs,
-    expand_grid,
-    experiment_patients,
-    load_method_file,
-    method_table,
-    read_selection,
-    registrations_per_encoder,
-    shard_patients,
-    split_patients,
-    synthetic_role_number,
-    tuning_plan,
-    write_method_file,
-)
-from featreg.shards import select_tuned
+from featreg.experiment.plan import registrations_per_encoder
+from featreg.experiment.selection_record import read_selection
+from featreg.experiment.method_file import load_method_file, write_method_file
+from featreg.experiment.tuning import PAPER_SETTINGS, expand_grid, tuning_plan
+from featreg.experiment.splits import experiment_patients, shard_patients, split_patients, synthetic_role_number
+from featreg.experiment.methods import Method, check_methods, encoder_specs, method_table
+from featreg.jobs.tuning import select_tuned
 
 REGISTRATION = {"lattice": [24, 24], "order": 3, "lam": 120.0, "lr": 0.002, "iterations": 20}
 SCHEMA = Path(__file__).resolve().parents[1] / "workflow/schemas/config.schema.yaml"

@@ -7,11 +7,9 @@ noted: resampling is in-plane only (the paper's code also interpolated across
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Literal
 
 import numpy as np

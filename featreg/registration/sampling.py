@@ -34,12 +34,6 @@ def _identity_grid(X: int, Y: int, dtype: torch.dtype, device: torch.device) -> 
     return torch.stack(torch.meshgrid(gy, gx, indexing="xy"), dim=-1)[None]
 
 
-def identity_grid(shape: Sequence[int], *, dtype=torch.float32, device=None) -> torch.Tensor:
-    """``(1, X, Y, 2)`` ``grid_sample`` grid of the pixel centres: ``[..., 0]`` along Y, ``[..., 1]`` along X (cached; do not modify)."""
-    return _identity_grid(int(shape[0]), int(shape[1]), dtype, torch.device(device) if device is not None else torch.device("cpu"))
-
-
-@functools.lru_cache(maxsize=32)
 def _pixel_frame(X: int, Y: int, dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, ...]:
     """Per shape constants of the samplers: pixel indices, px per unit, upper bounds, corner offsets."""
     base = torch.stack(torch.meshgrid(torch.arange(X, dtype=dtype), torch.arange(Y, dtype=dtype), indexing="ij"))[None]

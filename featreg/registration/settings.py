@@ -9,7 +9,7 @@ from typing import Any
 from featreg.errors import ConfigError
 
 # The choices a config may name. Plain names, so that checking a config (at DAG build)
-# never imports torch; the engine's tables (losses, regularizers, bspline) use the same names.
+# never imports torch; the engine's tables (losses, regularisers, bspline) use the same names.
 ORDERS = (1, 3)
 """Supported kernel orders: 1 (tent, as the paper's airlab runs) and 3 (cubic, a standard FFD)."""
 PLACEMENTS = ("centred", "airlab")

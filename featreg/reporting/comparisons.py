@@ -24,7 +24,8 @@ import pandas as pd
 
 from featreg.errors import InputError
 from featreg.evaluation.statistics import COMPARISON_COLUMNS, compare_pairs
-from featreg.reporting.tables import FAMILY_TITLES, method_descriptors, normalise_metrics
+from featreg.reporting.tables import FAMILY_TITLES, method_descriptors
+from featreg.evaluation.metrics_table import normalise_metrics
 
 STATISTICS_METRICS = ("dice_mean", "hd95_mean", "sdlogj", "neg_jac_pct")
 """Metrics every family is tested on (statistics.csv)."""

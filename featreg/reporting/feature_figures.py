@@ -16,7 +16,7 @@ from featreg.encoders import analysis
 from featreg.encoders.features import build_encoder
 from featreg.encoders.registry import EncoderSpec
 from featreg.io import atomic_path
-from featreg.registration.optimize import resolve_device
+from featreg.devices import resolve_device
 
 
 def write_feature_figures(

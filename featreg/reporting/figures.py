@@ -24,7 +24,8 @@ from featreg.io import atomic_path
 from featreg.errors import InputError
 from featreg.evaluation.metrics import jacobian_determinant
 from featreg.evaluation.statistics import pareto_mask, summarize
-from featreg.reporting.tables import class_names, normalise_metrics, ordered_methods
+from featreg.reporting.tables import ordered_methods
+from featreg.evaluation.metrics_table import class_names, normalise_metrics
 
 logger = logging.getLogger(__name__)
 

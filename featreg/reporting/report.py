@@ -32,22 +32,8 @@ from featreg.reporting.tuning import (
     settings_labels,
     tuning_frame,
 )
-from featreg.reporting.tables import (
-    CONVENTIONS,
-    PAPER_TABLE1,
-    class_names,
-    metric_definitions,
-    patient_means,
-    read_metrics,
-    read_paper_table,
-    reproduction_caption,
-    reproduction_frame,
-    reproduction_table,
-    summary_table,
-    table1_frame,
-    table1_header,
-    table1_markdown,
-)  # fmt: skip
+from featreg.reporting.tables import CONVENTIONS, PAPER_TABLE1, metric_definitions, read_paper_table, reproduction_caption, reproduction_frame, reproduction_table, summary_table, table1_frame, table1_header, table1_markdown
+from featreg.evaluation.metrics_table import class_names, patient_means, read_metrics
 
 logger = logging.getLogger(__name__)
 

@@ -84,6 +84,6 @@ def devices(results_dir: str | Path, rows: Sequence[tuple[str, str, int | None]]
         try:
             found.add(str(read_run(folder).get("device", "unknown")))
         except InputError as exc:
-            log.warning("device of %s unknown: %s", folder, exc)
+            log.warning("device of %s unknown: %s", folder.relative_to(results_dir).as_posix(), exc)
             found.add("unknown")
     return sorted(found)

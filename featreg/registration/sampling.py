@@ -20,7 +20,6 @@ has its components in ``grid_sample``'s order (component 0 along Y, the last axi
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
 
 import torch
 
@@ -34,6 +33,7 @@ def _identity_grid(X: int, Y: int, dtype: torch.dtype, device: torch.device) -> 
     return torch.stack(torch.meshgrid(gy, gx, indexing="xy"), dim=-1)[None]
 
 
+@functools.lru_cache(maxsize=32)
 def _pixel_frame(X: int, Y: int, dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, ...]:
     """Per shape constants of the samplers: pixel indices, px per unit, upper bounds, corner offsets."""
     base = torch.stack(torch.meshgrid(torch.arange(X, dtype=dtype), torch.arange(Y, dtype=dtype), indexing="ij"))[None]

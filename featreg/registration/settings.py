@@ -123,7 +123,7 @@ class RegistrationSettings:
 
     @classmethod
     def paper(cls, **overrides: Any) -> "RegistrationSettings":
-        """The paper's airlab setup (REFERENCE.md §1, docs/design.md lists what still differs).
+        """The paper's airlab setup (docs/references.md, "airlab"; docs/design.md lists what still differs).
 
         airlab's ``BsplineTransformation(sigma=[6, 6], order=1, diffeomorphic=True)``:
         tent kernel, airlab's placement at a 6 px stride (24×24 points on 128×128),

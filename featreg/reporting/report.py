@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -23,6 +22,7 @@ from featreg.reporting.comparisons import (
     verdict,
     verdict_reading,
 )
+from featreg.registration.run_record import devices
 from featreg.reporting.html import Section, write_report
 from featreg.reporting.tuning import (
     edge_warnings,
@@ -415,19 +415,8 @@ def _provenance(df: pd.DataFrame, config: str | Path | None, results_dir: str | 
 
 
 def _devices(df: pd.DataFrame, results_dir: Path) -> list[str]:
-    """The devices in the run.json of the registered (method, patient) rows of ``df``, sorted.
-
-    A run.json that cannot be read counts as "unknown", with a warning; a missing one is skipped.
-    """
-    found = set()
-    for method, patient in df.loc[df["variant"] != "initial", ["method", "patient"]].drop_duplicates().itertuples(
-            index=False):
-        path = results_dir / method / patient / "run.json"
-        if not path.is_file():
-            continue
-        try:
-            found.add(str(json.loads(path.read_text(encoding="utf-8")).get("device", "unknown")))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError) as exc:
-            logger.warning("device of %s/%s unknown: %s is unreadable (%s)", method, patient, path, exc)
-            found.add("unknown")
-    return sorted(found)
+    """The devices in the run.json of the registered rows of ``df`` (per slice where a patient has several), sorted."""
+    registered = df.loc[df["variant"] != "initial"]
+    slices = registered["slice"] if "slice" in registered.columns else pd.Series(None, index=registered.index)
+    rows = [(m, p, None if pd.isna(s) else int(s)) for m, p, s in zip(registered["method"], registered["patient"], slices)]
+    return devices(results_dir, list(dict.fromkeys(rows)))

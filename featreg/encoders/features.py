@@ -13,7 +13,7 @@ from torch import nn
 
 import featreg
 from featreg.encoders.layers import check_layer_range
-from featreg.encoders.registry import EncoderSpec, kind_factory
+from featreg.encoders.registry import WEIGHTLESS, EncoderSpec, kind_factory
 from featreg.errors import ConfigError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -203,6 +203,14 @@ class LayerInfo:
     name: str
     channels: int
     grid: tuple[int, int]
+
+
+def kind_layers(kind: str, input_size: int | None = None, model: str | None = None) -> list[LayerInfo]:
+    """The selectable layers of ``kind`` at its defaults (``input_size``, ``model`` as in a spec), from a random-weight build."""
+    entry = {"kind": kind, "input_size": input_size, "model": model}
+    if kind not in WEIGHTLESS:
+        entry["random_init"] = True
+    return selectable_layers(EncoderSpec.from_dict(kind, entry))
 
 
 def selectable_layers(spec: EncoderSpec) -> list[LayerInfo]:

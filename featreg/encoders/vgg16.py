@@ -21,30 +21,20 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from types import ModuleType
 
+import stlpips_pytorch.stlpips as stlpips
 import torch
 from torch import nn
 
 from featreg.encoders.checkpoints import CheckpointError, load_checkpoint_state
 from featreg.encoders.features import Backbone, LayerSet, seeded, weights_label
 from featreg.encoders.registry import EncoderSpec
-from featreg.errors import ConfigError, FeatregError
-
-
-def _package() -> ModuleType:
-    try:
-        import stlpips_pytorch.stlpips as stlpips
-    except ImportError as exc:
-        raise FeatregError(
-            f"encoder kind 'vgg16' needs the stlpips-pytorch package and what it imports (a featreg dependency): {exc}"
-        ) from exc
-    return stlpips
+from featreg.errors import ConfigError
 
 
 def shipped_weights() -> Path:
     """The wheel's weights file: the path ``LPIPS`` itself loads for ``net="vgg", variant="shift_tolerant"``."""
-    return Path(_package().__file__).parent / "weights" / "vST0.0" / "vgg_shift_tolerant.pth"
+    return Path(stlpips.__file__).parent / "weights" / "vST0.0" / "vgg_shift_tolerant.pth"
 
 
 class LPIPSStages(nn.Module):
@@ -69,7 +59,6 @@ def build_vgg16(spec: EncoderSpec) -> Backbone:
     """
     if spec.arch:
         raise ConfigError(f"encoder {spec.name!r}: kind 'vgg16' takes no arch overrides")
-    stlpips = _package()
     with seeded(spec.seed):
         lpips = stlpips.LPIPS(pretrained=False, net="vgg", variant="shift_tolerant", lpips=False, verbose=False)
     sha = None
@@ -87,4 +76,5 @@ def build_vgg16(spec: EncoderSpec) -> Backbone:
             )
     names = tuple(f"net.{name}" for name, _ in lpips.net.named_children())
     layers = LayerSet(names, tuple(lpips.chns), lambda indices: LPIPSStages(lpips, indices))
-    return Backbone(LPIPSStages(lpips, [len(names) - 1]), in_chans=3, input_size=spec.input_size, weights=weights_label(spec, sha), layers=layers)
+    usual = LPIPSStages(lpips, [len(names) - 1])
+    return Backbone(usual, in_chans=3, input_size=spec.input_size, weights=weights_label(spec, sha), layers=layers)

@@ -1,4 +1,4 @@
-"""``featreg fetch-checkpoints``, ``featreg features`` and ``featreg feature-figures``."""
+"""``featreg fetch-checkpoints``, ``featreg features``, ``featreg feature-figures`` and ``featreg encoder-layers``."""
 
 from __future__ import annotations
 
@@ -32,6 +32,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.set_defaults(func=_figures)
 
+    p = subparsers.add_parser("encoder-layers", help="list the layers an encoder kind's `layers:` can select")
+    p.add_argument("kind", help="encoder kind (dinov2, sam, timm, litemedsam, vgg16)")
+    p.add_argument("--size", type=int, help="input_size as in the encoder's config (default: the kind's own)")
+    p.add_argument("--model", help="timm model name (kind timm; dinov2: overrides its ViT-B)")
+    p.set_defaults(func=_layers)
+
 
 def _fetch(args: argparse.Namespace) -> int:
     from featreg.encoders.checkpoints import CHECKPOINTS, fetch_checkpoint
@@ -57,4 +63,16 @@ def _figures(args: argparse.Namespace) -> int:
 
     specs = load_specs(args.encoders, args.names)
     write_feature_figures(specs, args.pair, args.out, displacement=args.displacement, device=args.device)
+    return 0
+
+
+def _layers(args: argparse.Namespace) -> int:
+    from featreg.encoders.features import kind_layers
+
+    rows = [(str(layer.index), layer.name, str(layer.channels), f"{layer.grid[0]}x{layer.grid[1]}")
+            for layer in kind_layers(args.kind, args.size, args.model)]
+    table = [("index", "name", "channels", "grid"), *rows]
+    widths = [max(len(row[i]) for row in table) for i in range(4)]
+    for row in table:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
     return 0

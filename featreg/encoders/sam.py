@@ -8,7 +8,7 @@ import torch
 from segment_anything.modeling import ImageEncoderViT
 
 from featreg.encoders.checkpoints import CheckpointError, load_checkpoint_state
-from featreg.encoders.features import Backbone, seeded, weights_label
+from featreg.encoders.features import Backbone, HookedOutputs, LayerSet, seeded, weights_label
 from featreg.encoders.registry import EncoderSpec
 from featreg.encoders.sam_attention import fuse_sam_attention
 from featreg.errors import ConfigError
@@ -37,12 +37,25 @@ def image_encoder_state(state: dict) -> dict:
     return state
 
 
+def _as_map(name: str, out: torch.Tensor) -> torch.Tensor:
+    """A block's ``(B, h, w, C)`` tokens, or the neck's ``(B, C, h, w)`` map, as ``(B, C, h, w)``."""
+    return out if name == "neck" else out.permute(0, 3, 1, 2)
+
+
+def sam_layers(encoder: ImageEncoderViT) -> LayerSet:
+    """The blocks (``embed_dim`` channels) and the neck (``out_chans``), in order; the neck is the encoder's output."""
+    names = tuple(f"blocks.{i}" for i in range(len(encoder.blocks))) + ("neck",)
+    channels = tuple(block.norm1.normalized_shape[0] for block in encoder.blocks) + (encoder.neck[0].out_channels,)
+    return LayerSet(names, channels, lambda indices: HookedOutputs(encoder, [names[i] for i in indices], _as_map))
+
+
 def build_sam(spec: EncoderSpec) -> Backbone:
     """segment-anything's ``ImageEncoderViT`` (vit_b unless ``arch`` overrides) at ``input_size`` (default 1024).
 
     The encoder accepts exactly its ``img_size``; its position embeddings are
     built for it, so a checkpoint only loads at the size it was trained at.
     Its attention blocks run fused (:mod:`featreg.encoders.sam_attention`).
+    Selectable layers: its blocks, then the neck (:func:`sam_layers`).
     """
     if "img_size" in spec.arch:
         raise ConfigError(f"encoder {spec.name!r}: set input_size, not arch.img_size, for kind 'sam'")
@@ -58,4 +71,5 @@ def build_sam(spec: EncoderSpec) -> Backbone:
             encoder.load_state_dict(image_encoder_state(state), strict=True)
         except RuntimeError as exc:
             raise CheckpointError(f"checkpoint {spec.checkpoint} does not fit the SAM image encoder at input {size}: {exc}") from exc
-    return Backbone(fuse_sam_attention(encoder), in_chans=3, input_size=size, weights=weights_label(spec, sha))
+    encoder = fuse_sam_attention(encoder)
+    return Backbone(encoder, in_chans=3, input_size=size, weights=weights_label(spec, sha), layers=sam_layers(encoder))

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from featreg.encoders.checkpoints import load_checkpoint_state
-from featreg.encoders.dinov2 import DenseTokens, fuse_timm_attention, load_timm_state
+from featreg.encoders.dinov2 import DenseTokens, fuse_timm_attention, load_timm_state, timm_layers
 from featreg.encoders.features import Backbone, seeded, weights_label
 from featreg.encoders.registry import EncoderSpec
 
@@ -29,7 +29,10 @@ class DenseMap(nn.Module):
 
 
 def build_timm(spec: EncoderSpec) -> Backbone:
-    """``timm.create_model(spec.model, pretrained=False)``, its checkpoint loaded through the model's own filter."""
+    """``timm.create_model(spec.model, pretrained=False)``, its checkpoint loaded through the model's own filter.
+
+    Its selectable layers are timm's ``feature_info`` (blocks of a ViT, stages of a CNN).
+    """
     kwargs = dict(spec.arch)
     with seeded(spec.seed):
         model = timm.create_model(spec.model, pretrained=False, num_classes=0, **kwargs)
@@ -45,4 +48,4 @@ def build_timm(spec: EncoderSpec) -> Backbone:
         load_timm_state(model, state, spec.checkpoint, filter_fn=filter_fn)
     fuse_timm_attention(model)
     module = DenseTokens(model) if is_vit else DenseMap(model)
-    return Backbone(module, in_chans=3, input_size=size, weights=weights_label(spec, sha))
+    return Backbone(module, in_chans=3, input_size=size, weights=weights_label(spec, sha), layers=timm_layers(model))

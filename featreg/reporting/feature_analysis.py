@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from featreg.encoders.features import FeatureEncoder
+from featreg.encoders.layers import layered_distance
 from featreg.registration.sampling import warp_image
 from featreg.registration.units import displacement_from_mm
 from featreg.registration.losses import cosine_dissimilarity, l1_distance
@@ -118,8 +119,9 @@ def _curve(encoder: FeatureEncoder, image: torch.Tensor, fields: list[torch.Tens
         u = torch.cat(fields[i : i + batch_size])
         moved = warp_image_mm(image.expand(u.shape[0], -1, -1, -1), u, spacing)
         f = normalise01(encoder(moved))
-        cos.append(cosine_dissimilarity(f, ref.expand_as(f)).cpu())
-        l1.append(l1_distance(f, ref.expand_as(f)).cpu())
+        splits, weights = encoder.layer_splits, encoder.layer_weights  # the distance registration uses
+        cos.append(layered_distance(cosine_dissimilarity, f, ref.expand_as(f), splits, weights).cpu())
+        l1.append(layered_distance(l1_distance, f, ref.expand_as(f), splits, weights).cpu())
     return torch.cat(cos).numpy(), torch.cat(l1).numpy()
 
 

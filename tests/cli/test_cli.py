@@ -18,7 +18,7 @@ def subcommands() -> list[str]:
 def test_every_subcommand_is_listed():
     assert subcommands() == sorted([
         "synth", "preprocess", "fetch-checkpoints", "features", "feature-figures", "report",
-        "register", "evaluate", "collect-metrics", "select-setting",
+        "register", "evaluate", "collect-metrics", "select-setting", "encoder-layers",
     ])
 
 
@@ -50,6 +50,8 @@ BAD = {
                   "{tmp}/ncc.json"], 2, "featreg evaluate: error: file {tmp}/ncc.json: method file is missing"),
     "collect-metrics": (["--out", "{tmp}/metrics.csv"], 2,
                         "featreg collect-metrics: error: the following arguments are required: tables"),
+    "encoder-layers": (["vgg19"], 2,
+                       "featreg encoder-layers: error: encoder 'vgg19': unknown kind 'vgg19'; known kinds: "),
     "select-setting": (["--spec", "{{", "--metrics", "{tmp}/m.csv", "--out", "{tmp}/s.json", "--method-out",
                         "{tmp}/t.json"], 2, "featreg select-setting: error: --spec is not JSON: "),
 }
@@ -73,3 +75,16 @@ def test_a_value_error_from_the_library_is_one_line_with_status_1(tmp_path, caps
                  "--out-dir", str(tmp_path / "f"), "--device", "cuda"]) == 1
     err = capsys.readouterr().err
     assert err == "featreg features: error: device 'cuda' requested but no CUDA device is available\n"
+
+
+def test_encoder_layers_prints_each_layer(capsys):
+    assert main(["encoder-layers", "vgg16", "--size", "32"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["index", "name", "channels", "grid"]
+    assert [line.split() for line in lines[1:]] == [
+        ["0", "net.slice1", "64", "32x32"],
+        ["1", "net.slice2", "128", "17x17"],
+        ["2", "net.slice3", "256", "9x9"],
+        ["3", "net.slice4", "512", "5x5"],
+        ["4", "net.slice5", "512", "3x3"],
+    ]

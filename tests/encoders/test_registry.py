@@ -7,7 +7,7 @@ from featreg.errors import ConfigError
 
 
 def test_unknown_kind_lists_known_kinds():
-    with pytest.raises(ConfigError, match=re.escape("encoder 'x': unknown kind 'clip'; known kinds: dinov2, litemedsam, mind, sam, timm")):
+    with pytest.raises(ConfigError, match=re.escape("encoder 'x': unknown kind 'clip'; known kinds: dinov2, litemedsam, mind, sam, timm, vgg16")):
         EncoderSpec.from_dict("x", {"kind": "clip"})
 
 

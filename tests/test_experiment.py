@@ -322,3 +322,24 @@ def test_experiment_plan_refuses_a_figure_patient_outside_the_test_split():
     bad["figures"]["patient"] = "patient003"
     with pytest.raises(ConfigError, match="figures.patient 'patient003' is not among the test patients"):
         ExperimentPlan.build(bad)
+
+
+def test_grid_encode_modes_name_rows_by_their_mode_and_plan_their_encoder_passes():
+    cfg = config(tuned=False)
+    cfg["grid"]["encode"] = ["each_iteration", "once"]
+    plan = ExperimentPlan.build(cfg)
+    methods = plan.methods
+    # the registration block's mode keeps its names and settings; the other mode is a -once row
+    assert methods["mind-cosine-v1"].settings == cfg["registration"] and methods["mind-cosine-v1"].encode == "each_iteration"
+    assert methods["mind-cosine-v1-once"].settings == cfg["registration"] | {"encode": "once"}
+    assert methods["mind-cosine-v2-once"].alpha == 0.3 and methods["ncc"].encode is None
+    assert plan.encodes_once("mind")
+    # each_iteration: a pass per registration and iteration; once: one pass per moving image (2 test patients)
+    assert plan.encoder_passes() == {"mind": {"each_iteration": 2 * 2 * 20, "once": 2}}
+    assert "projected encoder passes: mind 80 forward+backward (each_iteration), 2 forward (once)" in plan.summary()
+    # with the registration block encoding once, the plain names are the once rows
+    cfg = config(tuned=False)
+    cfg["registration"]["encode"] = "once"
+    cfg["grid"]["encode"] = ["once", "each_iteration"]
+    methods = ExperimentPlan.build(cfg).methods
+    assert methods["mind-cosine-v1"].encode == "once" and methods["mind-cosine-v1-each"].encode == "each_iteration"

@@ -14,13 +14,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("names", nargs="*", help="checkpoint names (default: all with a direct URL)")
     p.set_defaults(func=_fetch)
 
-    p = subparsers.add_parser("features", help="encode and cache the fixed image of each pair")
+    p = subparsers.add_parser("features", help="encode and cache the fixed (and moving) image of each pair")
     p.add_argument("--encoders", type=Path, nargs="+", required=True, help="YAML/JSON files with encoder entries (or an `encoders:` key)")
     p.add_argument("--encoder", required=True, help="encoder name in those files")
     add_pairs_arguments(p)
     p.add_argument("--out-dir", type=Path, required=True, help="cache files go to OUT_DIR/<patient>.pt")
     p.add_argument("--manifest", type=Path, help="JSON written last, listing patient -> feature file")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    p.add_argument("--moving", action="store_true",
+                   help="also cache each moving image's features (OUT_DIR/<patient>.moving.pt), for encode: once")
     p.set_defaults(func=_features)
 
     p = subparsers.add_parser("feature-figures", help="PCA, rigid-motion distance curves and commutativity figures")
@@ -53,7 +55,7 @@ def _features(args: argparse.Namespace) -> int:
     from featreg.jobs.features import features_shard
 
     spec = load_specs(args.encoders, [args.encoder])[args.encoder]
-    features_shard(spec, pair_dirs(args), args.out_dir, args.manifest, args.device)
+    features_shard(spec, pair_dirs(args), args.out_dir, args.manifest, args.device, moving=args.moving)
     return 0
 
 

@@ -20,6 +20,12 @@ from featreg.registration.settings import RegistrationSettings
 KINDS = ("ffd", "elastix")
 """Registration engines: featreg's PyTorch FFD, or elastix's B-spline (featreg.registration.elastix)."""
 
+ONCE = "once"
+"""The ``encode`` setting of a method that encodes the moving image once and warps its features."""
+
+ENCODE_SUFFIX = {"once": "-once", "each_iteration": "-each"}
+"""Appended to a grid method's name for a row in another ``encode`` mode than the registration block's."""
+
 
 @dataclass(frozen=True)
 class Method:
@@ -64,6 +70,11 @@ class Method:
             return "baseline"
         return "feature" if self.alpha == 1 else "combined"
 
+    @property
+    def encode(self) -> str | None:
+        """When a feature method encodes the moving image (``each_iteration`` or ``once``); None without features."""
+        return None if self.encoder is None else self.settings.get("encode", "each_iteration")
+
     def registration_settings(self) -> dict[str, Any]:
         """Settings for ``RegistrationSettings.from_dict``: the method's own plus its objective."""
         return {**self.settings, "alpha": self.alpha, "feature_distance": self.distance}
@@ -79,7 +90,9 @@ class Method:
 def method_table(config: Mapping[str, Any]) -> dict[str, Method]:
     """All methods of a config: the explicit ones, the encoder grid and the alpha sweep.
 
-    Grid names are ``<encoder>-<distance>-v1`` (alpha 1) and ``-v2`` (``combined_alpha``);
+    Grid names are ``<encoder>-<distance>-v1`` (alpha 1) and ``-v2`` (``combined_alpha``), with
+    ``-once`` (or ``-each``) appended for the grid's ``encode`` rows in another mode than the
+    registration block's;
     sweep names are ``<encoder>-<distance>-a<alpha>``. A sweep point equal to a method
     already present (same encoder, distance and alpha) is not run twice.
     """
@@ -115,7 +128,11 @@ def method_table(config: Mapping[str, Any]) -> dict[str, Method]:
             for variant in grid["variants"]:
                 alpha = 1.0 if variant == "feature" else combined_alpha
                 suffix = "v1" if variant == "feature" else "v2"
-                add(Method(f"{encoder}-{distance}-{suffix}", alpha, encoder, distance, defaults))
+                own = defaults.get("encode", "each_iteration")
+                for encode in grid["encode"] or [own]:
+                    # a row in the registration block's own mode keeps its name and settings as they are
+                    name = f"{encoder}-{distance}-{suffix}" + ("" if encode == own else ENCODE_SUFFIX[encode])
+                    add(Method(name, alpha, encoder, distance, defaults if encode == own else {**defaults, "encode": encode}))
     sweep = config.get("alpha_sweep")  # an optional block, without defaults
     if sweep:
         present = {(m.encoder, m.distance, m.alpha) for m in methods.values()}

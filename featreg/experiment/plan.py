@@ -15,7 +15,7 @@ from typing import Any
 from featreg.data.acdc import list_patients
 from featreg.data.manifest import ManifestRow, is_manifest, manifest_roles, read_manifest
 from featreg.errors import ConfigError
-from featreg.experiment.methods import Method, check_labels, check_methods, encoder_specs, method_table
+from featreg.experiment.methods import ONCE, Method, check_labels, check_methods, encoder_specs, method_table
 from featreg.experiment.splits import experiment_patients, shard_patients
 from featreg.experiment.tuning import TuningPlan, tuning_plan
 
@@ -132,6 +132,33 @@ class ExperimentPlan:
         """The methods (tuned ones included) that run on engine ``kind``, which picks their register rule."""
         return [name for name, k in self.kind_of.items() if k == kind]
 
+    def encodes_once(self, encoder: str) -> bool:
+        """Whether a method of ``encoder`` encodes the moving image once (its features job caches them too)."""
+        return any(self.base_method(name).encode == ONCE for name, enc in self.encoder_of.items() if enc == encoder)
+
+    def encoder_passes(self) -> dict[str, dict[str, int]]:
+        """Projected encoder passes per encoder and mode, for the dry run's log.
+
+        ``each_iteration``: a forward and backward pass per registration and iteration (the
+        paper's way); ``once``: one forward pass per moving image of the patients its
+        once-methods run on, shared by those methods. Each pair's fixed image is encoded
+        once in either mode and is not counted.
+        """
+        each: dict[str, int] = {}
+        once: dict[str, set[str]] = {}
+        for method, patients in self._registrations():
+            if method.encode == ONCE:
+                once.setdefault(method.encoder, set()).update(patients)
+            elif method.encoder is not None:
+                each[method.encoder] = each.get(method.encoder, 0) + len(patients) * int(method.settings.get("iterations", 0))
+        return {encoder: {"each_iteration": each.get(encoder, 0), "once": len(once.get(encoder, ()))}
+                for encoder in dict.fromkeys([*each, *once])}
+
+    def _registrations(self) -> list[tuple[Method, Sequence[str]]]:
+        """Every registration group: (method, the patients it runs on); a tuned method as its base."""
+        test = [*self.test_methods.values(), *(self.methods[base] for base in self.tuned.values())]
+        return [(m, self.patients) for m in test] + [(m, self.val_patients) for m in self.grid_methods.values()]
+
     def registrations(self) -> dict[str | None, int]:
         """Registrations per encoder (key None: intensity-only methods)."""
         return count_registrations(self.methods, self.tuning, self.patients, self.val_patients)
@@ -143,7 +170,13 @@ class ExperimentPlan:
         if self.tuning:
             line += (f"; tuning: {len(self.tuned)} methods x {self.tuning.budget} grid points x "
                      f"{len(self.val_patients)} validation patients = {len(self.grid_methods) * len(self.val_patients)}")
-        return line + ")"
+        line += ")"
+        passes = self.encoder_passes()
+        if passes:
+            line += "; projected encoder passes: " + ", ".join(
+                f"{encoder} {n['each_iteration']} forward+backward (each_iteration), {n['once']} forward (once)"
+                for encoder, n in passes.items())
+        return line
 
 
 def count_registrations(

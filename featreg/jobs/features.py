@@ -7,7 +7,8 @@ from pathlib import Path
 
 from featreg.data.pairs import expand_pair_outputs, pair_name
 from featreg.devices import resolve_device
-from featreg.encoders.cache import cache_fixed_features
+from featreg.encoders.cache import cache_pair_features
+from featreg.encoders.features import build_encoder
 from featreg.encoders.feature_manifest import read_feature_manifest, write_feature_manifest
 from featreg.encoders.registry import EncoderSpec, load_specs
 from featreg.errors import ConfigError
@@ -15,20 +16,27 @@ from featreg.experiment.methods import Method
 
 
 def features_shard(
-    spec: EncoderSpec, pair_dirs: Sequence[str | Path], out_dir: str | Path, manifest: str | Path | None, device: str = "auto"
+    spec: EncoderSpec, pair_dirs: Sequence[str | Path], out_dir: str | Path, manifest: str | Path | None,
+    device: str = "auto", *, moving: bool = False,
 ) -> dict[Path, Path]:
-    """Cache the fixed-image features of a shard's pairs in ``out_dir/<patient>.pt``; write the manifest last.
+    """Cache the fixed-image features of a shard's pairs in ``out_dir/<patient>.pt`` (and with ``moving``
+    the moving image's in ``<patient>.moving.pt``, for methods that encode once); write the manifest last.
 
     A patient with one pair per slice gets one file per slice
     (:func:`featreg.data.pairs.expand_pair_outputs`). The manifest is all a feature
     method's register job needs of the shard (:mod:`featreg.encoders.feature_manifest`).
+    The encoder is built once for both images. Returns pair folder -> fixed feature file.
     """
-    out_paths = [Path(out_dir) / f"{Path(pair).name}.pt" for pair in pair_dirs]
-    pairs, outs = zip(*expand_pair_outputs(pair_dirs, out_paths))
-    written = cache_fixed_features(spec, pairs, outs, str(resolve_device(device)))
+    encoder = build_encoder(spec, str(resolve_device(device)))
+    cached = {}
+    for image, suffix in (("fixed", ".pt"), ("moving", ".moving.pt"))[: 2 if moving else 1]:
+        out_paths = [Path(out_dir) / f"{Path(pair).name}{suffix}" for pair in pair_dirs]
+        pairs, outs = zip(*expand_pair_outputs(pair_dirs, out_paths))
+        cached[image] = cache_pair_features(spec, pairs, outs, image=image, encoder=encoder)
     if manifest is not None:
-        write_feature_manifest(manifest, spec, pair_dirs, {pair_name(pair): path for pair, path in written.items()})
-    return written
+        names = {image: {pair_name(pair): path for pair, path in files.items()} for image, files in cached.items()}
+        write_feature_manifest(manifest, spec, encoder, pair_dirs, names["fixed"], names.get("moving"))
+    return cached["fixed"]
 
 
 def method_encoder_spec(

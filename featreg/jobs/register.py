@@ -1,7 +1,7 @@
 """The register job: register every pair of a shard with one method, batch by batch, and write the results.
 
-An FFD method reads as: check the arguments, load the shard's encoder and its cached
-features, then per batch :func:`load_batch`, :func:`~featreg.registration.optimize.register_pairs`
+An FFD method reads as: check the arguments, open the shard's cached features (and the
+encoder, when it encodes every iteration), then per batch :func:`load_batch`, :func:`~featreg.registration.optimize.register_pairs`
 and write. An elastix method registers one pair at a time on the CPU.
 """
 
@@ -19,12 +19,12 @@ from tqdm import tqdm
 
 from featreg.data.pairs import Pair, load_pair, pair_name
 from featreg.devices import resolve_device
-from featreg.encoders.cache import CacheError, cache_fixed_features, load_features
+from featreg.encoders.cache import CacheError, cache_pair_features, load_features
 from featreg.encoders.feature_manifest import read_feature_manifest
 from featreg.encoders.features import FeatureEncoder, build_encoder
 from featreg.encoders.registry import EncoderSpec
 from featreg.errors import FeatregError, InputError, first_line
-from featreg.experiment.methods import Method
+from featreg.experiment.methods import ONCE, Method
 from featreg.jobs.resume import Statuses, fail_pair, fingerprint, ok, pending_pairs, unreadable_reason, write_register_manifest
 from featreg.registration.batching import auto_batch_size
 from featreg.registration.elastix import ElastixSettings, register_elastix
@@ -37,33 +37,75 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Batch:
-    """Pairs loaded for one call of the optimiser: their folders, pairs, result fingerprints and cached features."""
+    """Pairs loaded for one call of the optimiser: their folders, pairs, result fingerprints and cached
+    features of the fixed and (encoding once) moving images."""
 
     dirs: list[Path] = field(default_factory=list)
     pairs: list[Pair] = field(default_factory=list)
     keys: list[str | None] = field(default_factory=list)
-    features: list[torch.Tensor] = field(default_factory=list)
+    fixed: list[torch.Tensor] = field(default_factory=list)
+    moving: list[torch.Tensor] = field(default_factory=list)
 
 
-@dataclass(frozen=True)
-class ShardEncoder:
-    """A feature method's encoder, built once per job, with its identity and the shard's cached feature files."""
+class ShardFeatures:
+    """A feature method's cached features of the shard, and its encoder.
 
-    spec: EncoderSpec
-    encoder: FeatureEncoder
-    identity: dict[str, Any]
-    files: dict[str, Path]
-    manifest: Path
+    Encoding every iteration, the encoder is built when the job starts. Encoding once, it is
+    built only if a cache file must be rebuilt: the loop never calls it, and the fingerprint
+    uses the identity the features job recorded.
+    """
+
+    def __init__(self, features_manifest: Path, device: torch.device, *, once: bool, compile_encoder: bool):
+        self.manifest = features_manifest
+        self.record = read_feature_manifest(features_manifest)
+        self.once = once
+        self.images = ("fixed", "moving") if once else ("fixed",)
+        self.files = {"fixed": self.record.features, "moving": self.record.moving}
+        self._device, self._compile = device, compile_encoder
+        self._encoder = None if once else self.encoder()
+        self.identity = dict(self.record.identity) if once else self._encoder.identity()
+        if once and not self.record.moving:
+            raise FeatregError(f"{features_manifest} lists no moving-image features: the features job of encoder "
+                               f"{self.record.spec.name} must run with --moving for a method that encodes once")
+
+    def encoder(self) -> FeatureEncoder:
+        """The encoder, built on first use."""
+        if self._encoder is None:
+            self._encoder = build_encoder(self.record.spec, device=str(self._device))
+            if self._compile:
+                self._encoder.backbone.compile()
+        return self._encoder
+
+    @property
+    def loop_encoder(self) -> FeatureEncoder | None:
+        """What the optimiser gets: the encoder when it encodes every iteration, else None."""
+        return None if self.once else self._encoder
+
+    def load(self, pair_dir: Path, image: str) -> torch.Tensor | str:
+        """A pair's cached features of ``image``, rebuilt once when unusable; else why they are missing."""
+        name = pair_name(pair_dir)
+        if name not in self.files[image]:
+            return f"no cached {image}-image features in {self.manifest}"
+        path = self.files[image][name]
+        try:
+            return load_features(path, self.identity, image=image)
+        except CacheError as exc:  # unusable cache (truncated, stale): rebuild it with the encoder
+            cache_pair_features(self.record.spec, [pair_dir], [path], image=image, encoder=self.encoder())
+            try:
+                features = load_features(path, self.identity, image=image)
+            except CacheError as again:
+                return f"{exc}; rebuilding failed: {again}"
+            log.warning("%s; rebuilt", exc)
+            return features
 
 
-def load_batch(pending: Sequence[tuple[Path, str | None]], encoder: ShardEncoder | None,
+def load_batch(pending: Sequence[tuple[Path, str | None]], features: ShardFeatures | None,
                fail: Callable[[Path, str, str | None], None]) -> Batch:
     """Load the pending pairs of one batch; a pair that cannot join it is failed with its reason.
 
     A pair fails when it cannot be read, when its spacing differs from the batch's (one
     batch shares one spacing: the mm field and the physical regulariser use it) or when
-    its cached features are missing; an unusable cache (truncated, stale) is rebuilt
-    with the job's encoder first.
+    its cached features are missing; an unusable cache (truncated, stale) is rebuilt first.
     """
     batch = Batch()
     for pair_dir, key in pending:
@@ -75,33 +117,17 @@ def load_batch(pending: Sequence[tuple[Path, str | None]], encoder: ShardEncoder
         if batch.pairs and not np.allclose(pair.spacing, batch.pairs[0].spacing):
             fail(pair_dir, f"spacing {pair.spacing} mm differs from the batch's {batch.pairs[0].spacing} mm", key)
             continue
-        if encoder is not None:
-            features = _cached_features(encoder, pair_dir)
-            if isinstance(features, str):
-                fail(pair_dir, features, key)
-                continue
-            batch.features.append(features)
+        loaded = {image: features.load(pair_dir, image) for image in features.images} if features else {}
+        missing = [reason for reason in loaded.values() if isinstance(reason, str)]
+        if missing:
+            fail(pair_dir, "; ".join(missing), key)
+            continue
+        for image, tensor in loaded.items():
+            getattr(batch, image).append(tensor)
         batch.dirs.append(pair_dir)
         batch.pairs.append(pair)
         batch.keys.append(key)
     return batch
-
-
-def _cached_features(encoder: ShardEncoder, pair_dir: Path) -> torch.Tensor | str:
-    """A pair's cached fixed-image features, rebuilt once when unusable; else the reason they are missing."""
-    name = pair_name(pair_dir)
-    if name not in encoder.files:
-        return f"no cached features in {encoder.manifest}"
-    try:
-        return load_features(encoder.files[name], encoder.identity)
-    except CacheError as exc:  # unusable cache (truncated, stale): rebuild it with the loaded encoder
-        cache_fixed_features(encoder.spec, [pair_dir], [encoder.files[name]], encoder=encoder.encoder)
-        try:
-            features = load_features(encoder.files[name], encoder.identity)
-        except CacheError as again:
-            return f"{exc}; rebuilding failed: {again}"
-        log.warning("%s; rebuilt", exc)
-        return features
 
 
 def _auto_batch_size(pending: Sequence[tuple[Path, str | None]], settings, encoder, device) -> tuple[int, dict[str, Any]]:
@@ -145,10 +171,11 @@ def register_shard(
     settings = RegistrationSettings.from_dict(method.registration_settings())
     torch_device = resolve_device(device)
     out_dir = Path(out_dir)
-    encoder = None
+    features = None
     if encoder_spec is not None:
-        encoder = _shard_encoder(encoder_spec, Path(features_manifest), torch_device, compile_encoder)
-    expected = fingerprint(method, encoder.identity if encoder else None)
+        features = ShardFeatures(Path(features_manifest), torch_device, once=settings.encode == ONCE,
+                                 compile_encoder=compile_encoder)
+    expected = fingerprint(method, features.identity if features else None)
 
     statuses: Statuses = {}
     pending = pending_pairs(pair_dirs, out_dir, expected, statuses)
@@ -156,14 +183,14 @@ def register_shard(
              len(statuses), len(pending), torch_device)
     batch_sizing = None
     if batch_size == "auto" and pending:
-        batch_size, batch_sizing = _auto_batch_size(pending, settings, encoder and encoder.encoder, torch_device)
+        batch_size, batch_sizing = _auto_batch_size(pending, settings, features and features.loop_encoder, torch_device)
     progress = tqdm(total=len(pending), desc=f"register {method.name}", unit="pair")
 
     def fail(pair_dir: Path, reason: str, key: str | None) -> None:
         fail_pair(out_dir, method.name, statuses, progress, pair_dir, reason, key)
 
     for start in range(0, len(pending), batch_size):
-        batch = load_batch(pending[start : start + batch_size], encoder, fail)
+        batch = load_batch(pending[start : start + batch_size], features, fail)
         if not batch.pairs:
             continue
         result = register_pairs(
@@ -171,8 +198,9 @@ def register_shard(
             np.stack([p.moving for p in batch.pairs])[:, None],
             settings,
             spacing=batch.pairs[0].spacing,
-            encoder=encoder and encoder.encoder,
-            fixed_features=torch.cat(batch.features) if batch.features else None,
+            encoder=features and features.loop_encoder,
+            fixed_features=torch.cat(batch.fixed) if batch.fixed else None,
+            moving_features=torch.cat(batch.moving) if batch.moving else None,
             device=torch_device,
         )
         for index, (pair_dir, pair, key) in enumerate(zip(batch.dirs, batch.pairs, batch.keys)):
@@ -194,15 +222,6 @@ def _check_arguments(method: Method, encoder_spec: EncoderSpec | None, features_
         raise FeatregError(f"method {method.name} uses encoder {method.encoder} but the encoder spec given is {encoder_spec}")
     if encoder_spec is not None and features_manifest is None:
         raise FeatregError(f"method {method.name} uses encoder {encoder_spec.name} but no feature manifest was given")
-
-
-def _shard_encoder(spec: EncoderSpec, features_manifest: Path, device: torch.device, compile_encoder: bool) -> ShardEncoder:
-    """The method's encoder, built once for the job, and the shard's cached feature files."""
-    encoder = build_encoder(spec, device=str(device))
-    if compile_encoder:
-        encoder.backbone.compile()
-    files = dict(read_feature_manifest(features_manifest).features)
-    return ShardEncoder(spec, encoder, encoder.identity(), files, features_manifest)
 
 
 def _register_shard_elastix(method: Method, pair_dirs: Sequence[str | Path], out_dir: Path, manifest: str | Path, *,

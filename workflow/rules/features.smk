@@ -1,5 +1,6 @@
 # Encoders: one spec file per encoder (canonical JSON, rewritten only when its entry changes) and the
-# fixed-image features, computed once per encoder and patient, reused by every method.
+# fixed-image features (and the moving image's, for methods that encode once), computed once per
+# encoder and patient, reused by every method.
 
 
 rule fetch_checkpoint:
@@ -49,7 +50,8 @@ rule cache_features:
         runtime=COMPUTE["runtime_min"],
     params:
         out_dir=lambda wildcards, output: Path(output[0]).parent,
+        moving=lambda wildcards: "--moving" if PLAN.encodes_once(wildcards.encoder) else "",
     shell:
         "featreg features --encoders {input.spec} --encoder {wildcards.encoder} "
-        "--shard {input.pairs} --out-dir {params.out_dir} --manifest {output} "
+        "--shard {input.pairs} --out-dir {params.out_dir} --manifest {output} {params.moving} "
         f"--device {DEVICE} > {{log}} 2>&1"

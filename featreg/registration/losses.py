@@ -3,6 +3,8 @@
 Conventions follow the paper's code (REFERENCE.md §1): global NCC over the
 pixels whose sample point lies inside the image, cosine dissimilarity as minus
 the mean per-pixel cosine across channels, L1 as the mean absolute difference.
+The feature distances take the same optional mask as the image distances: a warped
+feature map (``encode: once``) leaves out the cells whose sample point left the image.
 """
 
 from __future__ import annotations
@@ -74,19 +76,31 @@ def mse(fixed: torch.Tensor, warped: torch.Tensor, mask: torch.Tensor | None = N
     return (((fixed - warped) ** 2) * m).sum(dim=dims) / m.sum(dim=dims).clamp(min=1)
 
 
-def cosine_dissimilarity(fixed_features: torch.Tensor, warped_features: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
-    """Minus the mean over pixels of the cosine between the channel vectors at each pixel; -1 is identical."""
+def _masked_mean(values: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Per pair mean of ``values (B, X, Y)`` over the pixels where ``mask (B, 1, X, Y)`` is true (all when None)."""
+    if mask is None:
+        return values.flatten(1).mean(dim=1)
+    m = mask.flatten(1).to(values.dtype)
+    return (values.flatten(1) * m).sum(dim=1) / m.sum(dim=1).clamp(min=1)
+
+
+def cosine_dissimilarity(
+    fixed_features: torch.Tensor, warped_features: torch.Tensor, mask: torch.Tensor | None = None, eps: float = 1e-8
+) -> torch.Tensor:
+    """Minus the mean over pixels (where ``mask`` is true) of the cosine between the channel vectors at each pixel; -1 is identical."""
     if fixed_features.shape != warped_features.shape:
         raise ValueError(f"feature shapes differ: {tuple(fixed_features.shape)} vs {tuple(warped_features.shape)}")
     cos = torch.nn.functional.cosine_similarity(fixed_features, warped_features, dim=1, eps=eps)
-    return -cos.flatten(1).mean(dim=1)
+    return -_masked_mean(cos, mask)
 
 
-def l1_distance(fixed_features: torch.Tensor, warped_features: torch.Tensor) -> torch.Tensor:
-    """Mean absolute difference over channels and pixels."""
+def l1_distance(fixed_features: torch.Tensor, warped_features: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean absolute difference over channels and pixels (where ``mask`` is true)."""
     if fixed_features.shape != warped_features.shape:
         raise ValueError(f"feature shapes differ: {tuple(fixed_features.shape)} vs {tuple(warped_features.shape)}")
-    return (fixed_features - warped_features).abs().flatten(1).mean(dim=1)
+    if mask is None:
+        return (fixed_features - warped_features).abs().flatten(1).mean(dim=1)
+    return _masked_mean((fixed_features - warped_features).abs().mean(dim=1), mask)
 
 
 IMAGE_DISTANCES = {"ncc": ncc, "mse": mse}

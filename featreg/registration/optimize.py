@@ -20,9 +20,9 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
-from featreg.registration import kernels
+from featreg.registration import kernels, pca
 from featreg.registration.bspline import BSplineTransform
-from featreg.registration.sampling import warp_grid_inside, warp_image
+from featreg.registration.sampling import warp_features, warp_grid_inside, warp_image
 from featreg.registration.units import displacement_to_mm
 from featreg.registration.losses import FEATURE_DISTANCES, IMAGE_DISTANCES
 from featreg.registration.progress import PROGRESS_EVERY_S, ProgressLog
@@ -42,7 +42,8 @@ class RegistrationResult:
     """Per pair (first axis B) results of :func:`register_pairs`, and run-wide cost.
 
     ``loss[b, :evaluations[b]]`` holds pair b's evaluated iterations;
-    ``iterations[b]`` counts the optimiser steps applied to it.
+    ``iterations[b]`` counts the optimiser steps applied to it; ``pca_kept[b]`` the
+    fraction of pair b's joint feature variance its ``pca`` components keep (None without PCA).
     """
 
     displacement_mm: np.ndarray  # (B, 2, X, Y) float32, mm, component c along array axis c
@@ -57,6 +58,7 @@ class RegistrationResult:
     device: str
     spacing: tuple[float, float]
     settings: RegistrationSettings
+    pca_kept: np.ndarray | None = None  # (B,) float64
 
     @property
     def batch(self) -> int:
@@ -109,6 +111,8 @@ def pair_objective(
     *,
     encoder: Encoder | None = None,
     fixed_features: torch.Tensor | None = None,
+    moving_features: torch.Tensor | None = None,
+    projection: tuple[torch.Tensor, torch.Tensor] | None = None,
     workspace: kernels.Workspace | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Per pair ``(J, D_I, D_F, R)``, each ``(B,)``: J = (1-α)·D_I + α·D_F + λ·R.
@@ -118,6 +122,12 @@ def pair_objective(
     ``grid_sample``; R is evaluated on the lattice when the field is linear in
     the parameters (non-diffeomorphic), on the dense field otherwise.
     D_I is skipped (NaN) when α = 1, D_F (and the encoder) when α = 0.
+    D_F compares ``fixed_features`` with, per ``settings.encode``, the encoder's features of
+    the warped image (``each_iteration``; projected by ``projection = (mean, basis)``, a
+    :func:`~featreg.registration.pca.joint_basis`, when given) or ``moving_features`` warped
+    by the field (``once``; :func:`~featreg.registration.sampling.warp_features`, over the
+    cells whose sample point is inside the image; already projected, as projection commutes
+    with the warp). In ``once`` mode the image is only warped for D_I.
     NCC alone (α = 0) on CPU runs as fused kernels (same maths), with the loop's
     ``workspace`` when given: B-spline field, warp and NCC in one node
     (:func:`featreg.registration.kernels.lattice_warped_ncc`), or after scaling and
@@ -127,7 +137,8 @@ def pair_objective(
     on_lattice = fused and not transform.diffeomorphic
     if not on_lattice:
         grid, field = transform.sampling_grid(params)
-    if not fused:
+    once = settings.encode == "once"
+    if not fused and (settings.alpha < 1 or not once):
         warped, inside = warp_grid_inside(moving, grid)
     if transform.diffeomorphic:
         reg = diffusion(field, reg_weights.flip(0))  # field in grid order: component i is u_(1-i)
@@ -145,14 +156,27 @@ def pair_objective(
             image = IMAGE_DISTANCES[settings.image_distance](fixed, warped, inside)
         total = total + (1 - settings.alpha) * image
     if settings.alpha > 0:
-        warped_features = encoder(warped)
-        if warped_features.shape != fixed_features.shape:
-            raise ValueError(
-                f"encoder output {tuple(warped_features.shape)} does not match fixed_features {tuple(fixed_features.shape)}"
-            )
-        feature = FEATURE_DISTANCES[settings.feature_distance](fixed_features, warped_features)
+        distance = FEATURE_DISTANCES[settings.feature_distance]
+        if once:
+            feature = distance(fixed_features, *warp_features(moving_features, field))
+        else:
+            warped_features = encoder(warped)
+            if projection is not None:
+                warped_features = pca.project(warped_features, *projection)
+            if warped_features.shape != fixed_features.shape:
+                raise ValueError(
+                    f"encoder output {tuple(warped_features.shape)} does not match fixed_features {tuple(fixed_features.shape)}"
+                )
+            feature = distance(fixed_features, warped_features)
         total = total + settings.alpha * feature
     return total, image, feature, reg
+
+
+def _as_features(name: str, value: np.ndarray | torch.Tensor, batch: int, device: torch.device) -> torch.Tensor:
+    tensor = torch.as_tensor(np.asarray(value) if not isinstance(value, torch.Tensor) else value)
+    if tensor.ndim != 4 or tensor.shape[0] != batch:
+        raise ValueError(f"{name} must have shape ({batch}, C, g, g), got {tuple(tensor.shape)}")
+    return tensor.detach().to(device, torch.float32)
 
 
 def _peak_memory_mb(device: torch.device) -> float:
@@ -170,15 +194,19 @@ def register_pairs(
     spacing: Sequence[float] = (1.8, 1.8),
     encoder: Encoder | None = None,
     fixed_features: np.ndarray | torch.Tensor | None = None,
+    moving_features: np.ndarray | torch.Tensor | None = None,
     device: str | torch.device = "auto",
     progress_every_s: float | None = PROGRESS_EVERY_S,
 ) -> RegistrationResult:
     """Register B moving images onto B fixed images (``(B, 1, X, Y)``, [0, 1]) jointly.
 
     ``encoder`` maps an image batch ``(B, 1, X, Y)`` to features ``(B, C, g, g)``
-    and must be differentiable; it is needed when ``settings.alpha > 0``.
-    ``fixed_features`` are the fixed images' features (computed once by the
-    encoder without gradients when not given). ``spacing`` (mm) converts the
+    and must be differentiable; it is needed when ``settings.alpha > 0``, except in
+    ``encode: once`` mode given both feature maps. ``fixed_features`` and
+    ``moving_features`` are the fixed and moving images' features, encoded beforehand
+    without gradients (when not given, the encoder computes them here, before the loop).
+    ``once`` mode needs ``moving_features`` and never calls the encoder inside the loop;
+    ``each_iteration`` mode reads them only for ``pca``'s basis. ``spacing`` (mm) converts the
     result to mm and feeds the ``physical`` regulariser. Peak memory is
     ``torch.cuda.max_memory_allocated`` on GPU, the process's peak RSS on CPU
     (since process start). ``settings.seed`` seeds torch (for encoders with
@@ -195,8 +223,13 @@ def register_pairs(
     spacing = tuple(float(s) for s in spacing)
     if len(spacing) != 2 or not all(s > 0 for s in spacing):
         raise ValueError(f"spacing must be two positive numbers (mm), got {spacing}")
-    if settings.alpha > 0 and encoder is None:
-        raise ValueError(f"alpha = {settings.alpha} needs an encoder")
+    once = settings.encode == "once"
+    if settings.alpha > 0 and once and moving_features is None:
+        raise ValueError(
+            f"encode 'once' with alpha = {settings.alpha} needs moving_features (B, C, g, g), encoded beforehand without gradient"
+        )
+    if settings.alpha > 0 and encoder is None and not (once and fixed_features is not None):
+        raise ValueError(f"alpha = {settings.alpha} needs an encoder" + (" or fixed_features" if once else ""))
     dev = resolve_device(device)
     B, _, X, Y = fixed_t.shape
     torch.manual_seed(settings.seed)
@@ -205,16 +238,21 @@ def register_pairs(
     start = time.perf_counter()
 
     fixed_t, moving_t = fixed_t.to(dev), moving_t.to(dev)
-    feats = None
+    feats = moving_feats = projection = kept = None
     if settings.alpha > 0:
-        if fixed_features is None:
-            with torch.no_grad():
-                feats = encoder(fixed_t)
-        else:
-            feats = torch.as_tensor(np.asarray(fixed_features) if not isinstance(fixed_features, torch.Tensor) else fixed_features)
-        feats = feats.detach().to(dev, torch.float32)
-        if feats.ndim != 4 or feats.shape[0] != B:
-            raise ValueError(f"fixed_features must have shape ({B}, C, g, g), got {tuple(feats.shape)}")
+        with torch.no_grad():
+            feats = _as_features("fixed_features", encoder(fixed_t) if fixed_features is None else fixed_features, B, dev)
+            if once or settings.pca is not None:
+                moving_feats = _as_features("moving_features", encoder(moving_t) if moving_features is None else moving_features, B, dev)
+                if moving_feats.shape != feats.shape:
+                    raise ValueError(f"moving_features {tuple(moving_feats.shape)} do not match fixed_features {tuple(feats.shape)}")
+            if settings.pca is not None:
+                mean, basis, kept = pca.joint_basis(feats, moving_feats, settings.pca)
+                feats = pca.project(feats, mean, basis)
+                if once:
+                    moving_feats = pca.project(moving_feats, mean, basis)
+                else:
+                    projection = (mean, basis)
 
     transform = transform_for(settings, (X, Y), device=dev)
     params = transform.zeros(B).requires_grad_(True)
@@ -234,7 +272,7 @@ def register_pairs(
     for it in range(T):
         total, image, feature, reg = pair_objective(
             transform, params, fixed_t, moving_t, settings, reg_weights,
-            encoder=encoder, fixed_features=feats, workspace=workspace,
+            encoder=encoder, fixed_features=feats, moving_features=moving_feats, projection=projection, workspace=workspace,
         )
         history[it] = torch.stack((total, image, feature, reg), dim=1).detach()
         active = active & torch.isfinite(total)
@@ -302,6 +340,7 @@ def register_pairs(
         device=str(dev),
         spacing=spacing,
         settings=settings,
+        pca_kept=None if kept is None else kept.cpu().numpy(),
     )
     logger.info("registered %d pair(s) in %.2f s (%d failed)", B, seconds, status.count("failed"))
     return result

@@ -22,7 +22,7 @@ import torch
 
 from featreg.registration import kernels, pca
 from featreg.registration.bspline import BSplineTransform
-from featreg.registration.sampling import warp_features, warp_grid_inside, warp_image
+from featreg.registration.sampling import feature_points, warp_features, warp_grid_inside, warp_image
 from featreg.registration.units import displacement_to_mm
 from featreg.registration.losses import FEATURE_DISTANCES, IMAGE_DISTANCES
 from featreg.registration.progress import PROGRESS_EVERY_S, ProgressLog
@@ -127,7 +127,9 @@ def pair_objective(
     :func:`~featreg.registration.pca.joint_basis`, when given) or ``moving_features`` warped
     by the field (``once``; :func:`~featreg.registration.sampling.warp_features`, over the
     cells whose sample point is inside the image; already projected, as projection commutes
-    with the warp). In ``once`` mode the image is only warped for D_I.
+    with the warp). In ``once`` mode the image is only warped for D_I; on CPU the warp and
+    D_F are one fused node (:func:`featreg.registration.kernels.warped_feature_distance`,
+    same maths), which reads feature maps stored channels-last without copying them.
     NCC alone (α = 0) on CPU runs as fused kernels (same maths), with the loop's
     ``workspace`` when given: B-spline field, warp and NCC in one node
     (:func:`featreg.registration.kernels.lattice_warped_ncc`), or after scaling and
@@ -157,7 +159,12 @@ def pair_objective(
         total = total + (1 - settings.alpha) * image
     if settings.alpha > 0:
         distance = FEATURE_DISTANCES[settings.feature_distance]
-        if once:
+        if once and kernels.fused_available(params, moving_features):
+            points, _ = feature_points(field, moving_features.shape[2:])
+            feature = kernels.warped_feature_distance(
+                fixed_features, moving_features, points, transform.shape, settings.feature_distance, workspace
+            )
+        elif once:
             feature = distance(fixed_features, *warp_features(moving_features, field))
         else:
             warped_features = encoder(warped)
@@ -253,6 +260,8 @@ def register_pairs(
                     moving_feats = pca.project(moving_feats, mean, basis)
                 else:
                     projection = (mean, basis)
+            if once and kernels.fused_available(feats, moving_feats):  # the fused node's layout, made once
+                feats, moving_feats = (f.contiguous(memory_format=torch.channels_last) for f in (feats, moving_feats))
 
     transform = transform_for(settings, (X, Y), device=dev)
     params = transform.zeros(B).requires_grad_(True)

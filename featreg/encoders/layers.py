@@ -4,7 +4,8 @@ An encoder with ``layers`` returns the selected layers, each resized to the comm
 grid, concatenated along channels; ``FeatureEncoder.layer_splits`` records each
 layer's channel count and ``FeatureEncoder.layer_weights`` its weight. The feature
 distance is then the weighted mean of the per-layer distances
-(:func:`layered_distance`), so a layer counts by its weight, not by its channels.
+(:func:`featreg.registration.losses.layered_distance`), so a layer counts by its weight,
+not by its channels.
 
 Nothing here imports torch: the registry checks selections when the Snakefile is parsed.
 """
@@ -12,7 +13,7 @@ Nothing here imports torch: the registry checks selections when the Snakefile is
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from featreg.errors import ConfigError
@@ -57,30 +58,3 @@ def check_layer_range(where: str, kind: str, layers: Sequence[int], count: int |
         if i < 0 or (count is not None and i >= count):
             known = f"kind {kind!r} has {count} selectable layers (0 to {count - 1})" if count is not None else "indices start at 0"
             raise ConfigError(f"{where}: layer index {i} is out of range; {known}; `featreg encoder-layers {kind}` lists them")
-
-
-def layered_distance(
-    distance: Callable[[Any, Any], Any],
-    fixed: Any,
-    warped: Any,
-    splits: Sequence[int] | None,
-    weights: Sequence[float] | None,
-) -> Any:
-    """The feature distance of ``(B, C, g, g)`` features, per pair ``(B,)``.
-
-    Without ``splits`` (an encoder without ``layers``) it is ``distance(fixed, warped)``.
-    With them, the channels are cut into one block per layer (``splits``: channel
-    counts, in order) and the result is ``Σ w_i · distance(block_i) / Σ w_i``; a layer of
-    weight 0 is skipped. ``distance`` is one of ``featreg.registration.losses.FEATURE_DISTANCES``,
-    which normalise by the channel count (cosine per pixel, L1 as a mean).
-    """
-    if splits is None:
-        return distance(fixed, warped)
-    if weights is None or len(weights) != len(splits):
-        raise ValueError(f"layer weights {weights} do not match layer splits {splits}")
-    if sum(splits) != fixed.shape[1] or fixed.shape != warped.shape:
-        raise ValueError(
-            f"features of shapes {tuple(fixed.shape)} and {tuple(warped.shape)} do not hold layers of {list(splits)} channels"
-        )
-    pieces = zip(weights, fixed.split(list(splits), dim=1), warped.split(list(splits), dim=1))
-    return sum(w * distance(f, m) for w, f, m in pieces if w) / sum(weights)

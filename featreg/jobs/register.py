@@ -61,6 +61,8 @@ class ShardFeatures:
         self.once = once
         self.images = ("fixed", "moving") if once else ("fixed",)
         self.files = {"fixed": self.record.features, "moving": self.record.moving}
+        splits, weights = self.record.layer_splits, self.record.layer_weights
+        self.layers = None if splits is None else (splits, weights)
         self._device, self._compile = device, compile_encoder
         self._encoder = None if once else self.encoder()
         self.identity = dict(self.record.identity) if once else self._encoder.identity()
@@ -201,6 +203,7 @@ def register_shard(
             encoder=features and features.loop_encoder,
             fixed_features=torch.cat(batch.fixed) if batch.fixed else None,
             moving_features=torch.cat(batch.moving) if batch.moving else None,
+            layers=features and features.layers,
             device=torch_device,
         )
         for index, (pair_dir, pair, key) in enumerate(zip(batch.dirs, batch.pairs, batch.keys)):

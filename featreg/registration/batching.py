@@ -51,14 +51,21 @@ def pair_footprint_bytes(
     spacing: Sequence[float],
     encoder: Encoder | None,
     device: torch.device,
+    fixed_features: torch.Tensor | None = None,
+    moving_features: torch.Tensor | None = None,
 ) -> int:
-    """Peak CUDA memory of registering one pair ``(1, 1, X, Y)``, over what was allocated before."""
+    """Peak CUDA memory of registering one pair ``(1, 1, X, Y)``, over what was allocated before.
+
+    ``fixed_features`` and ``moving_features`` (``(1, C, g, g)``) are the pair's, as
+    :func:`~featreg.registration.optimize.register_pairs` takes them (``encode: once`` needs the moving ones).
+    """
     if device.type != "cuda":
         raise ValueError(f"the footprint is measured on a CUDA device, got {device}")
     torch.cuda.synchronize(device)
     before = torch.cuda.memory_allocated(device)
     probe = dataclasses.replace(settings, iterations=PROBE_ITERATIONS, early_stop_rtol=None)
-    result = register_pairs(fixed, moving, probe, spacing=spacing, encoder=encoder, device=device, progress_every_s=None)
+    result = register_pairs(fixed, moving, probe, spacing=spacing, encoder=encoder, fixed_features=fixed_features,
+                            moving_features=moving_features, device=device, progress_every_s=None)
     return max(1, int(result.peak_memory_mb * 2**20) - before)
 
 
@@ -71,12 +78,15 @@ def auto_batch_size(
     encoder: Encoder | None,
     device: torch.device,
     limit: int,
+    fixed_features: torch.Tensor | None = None,
+    moving_features: torch.Tensor | None = None,
 ) -> tuple[int, dict[str, Any]]:
-    """The batch for ``auto`` from one sample pair, and how it was chosen (for ``run.json``)."""
+    """The batch for ``auto`` from one sample pair (and its features, as :func:`pair_footprint_bytes`), and how it was chosen (for ``run.json``)."""
     if device.type != "cuda":
         batch = min(CPU_BATCH, limit)
         return batch, {"requested": "auto", "batch_size": batch, "rule": f"fixed {CPU_BATCH} on {device.type}"}
-    per_pair = pair_footprint_bytes(fixed, moving, settings, spacing=spacing, encoder=encoder, device=device)
+    per_pair = pair_footprint_bytes(fixed, moving, settings, spacing=spacing, encoder=encoder, device=device,
+                                    fixed_features=fixed_features, moving_features=moving_features)
     torch.cuda.empty_cache()
     free, total = torch.cuda.mem_get_info(device)
     batch = largest_batch(free, per_pair, limit=limit)

@@ -63,7 +63,7 @@ def write_pair_result(
 
     ``moving_label`` ``(X, Y)`` is warped by nearest neighbour; it is required for an ``ok`` pair.
     ``fingerprint`` (identifying method + encoder, for resuming) is stored in ``run.json`` when given,
-    and so is ``batch_sizing``, how ``batch_size: auto`` chose the batch.
+    and so is ``batch_sizing``, how ``batch_size: auto`` chose the batch; ``pca_kept_variance`` with ``pca``.
     """
     if not 0 <= index < result.batch:
         raise ValueError(f"index {index} out of range for a result of {result.batch} pair(s)")
@@ -93,6 +93,8 @@ def write_pair_result(
         "device": result.device,
         "settings": result.settings.to_dict(),
     }
+    if result.pca_kept is not None:
+        run["pca_kept_variance"] = float(result.pca_kept[index])
     if fingerprint is not None:
         run["fingerprint"] = fingerprint
     if batch_sizing is not None:

@@ -385,3 +385,160 @@ def lattice_warped_ncc(
             f"got {X}x{Y} images and params {tuple(params.shape)}"
         )
     return _LatticeNCC.apply(fixed.contiguous(), moving.contiguous(), params.contiguous(), bands, workspace or Workspace())
+
+
+# The warped feature map (encode: once): cells sample a channels-last map, one pass over the
+# channels gives the cell's distance and its derivatives along both axes.
+COSINE, L1 = 0, 1
+"""Feature distances of :func:`warped_feature_distance`'s kernel, by number."""
+
+
+@numba.njit(inline="always")
+def _cosine_cell(f, v00, v01, v10, v11, wx, wy, eps):
+    """Cosine of ``f`` and the bilinear sample of the corners at (wx, wy), and its derivatives along x and y.
+
+    As torch's ``cosine_similarity``: each norm clamped at ``eps`` (where the clamp holds, no gradient through it).
+    """
+    fw = ww = ff = f_dx = f_dy = w_dx = w_dy = np.float32(0)
+    for c in range(f.shape[0]):
+        a, b = v01[c] - v00[c], v11[c] - v10[c]
+        top = v00[c] + a * wy
+        bottom = v10[c] + b * wy
+        d_x = bottom - top
+        d_y = a + (b - a) * wx
+        w = top + d_x * wx
+        fw += f[c] * w
+        ww += w * w
+        ff += f[c] * f[c]
+        f_dx += f[c] * d_x
+        f_dy += f[c] * d_y
+        w_dx += w * d_x
+        w_dy += w * d_y
+    norm_f, norm_w = max(np.sqrt(ff), eps), max(np.sqrt(ww), eps)
+    value = fw / (norm_f * norm_w)
+    held = value / (norm_w * norm_w) if np.sqrt(ww) > eps else np.float32(0)
+    return value, f_dx / (norm_f * norm_w) - held * w_dx, f_dy / (norm_f * norm_w) - held * w_dy
+
+
+@numba.njit(inline="always")
+def _l1_cell(f, v00, v01, v10, v11, wx, wy):
+    """Mean |f - w| over channels, w the bilinear sample at (wx, wy), and its derivatives (sign(0) = 0, as torch's abs)."""
+    total = g_x = g_y = np.float32(0)
+    for c in range(f.shape[0]):
+        a, b = v01[c] - v00[c], v11[c] - v10[c]
+        top = v00[c] + a * wy
+        bottom = v10[c] + b * wy
+        d_x = bottom - top
+        d_y = a + (b - a) * wx
+        diff = f[c] - (top + d_x * wx)
+        total += abs(diff)
+        sign = np.float32((diff > 0) - (diff < 0))
+        g_x -= sign * d_x
+        g_y -= sign * d_y
+    n = np.float32(f.shape[0])
+    return total / n, g_x / n, g_y / n
+
+
+@numba.njit(**_JIT)
+def _feature_forward(fixed, moving, points, distance, factors, eps, row_sums, stash):
+    """Per pair and row of cells: Σ over inside cells of the cell's value (cosine or mean |f - w|) and the count.
+
+    ``fixed``, ``moving`` are ``(B, gx, gy, C)``; ``points (B, 2, gx, gy)`` image-normalised
+    sample points (plane 0 along Y). The map is sampled as ``grid_sample`` (bilinear,
+    ``align_corners=False`` at x·(N-1)/N, border padding, zero gradient where clamped) would;
+    ``factors`` are (N-1)/N along X and Y, then the chain factors (N-1)/N·g/2 from a map
+    coordinate's derivative to the point's. ``stash[b]`` gets each inside cell's derivative
+    of its value along y and x (zero outside).
+    """
+    B, gx, gy, _ = fixed.shape
+    half_x, half_y = np.float64(gx / 2), np.float64(gy / 2)
+    last_x, last_y = np.float32(gx - 1), np.float32(gy - 1)
+    zero, one = np.float32(0), np.float32(1)
+    for row in numba.prange(B * gx):
+        b = row // gx
+        i = row - b * gx
+        plane_y, plane_x, slope_y, slope_x = points[b, 0, i], points[b, 1, i], stash[b, 0, i], stash[b, 1, i]
+        total = count = 0.0
+        for j in range(gy):
+            px, py = plane_x[j], plane_y[j]
+            inside = (abs(px) <= one) & (abs(py) <= one)
+            if not inside:
+                slope_y[j] = slope_x[j] = zero
+                continue
+            # grid_sample's CPU unnormalisation (c + 1)·g/2 - 1/2, its multiply-add rounded once (as its fused
+            # multiply-add): at the identity cells sit exactly on cell centres, where the rounding picks the side
+            # whose slope the gradient takes
+            ix = np.float32(np.float64(px * factors[0] + one) * half_x - 0.5)
+            iy = np.float32(np.float64(py * factors[1] + one) * half_y - 0.5)
+            free_x = one if (ix > zero) & (ix < last_x) else zero
+            free_y = one if (iy > zero) & (iy < last_y) else zero
+            ix = min(max(ix, zero), last_x)
+            iy = min(max(iy, zero), last_y)
+            x0 = min(np.int32(ix), gx - 2)
+            y0 = min(np.int32(iy), gy - 2)
+            wx = ix - np.float32(x0)
+            wy = iy - np.float32(y0)
+            f, v00, v01 = fixed[b, i, j], moving[b, x0, y0], moving[b, x0, y0 + 1]
+            v10, v11 = moving[b, x0 + 1, y0], moving[b, x0 + 1, y0 + 1]
+            if distance == COSINE:
+                value, grad_x, grad_y = _cosine_cell(f, v00, v01, v10, v11, wx, wy, eps)
+            else:
+                value, grad_x, grad_y = _l1_cell(f, v00, v01, v10, v11, wx, wy)
+            slope_x[j] = grad_x * free_x * factors[2]
+            slope_y[j] = grad_y * free_y * factors[3]
+            total += value
+            count += 1.0
+        row_sums[b, i, 0], row_sums[b, i, 1] = total, count
+
+
+class _WarpedFeatures(torch.autograd.Function):
+    """Masked feature distance of ``fixed`` and ``moving`` maps, the latter sampled at ``points`` (gradient for ``points``)."""
+
+    @staticmethod
+    def forward(ctx, fixed, moving, points, distance, image_shape, workspace):
+        _set_threads()
+        B, gx, gy, _ = fixed.shape
+        X, Y = image_shape
+        stash = workspace.array("feature_stash", (B, 2, gx, gy))
+        row_sums = workspace.array("feature_rows", (B, gx, 2), np.float64)
+        factors = np.array([(X - 1) / X, (Y - 1) / Y, (X - 1) / X * gx / 2, (Y - 1) / Y * gy / 2], dtype=np.float32)
+        _feature_forward(fixed.numpy(), moving.numpy(), points.detach().numpy(), distance, factors, np.float32(1e-8), row_sums, stash)
+        total, count = row_sums[:, :, 0].sum(axis=1), np.maximum(row_sums[:, :, 1].sum(axis=1), 1.0)
+        sign = -1.0 if distance == COSINE else 1.0
+        ctx.scale = sign / count
+        ctx.stash = stash
+        return torch.from_numpy((sign * total / count).astype(np.float32))
+
+    @staticmethod
+    def backward(ctx, grad):
+        scale = torch.from_numpy((grad.double().numpy() * ctx.scale).astype(np.float32)).view(-1, 1, 1, 1)
+        return None, None, torch.from_numpy(ctx.stash) * scale, None, None, None
+
+
+def warped_feature_distance(
+    fixed: torch.Tensor, moving: torch.Tensor, points: torch.Tensor, image_shape: tuple[int, int], distance: str,
+    workspace: Workspace | None = None,
+) -> torch.Tensor:
+    """Feature distance per pair of ``fixed`` and ``moving`` maps ``(B, C, gx, gy)``, the latter warped to ``points``.
+
+    ``points (B, 2, gx, gy)`` are :func:`~featreg.registration.sampling.feature_points`'
+    (image-normalised, plane 0 along Y) on an image of ``image_shape``. Equal (to float
+    rounding) to ``distance`` (``cosine`` or ``l1``) of :mod:`featreg.registration.losses` on
+    :func:`~featreg.registration.sampling.warp_features`' map and mask; differentiable in
+    ``points``. The maps are read channels-last: stored so
+    (``torch.channels_last``), they are not copied.
+    """
+    if fixed.shape != moving.shape or fixed.ndim != 4:
+        raise ValueError(f"fixed and moving features must share a shape (B, C, gx, gy), got {tuple(fixed.shape)} and {tuple(moving.shape)}")
+    B, _, gx, gy = fixed.shape
+    if min(gx, gy) < 2:
+        raise ValueError(f"feature maps need at least 2 cells per axis, got {(gx, gy)}")
+    if points.shape != (B, 2, gx, gy):
+        raise ValueError(f"points must have shape {(B, 2, gx, gy)}, got {tuple(points.shape)}")
+    codes = {"cosine": COSINE, "l1": L1}
+    if distance not in codes:
+        raise ValueError(f"distance must be one of {sorted(codes)}, got {distance!r}")
+    return _WarpedFeatures.apply(
+        fixed.permute(0, 2, 3, 1).contiguous(), moving.permute(0, 2, 3, 1).contiguous(), points.contiguous(), codes[distance],
+        tuple(int(n) for n in image_shape), workspace or Workspace(),
+    )

@@ -3,9 +3,13 @@
 Conventions follow the paper's code (docs/references.md, "airlab" and "The paper"): global NCC over the
 pixels whose sample point lies inside the image, cosine dissimilarity as minus
 the mean per-pixel cosine across channels, L1 as the mean absolute difference.
+The feature distances take the same optional mask as the image distances: a warped
+feature map (``encode: once``) leaves out the cells whose sample point left the image.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -74,20 +78,59 @@ def mse(fixed: torch.Tensor, warped: torch.Tensor, mask: torch.Tensor | None = N
     return (((fixed - warped) ** 2) * m).sum(dim=dims) / m.sum(dim=dims).clamp(min=1)
 
 
-def cosine_dissimilarity(fixed_features: torch.Tensor, warped_features: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
-    """Minus the mean over pixels of the cosine between the channel vectors at each pixel; -1 is identical."""
+def _masked_mean(values: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Per pair mean of ``values (B, X, Y)`` over the pixels where ``mask (B, 1, X, Y)`` is true (all when None)."""
+    if mask is None:
+        return values.flatten(1).mean(dim=1)
+    m = mask.flatten(1).to(values.dtype)
+    return (values.flatten(1) * m).sum(dim=1) / m.sum(dim=1).clamp(min=1)
+
+
+def cosine_dissimilarity(
+    fixed_features: torch.Tensor, warped_features: torch.Tensor, mask: torch.Tensor | None = None, eps: float = 1e-8
+) -> torch.Tensor:
+    """Minus the mean over pixels (where ``mask`` is true) of the cosine between the channel vectors at each pixel; -1 is identical."""
     if fixed_features.shape != warped_features.shape:
         raise ValueError(f"feature shapes differ: {tuple(fixed_features.shape)} vs {tuple(warped_features.shape)}")
     cos = torch.nn.functional.cosine_similarity(fixed_features, warped_features, dim=1, eps=eps)
-    return -cos.flatten(1).mean(dim=1)
+    return -_masked_mean(cos, mask)
 
 
-def l1_distance(fixed_features: torch.Tensor, warped_features: torch.Tensor) -> torch.Tensor:
-    """Mean absolute difference over channels and pixels."""
+def l1_distance(fixed_features: torch.Tensor, warped_features: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean absolute difference over channels and pixels (where ``mask`` is true)."""
     if fixed_features.shape != warped_features.shape:
         raise ValueError(f"feature shapes differ: {tuple(fixed_features.shape)} vs {tuple(warped_features.shape)}")
-    return (fixed_features - warped_features).abs().flatten(1).mean(dim=1)
+    if mask is None:
+        return (fixed_features - warped_features).abs().flatten(1).mean(dim=1)
+    return _masked_mean((fixed_features - warped_features).abs().mean(dim=1), mask)
 
 
 IMAGE_DISTANCES = {"ncc": ncc, "mse": mse}
 FEATURE_DISTANCES = {"cosine": cosine_dissimilarity, "l1": l1_distance}
+
+
+def layered_distance(
+    distance: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    fixed: torch.Tensor,
+    warped: torch.Tensor,
+    splits: Sequence[int] | None,
+    weights: Sequence[float] | None,
+) -> torch.Tensor:
+    """The feature distance of ``(B, C, g, g)`` features, per pair ``(B,)``.
+
+    Without ``splits`` (an encoder without ``layers``) it is ``distance(fixed, warped)``.
+    With them, the channels are cut into one block per layer (``splits``: channel
+    counts, in order) and the result is ``Σ w_i · distance(block_i) / Σ w_i``; a layer of
+    weight 0 is skipped. ``distance`` is one of ``featreg.registration.losses.FEATURE_DISTANCES``,
+    which normalise by the channel count (cosine per pixel, L1 as a mean).
+    """
+    if splits is None:
+        return distance(fixed, warped)
+    if weights is None or len(weights) != len(splits):
+        raise ValueError(f"layer weights {weights} do not match layer splits {splits}")
+    if sum(splits) != fixed.shape[1] or fixed.shape != warped.shape:
+        raise ValueError(
+            f"features of shapes {tuple(fixed.shape)} and {tuple(warped.shape)} do not hold layers of {list(splits)} channels"
+        )
+    pieces = zip(weights, fixed.split(list(splits), dim=1), warped.split(list(splits), dim=1))
+    return sum(w * distance(f, m) for w, f, m in pieces if w) / sum(weights)

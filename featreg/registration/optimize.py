@@ -20,12 +20,12 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
-from featreg.registration import kernels
+from featreg.registration import kernels, pca
 from featreg.registration.bspline import BSplineTransform
-from featreg.registration.sampling import warp_grid_inside, warp_image
+from featreg.registration.sampling import feature_points, warp_features, warp_grid_inside, warp_image
 from featreg.registration.units import displacement_to_mm
 from featreg.devices import resolve_device
-from featreg.registration.losses import FEATURE_DISTANCES, IMAGE_DISTANCES
+from featreg.registration.losses import FEATURE_DISTANCES, IMAGE_DISTANCES, layered_distance
 from featreg.registration.progress import PROGRESS_EVERY_S, ProgressLog
 from featreg.registration.regularisers import diffusion, regulariser_weights
 from featreg.registration.settings import EARLY_STOP_WINDOW, RegistrationSettings
@@ -43,7 +43,8 @@ class RegistrationResult:
     """Per pair (first axis B) results of :func:`register_pairs`, and run-wide cost.
 
     ``loss[b, :evaluations[b]]`` holds pair b's evaluated iterations;
-    ``iterations[b]`` counts the optimiser steps applied to it.
+    ``iterations[b]`` counts the optimiser steps applied to it; ``pca_kept[b]`` the
+    fraction of pair b's joint feature variance its ``pca`` components keep (None without PCA).
     """
 
     displacement_mm: np.ndarray  # (B, 2, X, Y) float32, mm, component c along array axis c
@@ -58,6 +59,7 @@ class RegistrationResult:
     device: str
     spacing: tuple[float, float]
     settings: RegistrationSettings
+    pca_kept: np.ndarray | None = None  # (B,) float64
 
     @property
     def batch(self) -> int:
@@ -98,6 +100,9 @@ def pair_objective(
     *,
     encoder: Encoder | None = None,
     fixed_features: torch.Tensor | None = None,
+    moving_features: torch.Tensor | None = None,
+    projection: tuple[torch.Tensor, torch.Tensor] | None = None,
+    layers: tuple[Sequence[int], Sequence[float]] | None = None,
     workspace: kernels.Workspace | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Per pair ``(J, D_I, D_F, R)``, each ``(B,)``: J = (1-α)·D_I + α·D_F + λ·R.
@@ -107,6 +112,16 @@ def pair_objective(
     ``grid_sample``; R is evaluated on the lattice when the field is linear in
     the parameters (non-diffeomorphic), on the dense field otherwise.
     D_I is skipped (NaN) when α = 1, D_F (and the encoder) when α = 0.
+    D_F compares ``fixed_features`` with, per ``settings.encode``, the encoder's features of
+    the warped image (``each_iteration``; projected by ``projection = (mean, basis)``, a
+    :func:`~featreg.registration.pca.joint_basis`, when given) or ``moving_features`` warped
+    by the field (``once``; :func:`~featreg.registration.sampling.warp_features`, over the
+    cells whose sample point is inside the image; already projected, as projection commutes
+    with the warp). In ``once`` mode the image is only warped for D_I; on CPU the warp and
+    D_F are one fused node (:func:`featreg.registration.kernels.warped_feature_distance`,
+    same maths), which reads feature maps stored channels-last without copying them.
+    ``layers`` = (channel counts, weights) of an encoder's selected layers makes D_F their
+    weighted mean (:func:`~featreg.registration.losses.layered_distance`), in both modes.
     NCC alone (α = 0) on CPU runs as fused kernels (same maths), with the loop's
     ``workspace`` when given: B-spline field, warp and NCC in one node
     (:func:`featreg.registration.kernels.lattice_warped_ncc`), or after scaling and
@@ -116,7 +131,8 @@ def pair_objective(
     on_lattice = fused and not transform.diffeomorphic
     if not on_lattice:
         grid, field = transform.sampling_grid(params)
-    if not fused:
+    once = settings.encode == "once"
+    if not fused and (settings.alpha < 1 or not once):
         warped, inside = warp_grid_inside(moving, grid)
     if transform.diffeomorphic:
         reg = diffusion(field, reg_weights.flip(0))  # field in grid order: component i is u_(1-i)
@@ -134,14 +150,42 @@ def pair_objective(
             image = IMAGE_DISTANCES[settings.image_distance](fixed, warped, inside)
         total = total + (1 - settings.alpha) * image
     if settings.alpha > 0:
-        warped_features = encoder(warped)
-        if warped_features.shape != fixed_features.shape:
-            raise ValueError(
-                f"encoder output {tuple(warped_features.shape)} does not match fixed_features {tuple(fixed_features.shape)}"
+        distance = FEATURE_DISTANCES[settings.feature_distance]
+        if once and layers is not None:  # per layer, on the torch path (the fused node takes one map)
+            feature = _once_layered(distance, fixed_features, moving_features, field, layers)
+        elif once and kernels.fused_available(params, moving_features):
+            points, _ = feature_points(field, moving_features.shape[2:])
+            feature = kernels.warped_feature_distance(
+                fixed_features, moving_features, points, transform.shape, settings.feature_distance, workspace
             )
-        feature = FEATURE_DISTANCES[settings.feature_distance](fixed_features, warped_features)
+        elif once:
+            feature = distance(fixed_features, *warp_features(moving_features, field))
+        else:
+            warped_features = encoder(warped)
+            if projection is not None:
+                warped_features = pca.project(warped_features, *projection)
+            if warped_features.shape != fixed_features.shape:
+                raise ValueError(
+                    f"encoder output {tuple(warped_features.shape)} does not match fixed_features {tuple(fixed_features.shape)}"
+                )
+            feature = layered_distance(distance, fixed_features, warped_features, *(layers or (None, None)))
         total = total + settings.alpha * feature
     return total, image, feature, reg
+
+
+def _once_layered(distance, fixed: torch.Tensor, moving: torch.Tensor, field: torch.Tensor,
+                  layers: tuple[Sequence[int], Sequence[float]]) -> torch.Tensor:
+    """D_F of ``encode: once`` over an encoder's layers: each layer's map warped and compared alone."""
+    splits, weights = layers
+    pieces = zip(weights, fixed.split(list(splits), dim=1), moving.split(list(splits), dim=1))
+    return sum(w * distance(f, *warp_features(m, field)) for w, f, m in pieces if w) / sum(weights)
+
+
+def _as_features(name: str, value: np.ndarray | torch.Tensor, batch: int, device: torch.device) -> torch.Tensor:
+    tensor = torch.as_tensor(np.asarray(value) if not isinstance(value, torch.Tensor) else value)
+    if tensor.ndim != 4 or tensor.shape[0] != batch:
+        raise ValueError(f"{name} must have shape ({batch}, C, g, g), got {tuple(tensor.shape)}")
+    return tensor.detach().to(device, torch.float32)
 
 
 def _peak_memory_mb(device: torch.device) -> float:
@@ -159,15 +203,23 @@ def register_pairs(
     spacing: Sequence[float] = (1.8, 1.8),
     encoder: Encoder | None = None,
     fixed_features: np.ndarray | torch.Tensor | None = None,
+    moving_features: np.ndarray | torch.Tensor | None = None,
+    layers: tuple[Sequence[int], Sequence[float]] | None = None,
     device: str | torch.device = "auto",
     progress_every_s: float | None = PROGRESS_EVERY_S,
 ) -> RegistrationResult:
     """Register B moving images onto B fixed images (``(B, 1, X, Y)``, [0, 1]) jointly.
 
     ``encoder`` maps an image batch ``(B, 1, X, Y)`` to features ``(B, C, g, g)``
-    and must be differentiable; it is needed when ``settings.alpha > 0``.
-    ``fixed_features`` are the fixed images' features (computed once by the
-    encoder without gradients when not given). ``spacing`` (mm) converts the
+    and must be differentiable; it is needed when ``settings.alpha > 0``, except in
+    ``encode: once`` mode given both feature maps. ``fixed_features`` and
+    ``moving_features`` are the fixed and moving images' features, encoded beforehand
+    without gradients (when not given, the encoder computes them here, before the loop).
+    ``once`` mode needs ``moving_features`` and never calls the encoder inside the loop;
+    ``each_iteration`` mode reads them only for ``pca``'s basis. ``layers`` = (channel counts,
+    weights) of an encoder with selected layers (``FeatureEncoder.layer_splits``,
+    ``layer_weights``) averages the feature distance over them; it excludes ``pca``, which
+    mixes the layers' channels. ``spacing`` (mm) converts the
     result to mm and feeds the ``physical`` regulariser. Peak memory is
     ``torch.cuda.max_memory_allocated`` on GPU, the process's peak RSS on CPU
     (since process start). ``settings.seed`` seeds torch (for encoders with
@@ -184,8 +236,15 @@ def register_pairs(
     spacing = tuple(float(s) for s in spacing)
     if len(spacing) != 2 or not all(s > 0 for s in spacing):
         raise ValueError(f"spacing must be two positive numbers (mm), got {spacing}")
-    if settings.alpha > 0 and encoder is None:
-        raise ValueError(f"alpha = {settings.alpha} needs an encoder")
+    once = settings.encode == "once"
+    if settings.alpha > 0 and once and moving_features is None:
+        raise ValueError(
+            f"encode 'once' with alpha = {settings.alpha} needs moving_features (B, C, g, g), encoded beforehand without gradient"
+        )
+    if layers is not None and settings.pca is not None:
+        raise ValueError("pca mixes the channels of an encoder's layers: give layers or pca, not both")
+    if settings.alpha > 0 and encoder is None and not (once and fixed_features is not None):
+        raise ValueError(f"alpha = {settings.alpha} needs an encoder" + (" or fixed_features" if once else ""))
     dev = resolve_device(device)
     B, _, X, Y = fixed_t.shape
     torch.manual_seed(settings.seed)
@@ -194,16 +253,23 @@ def register_pairs(
     start = time.perf_counter()
 
     fixed_t, moving_t = fixed_t.to(dev), moving_t.to(dev)
-    feats = None
+    feats = moving_feats = projection = kept = None
     if settings.alpha > 0:
-        if fixed_features is None:
-            with torch.no_grad():
-                feats = encoder(fixed_t)
-        else:
-            feats = torch.as_tensor(np.asarray(fixed_features) if not isinstance(fixed_features, torch.Tensor) else fixed_features)
-        feats = feats.detach().to(dev, torch.float32)
-        if feats.ndim != 4 or feats.shape[0] != B:
-            raise ValueError(f"fixed_features must have shape ({B}, C, g, g), got {tuple(feats.shape)}")
+        with torch.no_grad():
+            feats = _as_features("fixed_features", encoder(fixed_t) if fixed_features is None else fixed_features, B, dev)
+            if once or settings.pca is not None:
+                moving_feats = _as_features("moving_features", encoder(moving_t) if moving_features is None else moving_features, B, dev)
+                if moving_feats.shape != feats.shape:
+                    raise ValueError(f"moving_features {tuple(moving_feats.shape)} do not match fixed_features {tuple(feats.shape)}")
+            if settings.pca is not None:
+                mean, basis, kept = pca.joint_basis(feats, moving_feats, settings.pca)
+                feats = pca.project(feats, mean, basis)
+                if once:
+                    moving_feats = pca.project(moving_feats, mean, basis)
+                else:
+                    projection = (mean, basis)
+            if once and layers is None and kernels.fused_available(feats, moving_feats):  # the fused node's layout, made once
+                feats, moving_feats = (f.contiguous(memory_format=torch.channels_last) for f in (feats, moving_feats))
 
     transform = transform_for(settings, (X, Y), device=dev)
     params = transform.zeros(B).requires_grad_(True)
@@ -223,7 +289,8 @@ def register_pairs(
     for it in range(T):
         total, image, feature, reg = pair_objective(
             transform, params, fixed_t, moving_t, settings, reg_weights,
-            encoder=encoder, fixed_features=feats, workspace=workspace,
+            encoder=encoder, fixed_features=feats, moving_features=moving_feats, projection=projection, layers=layers,
+            workspace=workspace,
         )
         history[it] = torch.stack((total, image, feature, reg), dim=1).detach()
         active = active & torch.isfinite(total)
@@ -291,6 +358,7 @@ def register_pairs(
         device=str(dev),
         spacing=spacing,
         settings=settings,
+        pca_kept=None if kept is None else kept.cpu().numpy(),
     )
     logger.info("registered %d pair(s) in %.2f s (%d failed)", B, seconds, status.count("failed"))
     return result

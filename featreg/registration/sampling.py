@@ -12,6 +12,11 @@ replication, zero gradient along an axis where the point is clamped):
   (:func:`sample_bilinear`): the identity then samples exactly at integer pixel
   positions, so zero parameters reproduce the image bit for bit.
 
+The loop's third sampler warps a feature map that covers the image
+(:func:`warp_features`, ``encode: once``): its cells sit at the image's coordinates
+given below, the displacement is taken there, and the map is sampled bilinearly with
+``grid_sample`` and the same inside-the-image mask.
+
 Displacements are normalised (:mod:`featreg.registration.units`); component c of a
 field ``(B, 2, X, Y)`` is along array axis c, except for :func:`to_grid`, whose field
 has its components in ``grid_sample``'s order (component 0 along Y, the last axis).
@@ -20,6 +25,7 @@ has its components in ``grid_sample``'s order (component 0 along Y, the last axi
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 
 import torch
 
@@ -149,6 +155,58 @@ def warp_grid_inside(image: torch.Tensor, grid: torch.Tensor) -> tuple[torch.Ten
     with torch.no_grad():  # per coordinate plane: contiguous for a :func:`to_grid` grid
         inside = (torch.maximum(grid[..., 0].abs(), grid[..., 1].abs()) <= 1).unsqueeze(1)
     return grid_sample(image, grid), inside
+
+
+@functools.lru_cache(maxsize=32)
+def _cell_frame(gx: int, gy: int, X: int, Y: int, dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cell centres of a ``(gx, gy)`` map covering an ``(X, Y)`` image as image-normalised planes (plane 0 along Y),
+    and the per-plane factor from image-normalised to the map's ``align_corners=False`` coordinates."""
+    if (gx, gy) == (X, Y):  # the cells are the pixels: exactly the image warp's identity grid
+        centres = identity_planes(X, Y, dtype, device)
+    else:  # cell k's centre is pixel (k + 1/2)·N/g - 1/2, normalised 2p/(N - 1) - 1
+        axes = [((torch.arange(g, dtype=torch.float64) + 0.5) * n / g - 0.5) * 2 / (n - 1) - 1 for g, n in ((gx, X), (gy, Y))]
+        centres = torch.stack(torch.meshgrid(axes[1], axes[0], indexing="xy"))[None].to(dtype=dtype, device=device)
+    scale = torch.tensor([(Y - 1) / Y, (X - 1) / X], dtype=torch.float64).view(1, 2, 1, 1).to(dtype=dtype, device=device)
+    return centres, scale
+
+
+def feature_points(field: torch.Tensor, size: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Where a ``size = (gx, gy)`` feature map's cells sample: image-normalised planes ``(B, 2, gx, gy)`` and inside mask.
+
+    ``field (B, 2, X, Y)`` is the dense displacement in grid order (plane 0 along Y), as
+    :meth:`~featreg.registration.bspline.BSplineTransform.sampling_grid` returns it. A map
+    made by resizing to ``g`` with ``align_corners=False`` (every encoder's grid) has cell k
+    at fraction (k + 1/2)/g of the image's extent: the field is resampled there (bilinear,
+    ``align_corners=False``, the same fractions), unless the cells are the pixels. The mask
+    is :func:`warp_grid_inside`'s: the point lies within the image's outer pixel centres.
+    """
+    X, Y = field.shape[2:]
+    gx, gy = (int(n) for n in size)
+    centres, _ = _cell_frame(gx, gy, X, Y, field.dtype, field.device)
+    if (gx, gy) != (X, Y):
+        field = torch.nn.functional.interpolate(field, size=(gx, gy), mode="bilinear", align_corners=False)
+    points = field + centres
+    with torch.no_grad():
+        inside = (torch.maximum(points[:, 0].abs(), points[:, 1].abs()) <= 1).unsqueeze(1)
+    return points, inside
+
+
+def warp_features(features: torch.Tensor, field: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A feature map ``(B, C, gx, gy)`` covering the image, warped by ``field`` (grid order), and its inside mask.
+
+    Image-normalised x (``align_corners=True``: ±1 at the outer pixel centres) is
+    fraction ((x + 1)(N - 1)/2 + 1/2)/N of the extent, i.e. ``x·(N - 1)/N`` in the map's
+    ``align_corners=False`` coordinates, whatever g (docs/design.md). Bilinear, border
+    replication; differentiable in ``field``.
+    """
+    B, _, gx, gy = features.shape
+    if field.ndim != 4 or field.shape[:2] != (B, 2):
+        raise ValueError(f"field must have shape ({B}, 2, X, Y), got {tuple(field.shape)}")
+    points, inside = feature_points(field, (gx, gy))
+    _, scale = _cell_frame(gx, gy, *field.shape[2:], field.dtype, field.device)
+    grid = (points * scale).permute(0, 2, 3, 1)
+    warped = torch.nn.functional.grid_sample(features, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    return warped, inside
 
 
 def warp_image(image: torch.Tensor, displacement: torch.Tensor) -> torch.Tensor:

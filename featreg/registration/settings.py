@@ -19,6 +19,8 @@ SQUARING_CONVENTIONS = ("exact", "airlab")
 REGULARISERS = ("airlab", "physical")
 IMAGE_DISTANCE_NAMES = ("ncc", "mse")
 FEATURE_DISTANCE_NAMES = ("cosine", "l1")
+ENCODE_MODES = ("each_iteration", "once")
+"""When the moving image is encoded: its warped copy at every iteration (the paper), or once before the loop."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,6 +35,12 @@ class RegistrationSettings:
     ``(1 - alpha)·image + alpha·feature + lam·regulariser``. ``early_stop_rtol``
     stops a pair once its loss changed by less than that fraction over the last
     ``EARLY_STOP_WINDOW`` iterations (off when None).
+
+    ``encode`` (feature terms only): ``each_iteration`` encodes the warped moving
+    image at every iteration, as the paper did; ``once`` warps the moving image's
+    feature map, encoded beforehand without gradient. ``pca`` k projects the pair's
+    fixed and moving features onto their first k joint principal components
+    (:mod:`featreg.registration.pca`); None keeps every channel.
     """
 
     lattice: tuple[int, int] | None = (24, 24)
@@ -51,6 +59,8 @@ class RegistrationSettings:
     feature_distance: str | None = None
     early_stop_rtol: float | None = None
     seed: int = 0
+    encode: str = "each_iteration"
+    pca: int | None = None
 
     def __post_init__(self) -> None:
         if self.lattice is not None:
@@ -96,6 +106,10 @@ class RegistrationSettings:
             raise ConfigError(f"alpha = {self.alpha} needs a feature_distance (one of {list(FEATURE_DISTANCE_NAMES)})")
         if self.early_stop_rtol is not None and not self.early_stop_rtol > 0:
             raise ConfigError(f"early_stop_rtol must be > 0 or None, got {self.early_stop_rtol!r}")
+        if self.encode not in ENCODE_MODES:
+            raise ConfigError(f"encode must be one of {list(ENCODE_MODES)}, got {self.encode!r}")
+        if self.pca is not None and (not isinstance(self.pca, int) or isinstance(self.pca, bool) or self.pca < 1):
+            raise ConfigError(f"pca must be an integer >= 1 (principal components kept) or None, got {self.pca!r}")
 
     @classmethod
     def check_keys(cls, d: Mapping[str, Any]) -> None:

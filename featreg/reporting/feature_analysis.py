@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from featreg.encoders.features import FeatureEncoder
-from featreg.encoders.layers import layered_distance
+from featreg.registration.losses import layered_distance
 from featreg.registration.sampling import warp_image
 from featreg.registration.units import displacement_from_mm
 from featreg.registration.losses import cosine_dissimilarity, l1_distance

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from featreg.encoders.features import FeatureEncoder, build_encoder, selectable_layers
-from featreg.encoders.layers import layered_distance
+from featreg.registration.losses import layered_distance
 from featreg.encoders.registry import EncoderSpec, kind_factory, layer_count
 from featreg.errors import ConfigError
 from featreg.registration.losses import FEATURE_DISTANCES

@@ -49,7 +49,22 @@ def test_ok_pair_writes_every_file(tmp_path, result):
     assert rows[0] == ["iteration", "total", "image", "feature", "regulariser"] and len(rows) == 1 + 6
     run = json.loads((out / "run.json").read_text())
     assert run["status"] == "ok" and run["iterations"] == 6 and run["settings"]["lattice"] == [5, 5]
+    assert "pca_kept_variance" not in run
     assert not list(out.glob(".*part*"))  # no temporary files left behind
+
+
+def test_run_json_records_the_pca_kept_variance(tmp_path):
+    fixed = torch.rand(2, 1, 16, 16, generator=torch.Generator().manual_seed(1))
+    moving = torch.roll(fixed, 1, dims=-1)
+    features = lambda x: torch.cat([x, x**2, x.sqrt()], dim=1)  # noqa: E731
+    settings = RegistrationSettings(lattice=(4, 4), iterations=2, alpha=1.0, feature_distance="l1", encode="once", pca=2)
+    res = register_pairs(fixed, moving, settings, fixed_features=features(fixed), moving_features=features(moving), device="cpu",
+                         progress_every_s=None)
+    out = tmp_path / "pca"
+    write_pair_result(out, res, 1, patient="p", method="m", spacing=(1.8, 1.8), moving_label=np.zeros((16, 16), np.uint8))
+    run = json.loads((out / "run.json").read_text())
+    assert run["pca_kept_variance"] == float(res.pca_kept[1]) and 0.9 < run["pca_kept_variance"] < 1
+    assert (run["settings"]["encode"], run["settings"]["pca"]) == ("once", 2)
 
 
 def test_failed_pair_writes_only_run_json(tmp_path, result):

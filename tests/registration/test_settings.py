@@ -44,6 +44,10 @@ def test_paper_preset():
         ({"feature_distance": "l2"}, "feature_distance must be one of ['cosine', 'l1'] or None, got 'l2'"),
         ({"alpha": 0.3}, "alpha = 0.3 needs a feature_distance (one of ['cosine', 'l1'])"),
         ({"early_stop_rtol": 0.0}, "early_stop_rtol must be > 0 or None, got 0.0"),
+        ({"encode": "never"}, "encode must be one of ['each_iteration', 'once'], got 'never'"),
+        ({"pca": 0}, "pca must be an integer >= 1 (principal components kept) or None, got 0"),
+        ({"pca": True}, "pca must be an integer >= 1 (principal components kept) or None, got True"),
+        ({"pca": 2.5}, "pca must be an integer >= 1 (principal components kept) or None, got 2.5"),
     ],
 )
 def test_validation_messages(kwargs, message):

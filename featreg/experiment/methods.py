@@ -179,7 +179,11 @@ def check_methods(config: Mapping[str, Any], methods: Mapping[str, Method]) -> N
         RegistrationSettings.check_keys(config["registration"])
     except ConfigError as exc:
         raise ConfigError(f"registration: {exc}") from None
+    specs = encoder_specs(config)
     for method in methods.values():
+        if method.encoder is not None and specs[method.encoder].layers and method.settings.get("pca"):
+            raise ConfigError(f"method {method.name}: pca mixes the channels of encoder {method.encoder}'s layers; "
+                              f"give the encoder layers or the method pca, not both")
         try:
             if method.kind == "elastix":
                 ElastixSettings.from_dict(method.settings)

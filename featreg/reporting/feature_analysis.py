@@ -15,6 +15,7 @@ from tqdm import tqdm
 
 from featreg.encoders.features import FeatureEncoder
 from featreg.registration.losses import layered_distance
+from featreg.registration import sampling
 from featreg.registration.sampling import warp_image
 from featreg.registration.units import displacement_from_mm
 from featreg.registration.losses import cosine_dissimilarity, l1_distance
@@ -70,20 +71,10 @@ def warp_image_mm(image: torch.Tensor, displacement_mm: torch.Tensor, spacing: S
 
 
 def warp_features(features: torch.Tensor, displacement_mm: torch.Tensor, spacing: Sequence[float]) -> torch.Tensor:
-    """Warp a ``(B, C, g, g)`` map that covers the image's field of view by an image-grid displacement.
-
-    Feature cell j sits at image pixel (j + ½)·X/g − ½ (bilinear resizing,
-    ``align_corners=False``), so both maps share the normalised coordinate
-    (2p + 1)/X − 1 of image pixel p; the field is resampled to the cells.
-    """
-    X, Y = displacement_mm.shape[-2:]
-    g = features.shape[-2:]
-    u = F.interpolate(displacement_mm, size=g, mode="bilinear", align_corners=False)
-    scale = torch.tensor([2 / (X * spacing[0]), 2 / (Y * spacing[1])], dtype=u.dtype).view(1, 2, 1, 1)
-    axes = [(2 * torch.arange(n, dtype=u.dtype) + 1) / n - 1 for n in g]
-    base = torch.stack(torch.meshgrid(*axes, indexing="ij"))
-    pos = base + u * scale
-    return F.grid_sample(features, pos.flip(1).permute(0, 2, 3, 1), mode="bilinear", padding_mode="border", align_corners=False)
+    """Warp a ``(B, C, g, g)`` map that covers the image's field of view by an image-grid displacement in mm,
+    as registration with ``encode: once`` does (:func:`featreg.registration.sampling.warp_features`)."""
+    field = torch.as_tensor(displacement_from_mm(displacement_mm.numpy(), spacing), dtype=features.dtype)
+    return sampling.warp_features(features, field.flip(1))[0]
 
 
 def rotation_field(shape: tuple[int, int], spacing: Sequence[float], angle: float) -> torch.Tensor:

@@ -8,7 +8,6 @@ import torch
 import torch.nn.functional as F
 from registration_helpers import known_pair
 
-from featreg.encoders.analysis import warp_features as warp_features_mm
 from featreg.registration import kernels, pca
 from featreg.registration.bspline import BSplineTransform, knot_positions
 from featreg.registration.losses import FEATURE_DISTANCES
@@ -164,10 +163,17 @@ def test_the_feature_sampler_puts_cell_k_at_fraction_k_plus_half_over_g():
     warped, inside = warp_features(features, shift)
     torch.testing.assert_close(warped[:, :, :-1], features[:, :, 1:], rtol=0, atol=1e-12)
     assert inside[:, :, :-1].all() and not inside[:, :, -1].any()
-    # The figures' independent implementation (encoders.analysis, in mm) agrees
+    # An independent formula, in mm: cell j at normalised (2j + 1)/g - 1 of the map, the field
+    # resampled to the cells and scaled by 2 / (N·spacing) into the map's align_corners=False units
     field_mm = 3 * torch.randn(2, 2, 32, 36, dtype=torch.float64)
     field = torch.from_numpy(displacement_from_mm(field_mm.numpy(), (1.8, 1.2))).double()
-    expected = warp_features_mm(features, field_mm, (1.8, 1.2))
+    g = features.shape[-2:]
+    u = F.interpolate(field_mm, size=g, mode="bilinear", align_corners=False)
+    scale = torch.tensor([2 / (32 * 1.8), 2 / (36 * 1.2)], dtype=u.dtype).view(1, 2, 1, 1)
+    axes = [(2 * torch.arange(n, dtype=u.dtype) + 1) / n - 1 for n in g]
+    cells = torch.stack(torch.meshgrid(*axes, indexing="ij")) + u * scale
+    expected = F.grid_sample(features, cells.flip(1).permute(0, 2, 3, 1), mode="bilinear", padding_mode="border",
+                             align_corners=False)
     torch.testing.assert_close(warp_features(features, field.flip(1))[0], expected, rtol=0, atol=1e-5)
 
 

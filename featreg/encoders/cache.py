@@ -1,7 +1,7 @@
 """Pair feature cache: a pair's fixed image (and, for ``encode: once``, its moving image) encoded once, then reused.
 
 A cache file is ``torch.save`` of ``{"format", "features", "shape", "dtype",
-"sha256", "identity", "image"}``; ``identity`` is ``FeatureEncoder.identity()``,
+"sha256", "identity", "image", "seconds"}``; ``identity`` is ``FeatureEncoder.identity()``,
 ``image`` which of the pair's images was encoded (``fixed`` or ``moving``; files
 written before moving images were cached hold the fixed image's and have none) and
 ``sha256`` hashes the tensor's bytes. Loading checks all three, so a file from another
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -57,8 +58,10 @@ def _check_image(image: str) -> None:
         raise ValueError(f"image must be one of {list(IMAGES)}, got {image!r}")
 
 
-def save_features(path: str | Path, features: torch.Tensor, identity: dict[str, Any], *, image: str = "fixed") -> Path:
-    """Write ``features`` (any shape, stored on the CPU) of the pair's ``image`` with the encoder ``identity``, atomically."""
+def save_features(path: str | Path, features: torch.Tensor, identity: dict[str, Any], *, image: str = "fixed",
+                  seconds: float = float("nan")) -> Path:
+    """Write ``features`` (any shape, stored on the CPU) of the pair's ``image`` with the encoder ``identity``, atomically;
+    ``seconds`` is what encoding the image took (the cost the report shows)."""
     _check_image(image)
     path = Path(path)
     features = features.detach().cpu().contiguous()
@@ -70,6 +73,7 @@ def save_features(path: str | Path, features: torch.Tensor, identity: dict[str, 
         "sha256": tensor_sha256(features),
         "identity": identity,
         "image": image,
+        "seconds": float(seconds),
     }
     with atomic_path(path) as tmp:
         torch.save(record, tmp)
@@ -160,17 +164,14 @@ def cache_pair_features(
             log.error("%s: no features (expected a 2D %s image, got shape %s)", pair.name, image, array.shape)
             continue
         tensor = torch.as_tensor(array, dtype=torch.float32)[None, None]
-        written[pair] = save_features(out, compute_features(encoder, tensor), identity, image=image)
+        start = time.perf_counter()
+        features = compute_features(encoder, tensor)
+        written[pair] = save_features(out, features, identity, image=image, seconds=time.perf_counter() - start)
     return written
 
 
-def cache_fixed_features(
-    spec: EncoderSpec,
-    pair_dirs: Sequence[str | Path],
-    out_paths: Sequence[str | Path],
-    device: str = "cpu",
-    *,
-    encoder: FeatureEncoder | None = None,
-) -> dict[Path, Path]:
-    """:func:`cache_pair_features` of the fixed images."""
-    return cache_pair_features(spec, pair_dirs, out_paths, device, image="fixed", encoder=encoder)
+def encoding_seconds(path: str | Path) -> float:
+    """The seconds encoding a cache file's image took (NaN for a file written before they were recorded)."""
+    record = torch.load(Path(path), map_location="cpu", weights_only=True)
+    return float(record.get("seconds", float("nan")))
+

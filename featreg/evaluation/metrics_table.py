@@ -22,8 +22,10 @@ from featreg.io import atomic_path
 DESCRIPTOR_COLUMNS = ("method", "encoder", "distance", "variant", "alpha")
 """The method's columns, first in every row."""
 
-RUN_COLUMNS: tuple[str, ...] = ("seconds", "peak_memory_mb", "iterations")
-"""The columns a row takes from the result's run.json."""
+RUN_COLUMNS: tuple[str, ...] = ("seconds", "encode_seconds", "peak_memory_mb", "iterations")
+"""The columns a row takes from the result's run.json: the optimisation's seconds (encoder passes inside the
+loop included), the seconds encoding the pair's cached images took (NaN without an encoder), peak memory and
+iterations."""
 
 TEXT_COLUMNS = ("method", "encoder", "distance", "variant", "patient", "status", "reason", "hd95_empty")
 

@@ -83,6 +83,11 @@ class ShardFeatures:
         """What the optimiser gets: the encoder when it encodes every iteration, else None."""
         return None if self.once else self._encoder
 
+    def encode_seconds(self, pair_dir: Path) -> float:
+        """Seconds the features job spent encoding this pair's images that the method uses."""
+        spent = self.record.encode_seconds.get(pair_name(pair_dir), {})
+        return float(sum(spent.get(image, float("nan")) for image in self.images))
+
     def load(self, pair_dir: Path, image: str) -> torch.Tensor | str:
         """A pair's cached features of ``image``, rebuilt once when unusable; else why they are missing."""
         name = pair_name(pair_dir)
@@ -209,7 +214,8 @@ def register_shard(
         for index, (pair_dir, pair, key) in enumerate(zip(batch.dirs, batch.pairs, batch.keys)):
             write_pair_result(out_dir / pair_name(pair_dir), result, index, patient=pair.patient, method=method.name,
                               spacing=pair.spacing, moving_label=pair.moving_label, fingerprint=key,
-                              batch_sizing=batch_sizing)
+                              batch_sizing=batch_sizing,
+                              encode_seconds=features.encode_seconds(pair_dir) if features else None)
             statuses[pair_name(pair_dir)] = {"status": result.status[index], "reason": result.reason[index]}
             progress.update()
     progress.close()

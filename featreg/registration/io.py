@@ -58,12 +58,15 @@ def write_pair_result(
     moving_label: np.ndarray | None,
     fingerprint: str | None = None,
     batch_sizing: dict[str, Any] | None = None,
+    encode_seconds: float | None = None,
 ) -> Path:
     """Write pair ``index`` of ``result`` into ``out_dir`` (``<results>/<method>/<patient>/``); returns ``run.json``.
 
     ``moving_label`` ``(X, Y)`` is warped by nearest neighbour; it is required for an ``ok`` pair.
     ``fingerprint`` (identifying method + encoder, for resuming) is stored in ``run.json`` when given,
-    and so is ``batch_sizing``, how ``batch_size: auto`` chose the batch; ``pca_kept_variance`` with ``pca``.
+    and so is ``batch_sizing``, how ``batch_size: auto`` chose the batch; ``pca_kept_variance`` with ``pca``;
+    ``encode_seconds``, what encoding the pair's cached images (the fixed one, and the moving one when encoded
+    once) took before the loop: ``seconds`` is the optimisation's share, encoder passes inside the loop included.
     """
     if not 0 <= index < result.batch:
         raise ValueError(f"index {index} out of range for a result of {result.batch} pair(s)")
@@ -99,6 +102,8 @@ def write_pair_result(
         run["fingerprint"] = fingerprint
     if batch_sizing is not None:
         run["batch_sizing"] = batch_sizing
+    if encode_seconds is not None:
+        run["encode_seconds"] = encode_seconds
     path = write_run(out_dir, run)
     logger.info("wrote %s (%s)", out_dir, status)
     return path

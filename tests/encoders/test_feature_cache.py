@@ -8,7 +8,7 @@ from featreg.encoders.cache import (
     CorruptCacheError,
     MissingCacheError,
     StaleCacheError,
-    cache_fixed_features,
+    cache_pair_features,
     cache_pair_features,
     compute_features,
     load_features,
@@ -60,13 +60,13 @@ def test_cache_fixed_features_writes_reuses_and_rebuilds(tmp_path):
     encoder = build_encoder(spec)
     (p1, img1), (p2, _) = _pair(tmp_path, "patient001", 1), _pair(tmp_path, "patient002", 2)
     outs = [tmp_path / "f" / "patient001.pt", tmp_path / "f" / "patient002.pt"]
-    cache_fixed_features(spec, [p1, p2], outs, encoder=encoder)
+    cache_pair_features(spec, [p1, p2], outs, encoder=encoder)
     expected = compute_features(encoder, torch.from_numpy(img1)[None, None])
     assert expected.shape == (1, 12, 16, 16)
     torch.testing.assert_close(load_features(outs[0], encoder.identity()), expected)
     mtime = outs[0].stat().st_mtime_ns
     outs[1].write_bytes(b"garbage")
-    cache_fixed_features(spec, [p1, p2], outs, encoder=encoder)
+    cache_pair_features(spec, [p1, p2], outs, encoder=encoder)
     assert outs[0].stat().st_mtime_ns == mtime  # current cache kept
     assert load_features(outs[1], encoder.identity()).shape == (1, 12, 16, 16)  # corrupt one rebuilt
 
@@ -77,7 +77,7 @@ def test_moving_features_are_cached_beside_the_fixed_ones_and_never_taken_for_th
     identity = encoder.identity()
     pair, img = _pair(tmp_path, "patient001", 1)
     fixed_out, moving_out = tmp_path / "f" / "fixed.pt", tmp_path / "f" / "moving.pt"
-    cache_fixed_features(spec, [pair], [fixed_out], encoder=encoder)
+    cache_pair_features(spec, [pair], [fixed_out], encoder=encoder)
     assert cache_pair_features(spec, [pair], [moving_out], image="moving", encoder=encoder) == {pair: moving_out}
     expected = compute_features(encoder, torch.from_numpy(np.roll(img, 3, axis=0))[None, None])
     torch.testing.assert_close(load_features(moving_out, identity, image="moving"), expected)
@@ -118,7 +118,7 @@ def test_cache_fixed_features_leaves_out_an_unreadable_pair(tmp_path):
     (good, _), (bad, _) = _pair(tmp_path, "patient001", 1), _pair(tmp_path, "patient002", 2)
     (bad / "fixed_image.nii.gz").write_bytes(b"not a nifti")
     outs = [tmp_path / "f" / "patient001.pt", tmp_path / "f" / "patient002.pt"]
-    written = cache_fixed_features(spec, [good, bad], outs)
+    written = cache_pair_features(spec, [good, bad], outs)
     assert written == {good: outs[0]}
     assert outs[0].is_file() and not outs[1].exists()
 

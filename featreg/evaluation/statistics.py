@@ -25,6 +25,7 @@ import logging
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Self
 
 import numpy as np
 import pandas as pd
@@ -50,7 +51,7 @@ class Selection(str):
 
     fallback: str | None
 
-    def __new__(cls, name: str, fallback: str | None = None) -> Selection:
+    def __new__(cls, name: str, fallback: str | None = None) -> Self:
         selection = super().__new__(cls, name)
         selection.fallback = fallback
         return selection

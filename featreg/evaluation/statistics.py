@@ -38,9 +38,6 @@ logger = logging.getLogger(__name__)
 TIE_BREAK = "highest mean Dice, then lowest mean %J≤0, then lowest mean sdlogJ, then method name (ascending)"
 """How :func:`select_setting` orders settings; documented so that a selection is reproducible."""
 
-FALLBACK_ORDER = "lowest mean %J≤0, then highest mean Dice, then lowest mean sdlogJ, then method name (ascending)"
-"""How :func:`select_setting` orders complete settings when none meets the folding limit."""
-
 
 class Selection(str):
     """The selected setting's name, and ``fallback``: None when it met the folding limit, else why it was taken.
@@ -315,10 +312,10 @@ def select_setting(
     (e.g. one family's λ or α grid). Eligible (:func:`eligible_settings`): a finite
     Dice and %J≤0 on every pair of the candidates' rows and mean %J≤0 at most X.
     Ties follow :data:`TIE_BREAK`. When the limit excludes every complete candidate,
-    the choice is the one that folds least (:data:`FALLBACK_ORDER`) and its
-    ``fallback`` says so: a grid that never reaches the limit still gives a tuned
-    row, flagged, rather than a failed job. Raises InputError when no candidate is
-    complete (each failed on some pair), as no choice is then sound.
+    the choice is the one that folds least (ties: higher mean Dice, lower mean
+    sdlogJ, name) and its ``fallback`` says so: a grid that never reaches the limit
+    still gives a tuned row, flagged, rather than a failed job. Raises InputError
+    when no candidate is complete (each failed on some pair), as no choice is then sound.
     """
     if methods is not None:
         _require_columns(df, [by])

@@ -14,7 +14,9 @@ Conventions (stated in every table and figure caption that uses them):
   seeded percentile-bootstrap 95 % confidence interval.
 - A setting is selectable only when it has a finite Dice and %J≤0 on every
   pair (:func:`eligible_settings`): one that fails on a pair is not ranked by
-  the pairs it survived.
+  the pairs it survived. When the folding limit excludes every complete
+  setting, the selection falls back to the one that folds least and says so
+  (:class:`Selection`), so that one method's grid never stops a workflow.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import logging
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Self
 
 import numpy as np
 import pandas as pd
@@ -34,6 +37,21 @@ logger = logging.getLogger(__name__)
 
 TIE_BREAK = "highest mean Dice, then lowest mean %J≤0, then lowest mean sdlogJ, then method name (ascending)"
 """How :func:`select_setting` orders settings; documented so that a selection is reproducible."""
+
+
+class Selection(str):
+    """The selected setting's name, and ``fallback``: None when it met the folding limit, else why it was taken.
+
+    A ``str``, so that a caller wanting only the name (a dict key, a JSON value) uses it as
+    one, and a caller writing a selection record adds ``fallback`` beside it.
+    """
+
+    fallback: str | None
+
+    def __new__(cls, name: str, fallback: str | None = None) -> Self:
+        selection = super().__new__(cls, name)
+        selection.fallback = fallback
+        return selection
 
 
 @dataclass(frozen=True)
@@ -287,13 +305,17 @@ def select_setting(
     smoothness: str = "sdlogj",
     by: str = "method",
     key: str = "patient",
-) -> str:
+) -> Selection:
     """The tuning choice: the method with the highest mean Dice among the eligible ones.
 
     ``df`` is the per-pair metrics table; ``methods`` restricts the candidates
     (e.g. one family's λ or α grid). Eligible (:func:`eligible_settings`): a finite
     Dice and %J≤0 on every pair of the candidates' rows and mean %J≤0 at most X.
-    Ties follow :data:`TIE_BREAK`. Raises InputError when no candidate is eligible.
+    Ties follow :data:`TIE_BREAK`. When the limit excludes every complete candidate,
+    the choice is the one that folds least (ties: higher mean Dice, lower mean
+    sdlogJ, name) and its ``fallback`` says so: a grid that never reaches the limit
+    still gives a tuned row, flagged, rather than a failed job. Raises InputError
+    when no candidate is complete (each failed on some pair), as no choice is then sound.
     """
     if methods is not None:
         _require_columns(df, [by])
@@ -306,26 +328,29 @@ def select_setting(
     eligible = eligible_settings(df, max_neg_jac_pct=max_neg_jac_pct, dice=dice, folding=folding, by=by, key=key)
     table = summarize(df, [dice, folding, smoothness], by=by)
     ok = table[table[by].map(eligible).to_numpy(bool)]
-    if ok.empty:
-        complete = complete_settings(df, [dice, folding], by=by, key=key)
-        n_pairs = df[key].nunique()
-        if not complete.any():
-            raise InputError(
-                f"no setting has a finite {dice} and {folding} on all {n_pairs} pairs (every candidate failed on "
-                f"some pair: {', '.join(map(str, complete.index))}); fix the failures or widen the grid"
-            )
-        worst = table[table[by].map(complete).to_numpy(bool)].sort_values(f"mean_{folding}").iloc[0]
-        raise InputError(
-            f"no setting has mean {folding} <= {max_neg_jac_pct} %: the lowest is "
-            f"{worst[f'mean_{folding}']:.4g} % ({worst[by]}); relax the constraint or widen the grid"
+    if not ok.empty:
+        ranked = ok.assign(_neg_dice=-ok[f"mean_{dice}"]).sort_values(
+            ["_neg_dice", f"mean_{folding}", f"mean_{smoothness}", by], kind="stable", na_position="last"
         )
-    ranked = ok.assign(_neg_dice=-ok[f"mean_{dice}"]).sort_values(
-        ["_neg_dice", f"mean_{folding}", f"mean_{smoothness}", by], kind="stable", na_position="last"
+        choice = str(ranked.iloc[0][by])
+        logger.info("selected %s (mean %s %.4f) among %d eligible settings (complete, mean %s <= %g %%)",
+                    choice, dice, ranked.iloc[0][f"mean_{dice}"], len(ok), folding, max_neg_jac_pct)
+        return Selection(choice)
+    complete = complete_settings(df, [dice, folding], by=by, key=key)
+    if not complete.any():
+        raise InputError(
+            f"no setting has a finite {dice} and {folding} on all {df[key].nunique()} pairs (every candidate failed "
+            f"on some pair: {', '.join(map(str, complete.index))}); fix the failures or widen the grid"
+        )
+    candidates = table[table[by].map(complete).to_numpy(bool)]
+    ranked = candidates.assign(_neg_dice=-candidates[f"mean_{dice}"]).sort_values(
+        [f"mean_{folding}", "_neg_dice", f"mean_{smoothness}", by], kind="stable", na_position="last"
     )
-    choice = str(ranked.iloc[0][by])
-    logger.info("selected %s (mean %s %.4f) among %d eligible settings (complete, mean %s <= %g %%)",
-                choice, dice, ranked.iloc[0][f"mean_{dice}"], len(ok), folding, max_neg_jac_pct)
-    return choice
+    least = ranked.iloc[0]
+    reason = (f"no setting has mean {folding} <= {max_neg_jac_pct:g} %: the one that folds least, "
+              f"{least[f'mean_{folding}']:.4g} %, was taken; widen the grid towards more regularisation")
+    logger.warning("selected %s as a fallback: %s", least[by], reason)
+    return Selection(str(least[by]), fallback=reason)
 
 
 def _series(df: pd.DataFrame, metric: str, method: str, *, by: str, key: str) -> pd.Series:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -146,8 +148,7 @@ def test_selection_rule_with_ties_and_exclusion():
     assert select_setting(df, methods=["a", "d"]) == "a"
     tie = _settings([("z", 0.8, 0.0, 0.2), ("y", 0.8, 0.0, 0.2), ("x", 0.8, 0.0, 0.3)])
     assert select_setting(tie) == "y"  # x is rougher; y before z by name
-    with pytest.raises(InputError, match=r"no setting has mean neg_jac_pct <= 0.01 %: the lowest is 0.05 % \(a\)"):
-        select_setting(df, max_neg_jac_pct=0.01, methods=["a", "b"])
+    assert select_setting(df).fallback is None
     with pytest.raises(InputError, match="methods not in the metrics table: q"):
         select_setting(df, methods=["q"])
 
@@ -172,8 +173,22 @@ def test_a_setting_that_fails_on_a_pair_is_not_eligible():
     assert eligible_settings(missing).to_dict() == {"a": True, "b": False}
     with pytest.raises(InputError, match="no setting has a finite dice_mean and neg_jac_pct on all 3 pairs"):
         select_setting(df, methods=["b"])
-    # among the complete settings the folding limit still applies, and its message names the lowest
+    # among the complete settings the folding limit still applies: the fallback never takes b
     folds = pd.concat([df, df[df["method"] == "a"].assign(method="c", neg_jac_pct=0.5)])
     assert eligible_settings(folds, max_neg_jac_pct=0.1).to_dict() == {"a": True, "b": False, "c": False}
-    with pytest.raises(InputError, match=r"the lowest is 0.5 % \(c\)"):
-        select_setting(folds, methods=["b", "c"])
+    assert select_setting(folds, methods=["b", "c"]).fallback.startswith("no setting has mean neg_jac_pct <= 0.1 %")
+
+
+def test_when_every_setting_folds_too_much_the_least_folding_is_taken_and_flagged():
+    # Dice would pick b, but when nothing meets the limit the fallback ranks by folding first
+    df = _settings([("a", 0.80, 0.30, 0.3), ("b", 0.85, 0.50, 0.3), ("c", 0.78, 0.30, 0.2), ("d", 0.70, 0.20, 0.1)])
+    choice = select_setting(df)
+    assert choice == "d" and isinstance(choice, str)
+    assert choice.fallback == ("no setting has mean neg_jac_pct <= 0.1 %: the one that folds least, 0.2 %, was taken; "
+                               "widen the grid towards more regularisation")
+    assert json.dumps({"selected": choice, "fallback": choice.fallback}).startswith('{"selected": "d", "fallback": "no')
+    # among equal folding, the higher Dice wins: a (0.80) over c (0.78)
+    assert select_setting(df, methods=["a", "b", "c"]) == "a"
+    # a limit the setting meets is no fallback
+    relaxed = select_setting(df, max_neg_jac_pct=0.6)
+    assert relaxed == "b" and relaxed.fallback is None

@@ -65,7 +65,7 @@ def test_selection_tuned_rows_verdict_and_fronts(tuned_run: Path):
                   for base in ("ncc", "mse")}
     validation = pd.read_csv(reports / "tuning/metrics.csv")
     assert set(validation["patient"]) == {"patient003", "patient004"}
-    grid = {"ncc@lam30", "ncc@lam240", "mse@lam30", "mse@lam240"}
+    grid = {f"{base}@lam{lam:g}" for base in ("ncc", "mse") for lam in tiny_tuning_config()["tuning"]["grid"]["lam"]}
     assert set(validation["method"]) == grid | {"initial"}
     for base, record in selections.items():
         means = validation[validation["method"].isin([c["method"] for c in record["candidates"]])]

@@ -1,0 +1,94 @@
+"""Every shipped config runs, cut down to a CI budget: fewer patients and iterations, nothing else changed.
+
+- config/config.yaml and config/tuning.yaml run end to end (5 iterations per registration).
+- config/test.yaml runs as shipped in test_workflow.py (its ``finished_run`` fixture).
+- config/paper.yaml is planned only (a dry run), on the synthetic cohort with its encoders as
+  random-weight controls: even there its 615 registrations, most through ViT-B features at
+  896 or 1024 px, are far beyond a CI budget on a CPU, so CI checks that the config, switched
+  so, builds its whole DAG without a checkpoint, and not that its jobs run.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from workflow_helpers import load_config, snakemake, write_config
+
+pytestmark = pytest.mark.slow
+
+ITERATIONS = 5
+
+
+def cut_down(config: dict, patients: int) -> dict:
+    """``config`` on ``patients`` synthetic patients, every registration at :data:`ITERATIONS` iterations, on the CPU."""
+    config["dataset"]["synthetic"]["patients"] = patients
+    config["compute"] |= {"device": "cpu", "threads": 1, "mem_mb": 2000, "runtime_min": 10}
+    config["registration"]["iterations"] = ITERATIONS
+    for method in config["methods"].values():
+        if method.get("kind") == "elastix":
+            method["settings"]["iterations"] = ITERATIONS
+    return config
+
+
+def run(workdir: Path, config: dict) -> Path:
+    """Write ``config`` and run the workflow on it; returns its reports folder."""
+    write_config(workdir / "config/here.yaml", config)
+    snakemake(workdir, "--configfile", "config/here.yaml", "--cores", "2")
+    return workdir / "reports" / config["name"]
+
+
+def test_default_config_runs_end_to_end(workdir: Path):
+    reports = run(workdir, cut_down(load_config("config.yaml"), patients=3))
+    metrics = pd.read_csv(reports / "metrics.csv")
+    # ncc, elastix, 2 encoders x 2 distances x 2 variants, the alpha sweep's 3 points, and the unregistered row
+    grid = [f"{e}-{d}-{v}" for e in ("mind", "tinyvit") for d in ("cosine", "l1") for v in ("v1", "v2")]
+    sweep = [f"mind-cosine-a{a}" for a in ("0.1", "0.5", "0.7")]
+    assert set(metrics["method"]) == {"initial", "ncc", "elastix", *grid, *sweep}
+    assert (metrics.groupby("method")["patient"].nunique() == 3).all()
+    assert (metrics["status"] == "ok").all() and metrics["dice_mean"].notna().all()
+    assert (metrics.loc[metrics["method"] == "ncc", "iterations"] == ITERATIONS).all()
+    assert "Verdict" in (reports / "report.html").read_text()
+
+
+def test_tuning_config_completes_when_a_grid_never_meets_its_folding_rule(workdir: Path):
+    config = cut_down(load_config("tuning.yaml"), patients=16)  # test 001, 011, 013; validation 005, 016
+    config["tuning"]["paper_settings"] = {"iterations": ITERATIONS}
+    # NCC's steps are made so large that both its grid points fold: its selection must fall back, not fail
+    config["methods"]["ncc"]["settings"] = {"lr": 0.5}
+    reports = run(workdir, config)
+
+    validation = pd.read_csv(reports / "tuning/metrics.csv")
+    means = validation.groupby("method")["neg_jac_pct"].mean()
+    limit = config["tuning"]["select"]["max_neg_jac_pct"]
+    ncc_points = [f"ncc@lam{value:g}" for value in config["tuning"]["grid"]["lam"]]
+    assert (means[ncc_points] > limit).all()
+    selected = {base: json.loads((workdir / f"results/tuning/tuning/selected/{base}.json").read_text())["selected"]
+                for base in ("ncc", "elastix", "mind-cosine-v1", "mind-cosine-v2")}
+    assert selected["ncc"] == means[ncc_points].idxmin()
+    for base in ("elastix", "mind-cosine-v1", "mind-cosine-v2"):
+        assert means[selected[base]] <= limit
+
+    test = pd.read_csv(reports / "metrics.csv")
+    assert set(test["patient"]) == {"patient001", "patient011", "patient013"}
+    assert {f"{base}@tuned" for base in selected} <= set(test["method"])
+    assert (test["status"] == "ok").all()
+
+
+def test_paper_config_plans_on_the_synthetic_cohort_with_random_weight_encoders(workdir: Path):
+    config = load_config("paper.yaml")
+    config["dataset"] = {"kind": "synthetic", "root": "resources/synthetic/seed0", "split": "test",
+                         "synthetic": {"patients": 24, "seed": 0}}
+    for encoder in config["encoders"].values():
+        encoder.pop("checkpoint")
+        encoder["random_init"] = True
+    write_config(workdir / "config/here.yaml", config)
+    proc = snakemake(workdir, "--configfile", "config/here.yaml", "-n")
+    text = proc.stdout + proc.stderr
+    assert "fetch_checkpoint" not in text
+    # test patients 001, 011, 013; validation patients 005, 016, 022 (roles by seed)
+    assert ("615 registrations (37 methods x 3 test patients; tuning: 14 methods x 12 grid points "
+            "x 3 validation patients = 504)") in text

@@ -59,6 +59,7 @@ def select_tuned(spec: Mapping[str, Any], metrics: Any) -> dict[str, Any]:
         "paper": spec["paper"],
         "rule": rule,
         "selected": choice,
+        "fallback": choice.fallback,
         "values": spec["candidates"][choice]["values"],
         "method": json.loads(tuned.to_json()),
         "candidates": listed,

@@ -64,7 +64,9 @@ class ShardFeatures:
         splits, weights = self.record.layer_splits, self.record.layer_weights
         self.layers = None if splits is None else (splits, weights)
         self._device, self._compile = device, compile_encoder
-        self._encoder = None if once else self.encoder()
+        self._encoder: FeatureEncoder | None = None
+        if not once:
+            self.encoder()
         self.identity = dict(self.record.identity) if once else self._encoder.identity()
         if once and not self.record.moving:
             raise FeatregError(f"{features_manifest} lists no moving-image features: the features job of encoder "

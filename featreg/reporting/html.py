@@ -77,7 +77,8 @@ def render_section(section: Section, level: int = 2) -> str:
     caption = html.escape(section.caption)
     if section.kind == "figure":
         data = base64.b64encode(Path(section.content).read_bytes()).decode("ascii")
-        body = (f'<figure><img src="data:image/png;base64,{data}" alt="{html.escape(section.title)}">'
+        alt = html.escape(section.title or section.caption)
+        body = (f'<figure><img src="data:image/png;base64,{data}" alt="{alt}">'
                 f"<figcaption>{caption}</figcaption></figure>")
     elif section.kind == "table":
         frame = section.content

@@ -152,6 +152,11 @@ VARIANT_NOUNS = {
 FEATURE_GUIDED = ("feature", "combined")
 
 
+def count_methods(n: int) -> str:
+    """``1 method``, ``3 methods``."""
+    return f"{n} method{'' if n == 1 else 's'}"
+
+
 def direction(p_holm: float, mean_diff: float, sign: int) -> int:
     """1 better, -1 worse, 0 not significantly different (``sign``: +1 when higher is better)."""
     if not np.isfinite(p_holm) or p_holm >= SIGNIFICANCE or mean_diff == 0:
@@ -204,11 +209,11 @@ def _sentence(tests: pd.DataFrame, dice: pd.DataFrame, family: Family, variants:
     n = int(tests["n_pairs"].min())
     if not tests["p_holm"].lt(SIGNIFICANCE).any() and smallest_holm_p(n, len(family.pairs)) >= SIGNIFICANCE:
         return (f"No method can be told apart from {family.reference or 'its untuned self'} here: with n = {n} "
-                f"pairs and {len(family.pairs)} methods, the smallest Holm-adjusted p the exact Wilcoxon test can "
+                f"pairs and {count_methods(len(family.pairs))}, the smallest Holm-adjusted p the exact Wilcoxon test can "
                 f"give is {smallest_holm_p(n, len(family.pairs)):.3g}.")
     counts = dice["direction"].value_counts()
     if family.key == "tuning":
-        return (f"Tuning improves mean Dice for {counts.get(1, 0)} of {len(dice)} methods, worsens it for "
+        return (f"Tuning improves mean Dice for {counts.get(1, 0)} of {count_methods(len(dice))}, worsens it for "
                 f"{counts.get(-1, 0)} and leaves {counts.get(0, 0)} not significantly different.")
     reference = family.reference
     guided = dice[dice["method"].map(variants).isin(FEATURE_GUIDED)]
@@ -287,7 +292,7 @@ def method_table_caption(family: Family, n_resamples: int, seed: int) -> str:
     return (f"{family.title}: {against}, n pairs with a value for both. Δ = mean paired difference (method − "
             f"reference); Dice unitless, higher is better; HD95 in mm and %J≤0 in percentage points, lower is "
             f"better. CI: {interval}. p (Holm): paired two-sided Wilcoxon signed-rank test, Holm-adjusted across "
-            f"the {len(family.pairs)} methods of this family per metric. Verdict: better / worse when the adjusted "
+            f"the {count_methods(len(family.pairs))} of this family per metric. Verdict: better / worse when the adjusted "
             f"p < {SIGNIFICANCE}, else not significant. Rows sorted by Δ mean Dice, highest first.")
 
 

@@ -21,6 +21,7 @@ from featreg.reporting.comparisons import (
     Family,
     best_line,
     comparison_families,
+    count_methods,
     family_answer,
     family_tests,
     forest_rows,
@@ -222,10 +223,10 @@ def _answer_sections(df: pd.DataFrame, tests: pd.DataFrame, families: Sequence[F
         written[path.name] = path
         n = int(answer.best["n_pairs"])
         interval = "unadjusted percentile-bootstrap 95 % CI" if n_resamples else "no CI computed"
-        parts.append(Section(f"{family.title.capitalize()}: {len(family.pairs)} methods against {reference}", "block", [
+        parts.append(Section(f"{family.title.capitalize()}: {count_methods(len(family.pairs))} against {reference}", "block", [
             Section("", "text", f"{answer.sentence}\n\n{best_line(answer, n_resamples)}", css_class="sentence"),
             Section("", "table", answer.counts,
-                    f"Methods per metric (of {len(family.pairs)}; n = {n} pairs): better / worse = Holm-adjusted "
+                    f"Methods per metric (of {count_methods(len(family.pairs))}; n = {n} pairs): better / worse = Holm-adjusted "
                     f"paired Wilcoxon p < {SIGNIFICANCE} in the better / worse direction, Holm within this family "
                     f"and metric; Dice higher is better, HD95 (mm) and %J≤0 lower."),
             Section("", "figure", path,

@@ -172,7 +172,7 @@ def test_a_family_too_small_to_reach_significance_says_so():
     test.loc[test["method"] == "sam", "dice_mean"] += 0.1
     (family,) = comparison_families(test, "ncc")
     answer = family_answer(family_tests(test, [family], n_resamples=0), family, {"sam": "combined"})
-    assert answer.sentence == ("No method can be told apart from ncc here: with n = 3 pairs and 1 methods, the "
+    assert answer.sentence == ("No method can be told apart from ncc here: with n = 3 pairs and 1 method, the "
                                "smallest Holm-adjusted p the exact Wilcoxon test can give is 0.25.")
     assert best_line(answer, 0).startswith("Highest Δ mean Dice: sam against ncc, Δ +0.1")
     assert "(no CI computed), Holm-adjusted p 0.250, n = 3 pairs: not significantly different." in best_line(answer, 0)

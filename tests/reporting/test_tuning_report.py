@@ -94,8 +94,8 @@ def test_report_with_tuning_writes_verdict_fronts_and_selection(tmp_path):
     assert [a or b for a, b in headings][:7] == [
         "Answer", "Caution", "Verdict per method: paper settings", "Verdict per method: tuned",
         "Verdict per method: tuning effect", "Table 1", "Accuracy against smoothness"]
-    assert re.findall(r"<h3>(.*?)</h3>", html) == ["Paper settings: 1 methods against ncc",
-                                                   "Tuned: 1 methods against ncc@tuned",
+    assert re.findall(r"<h3>(.*?)</h3>", html) == ["Paper settings: 1 method against ncc",
+                                                   "Tuned: 1 method against ncc@tuned",
                                                    "Tuning effect: 2 methods against each method untuned"]
     assert {"forest_paper.png", "forest_tuned.png", "forest_tuning.png"} <= set(written)
     assert "<summary>Paired tests: tuned</summary>" in html

@@ -289,7 +289,7 @@ def method_table_caption(family: Family, n_resamples: int, seed: int) -> str:
                 f"difference: not corrected for the {len(family.pairs)} comparisons, so a CI may exclude 0 while the "
                 f"Holm-adjusted p is ≥ {SIGNIFICANCE}; the verdict follows the adjusted p" if n_resamples
                 else "no CI computed")
-    return (f"{family.title}: {against}, n pairs with a value for both. Δ = mean paired difference (method − "
+    return (f"{family.title.capitalize()}: {against}, n pairs with a value for both. Δ = mean paired difference (method − "
             f"reference); Dice unitless, higher is better; HD95 in mm and %J≤0 in percentage points, lower is "
             f"better. CI: {interval}. p (Holm): paired two-sided Wilcoxon signed-rank test, Holm-adjusted across "
             f"the {count_methods(len(family.pairs))} of this family per metric. Verdict: better / worse when the adjusted "

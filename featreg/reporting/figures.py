@@ -313,6 +313,6 @@ def cost_plot(points: pd.DataFrame, out_png: str | Path) -> Path:
     ax.set_xlabel("mean seconds per pair (log scale)")
     ax.set_ylabel("mean Dice (unitless)")
     ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize="small", loc="lower right")
+    ax.legend(fontsize="small", loc="best")
     fig.tight_layout()
     return _save(fig, out_png)

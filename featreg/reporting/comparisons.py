@@ -141,6 +141,9 @@ class Answer:
 VERDICT_WORDS = {1: "better", -1: "worse", 0: "not significant"}
 """The verdict of one comparison, from its Holm-adjusted p and the sign of its Δ (:func:`direction`)."""
 
+VERDICT_PHRASES = VERDICT_WORDS | {0: "not significantly different"}
+"""The verdicts as the sentences say them."""
+
 VARIANT_NOUNS = {
     "feature": "variant-1 (features only) method",
     "combined": "variant-2 (features + image term) method",
@@ -196,6 +199,9 @@ def family_answer(tests: pd.DataFrame, family: Family, variants: Mapping[str, st
     tests = tests[tests["family"] == family.key]
     if tests.empty:
         raise InputError(f"no tests of the family {family.key!r}")
+    unknown = sorted(set(tests["method"]) - set(variants))
+    if unknown:
+        raise InputError(f"the variant of method(s) {', '.join(unknown)} is not known")
     dice = forest_rows(tests, "dice_mean")
     counts = pd.DataFrame(
         [{"metric": name, **{VERDICT_WORDS[d]: int(forest_rows(tests, metric)["direction"].eq(d).sum())
@@ -237,8 +243,7 @@ def _group_clause(group: pd.DataFrame, variant: str, reference: str) -> str:
     """How the methods of one variant fare in mean Dice, e.g. ``all 4 variant-1 (...) methods are worse``."""
     if len(group) == 1:
         row = group.iloc[0]
-        word = VERDICT_WORDS[row["direction"]].replace("not significant", "not significantly different")
-        return f"{row['method']} is {word} (Δ {_number(row['mean_diff'], 3)})"
+        return f"{row['method']} is {VERDICT_PHRASES[row['direction']]} (Δ {_number(row['mean_diff'], 3)})"
     noun = f"{VARIANT_NOUNS.get(variant, f'{variant} method')}s"
     outcomes = group["direction"].value_counts()
     every = "both" if len(group) == 2 else f"all {len(group)}"
@@ -247,8 +252,7 @@ def _group_clause(group: pd.DataFrame, variant: str, reference: str) -> str:
         return f"{every} {noun} are within ±{spread:.3f} of {reference} (none significantly different)"
     if len(outcomes) == 1:
         return f"{every} {noun} are {VERDICT_WORDS[outcomes.index[0]]}"
-    parts = [f"{outcomes.get(d, 0)} {VERDICT_WORDS[d].replace('not significant', 'not significantly different')}"
-             for d in (1, -1, 0) if outcomes.get(d, 0)]
+    parts = [f"{outcomes.get(d, 0)} {VERDICT_PHRASES[d]}" for d in (1, -1, 0) if outcomes.get(d, 0)]
     return f"of the {len(group)} {noun}, {_join(parts)}"
 
 
@@ -261,7 +265,7 @@ def best_line(answer: Answer, n_resamples: int) -> str:
     row = answer.best
     interval = (f"95 % CI [{_number(row['ci_low'], 3)}, {_number(row['ci_high'], 3)}], unadjusted bootstrap"
                 if n_resamples and np.isfinite(row["ci_low"]) else "no CI computed")
-    verdict = VERDICT_WORDS[row["direction"]].replace("not significant", "not significantly different")
+    verdict = VERDICT_PHRASES[row["direction"]]
     return (f"Highest Δ mean Dice: {row['method']} against {row['reference']}, Δ {_number(row['mean_diff'], 3)} "
             f"({interval}), Holm-adjusted p {format_p(row['p_holm'])}, n = {int(row['n_pairs'])} pairs: {verdict}.")
 

@@ -146,6 +146,8 @@ def test_the_answer_and_its_counts_match_a_table_whose_truth_is_known():
     assert table["Method"].tolist()[0] == "elastix" and table["Method"].tolist()[-2:] == ["vit-l1-v1", "mind-l1-v1"]
     assert table.set_index("Method").loc["vit-l1-v2", ["Dice Δ", "Dice verdict"]].tolist() == ["−0.003",
                                                                                               "not significant"]
+    with pytest.raises(InputError, match=r"the variant of method\(s\) elastix is not known"):
+        family_answer(tests, family, {m: "feature" for m in test["method"] if m != "elastix"})
 
 
 def test_forest_rows_are_sorted_best_first_and_significant_by_the_holm_p():

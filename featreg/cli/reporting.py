@@ -20,7 +20,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="the experiment's config (the workflow's reports/<name>/config.yaml)")
     parser.add_argument("--out-dir", required=True, type=Path, help="folder for the report files")
     parser.add_argument("--pairs", type=Path, help="preprocessed pairs folder (qualitative panel)")
-    parser.add_argument("--results", type=Path, help="registration results folder (Jacobian maps, panel)")
+    parser.add_argument("--results", type=Path,
+                        help="registration results folder (seconds per pair and device from run.json, the cost "
+                        "figure, Jacobian maps, panel)")
     parser.add_argument("--feature-figures", type=Path, help="folder written by `featreg feature-figures`")
     parser.add_argument("--validation-metrics", type=Path,
                         help="a tuning run's validation metrics (grid points × validation patients)")

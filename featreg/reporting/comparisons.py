@@ -1,4 +1,4 @@
-"""Like-for-like comparisons: which row is tested against which, in which Holm family, and the plain verdict.
+"""Like-for-like comparisons: which row is tested against which, in which Holm family, and each family's answer.
 
 A method is only ever tested against a reference run at the same kind of settings,
 so that a gain from tuning alone is never read as a gain of the method:
@@ -10,7 +10,9 @@ so that a gain from tuning alone is never read as a gain of the method:
 - "tuned": each ``<method>@tuned`` against ``<baseline>@tuned``;
 - "tuning": the effect of tuning itself, ``<method>@tuned`` against ``<method>``.
 
-Each family is Holm-corrected on its own, per metric.
+Each family is Holm-corrected on its own, per metric. Its answer (:func:`family_answer`) is
+one sentence, the best method in mean Dice and the counts of better, worse and not
+significantly different methods per metric; :func:`method_table` lists every method.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import pandas as pd
 
 from featreg.errors import InputError
 from featreg.evaluation.statistics import COMPARISON_COLUMNS, compare_pairs
-from featreg.reporting.tables import FAMILY_TITLES, method_descriptors
+from featreg.reporting.tables import FAMILY_TITLES, format_p, method_descriptors
 from featreg.evaluation.metrics_table import normalise_metrics
 
 STATISTICS_METRICS = ("dice_mean", "hd95_mean", "sdlogj", "neg_jac_pct")
@@ -34,18 +36,12 @@ SIGNIFICANCE = 0.05
 """A difference counts when its Holm-corrected Wilcoxon p is below this."""
 
 VERDICT_METRICS = {
-    # column: (label with the unit of the difference, decimals, sign of a better difference)
-    "dice_mean": ("mean Dice", 3, 1),
-    "hd95_mean": ("HD95 (Δ in mm)", 2, -1),
-    "neg_jac_pct": ("%J≤0 (Δ in percentage points)", 3, -1),
+    # column: (name, unit of the difference, decimals, sign of a better difference)
+    "dice_mean": ("Dice", "unitless", 3, 1),
+    "hd95_mean": ("HD95", "mm", 2, -1),
+    "neg_jac_pct": ("%J≤0", "percentage points", 3, -1),
 }
-"""The metrics the verdict sentences speak of."""
-
-SETTINGS_PHRASES = {
-    "paper": "At the paper's settings",
-    "configured": "At the configured settings",
-    "tuned": "At the tuned settings (each chosen on the validation split)",
-}
+"""The metrics the answer counts, the forest plots draw and the per-method table lists."""
 
 
 @dataclass(frozen=True)
@@ -128,78 +124,189 @@ def family_tests(metrics_df: pd.DataFrame, families: Sequence[Family], *, metric
     return pd.concat(frames, ignore_index=True)[columns] if frames else pd.DataFrame(columns=columns)
 
 
-def verdict(tests: pd.DataFrame, families: Sequence[Family]) -> list[str]:
-    """One plain paragraph per family: better, worse and not significantly different per verdict metric.
+@dataclass(frozen=True)
+class Answer:
+    """What one family says, read in ten seconds (:func:`family_answer`).
 
-    Each method is named with its mean paired difference (method − reference), the
-    bootstrap 95 % CI and n. A method that gains Dice while folding significantly
-    more is named as trading accuracy against smoothness.
+    ``sentence`` answers "does the method help here?" in mean Dice; ``best`` is the
+    test row (``COMPARISON_COLUMNS``) of the highest Δ mean Dice; ``counts`` holds, per
+    verdict metric, how many methods are better, worse and not significantly different.
     """
-    return [_family_verdict(tests[tests["family"] == family.key], family) for family in families]
+
+    family: Family
+    sentence: str
+    best: pd.Series
+    counts: pd.DataFrame
 
 
-def verdict_reading(n_resamples: int, seed: int) -> str:
-    """How to read the verdict sentences: the test, the correction, the difference and its interval."""
-    interval = (f"percentile-bootstrap 95 % CI, {n_resamples} resamples, seed {seed}" if n_resamples
-                else "no CI computed")
-    return (f"How to read: better / worse = Holm-corrected paired two-sided Wilcoxon p < {SIGNIFICANCE}, Holm "
-            f"within each family and metric; Δ = mean paired difference (method − reference) over the n pairs with "
-            f"a value for both, [{interval}]. Dice is unitless and higher is better; HD95 (mm) and %J≤0 "
-            f"(percent of pixels, Δ in percentage points) are better lower. A tuned method is only ever "
-            f"compared with the tuned baseline.")
+VERDICT_WORDS = {1: "better", -1: "worse", 0: "not significant"}
+"""The verdict of one comparison, from its Holm-adjusted p and the sign of its Δ (:func:`direction`)."""
+
+VERDICT_PHRASES = VERDICT_WORDS | {0: "not significantly different"}
+"""The verdicts as the sentences say them."""
+
+VARIANT_NOUNS = {
+    "feature": "variant-1 (features only) method",
+    "combined": "variant-2 (features + image term) method",
+    "classical": "classical method",
+    "baseline": "other intensity-only method",
+}
+"""How the answer sentence names a group of methods of one variant (plural: + "s")."""
+
+FEATURE_GUIDED = ("feature", "combined")
 
 
-def _family_verdict(tests: pd.DataFrame, family: Family) -> str:
-    count = f"{len(family.pairs)} method{'s' if len(family.pairs) != 1 else ''}"
+def count_methods(n: int) -> str:
+    """``1 method``, ``3 methods``."""
+    return f"{n} method{'' if n == 1 else 's'}"
+
+
+def direction(p_holm: float, mean_diff: float, sign: int) -> int:
+    """1 better, -1 worse, 0 not significantly different (``sign``: +1 when higher is better)."""
+    if not np.isfinite(p_holm) or p_holm >= SIGNIFICANCE or mean_diff == 0:
+        return 0
+    return 1 if np.sign(mean_diff) == sign else -1
+
+
+def smallest_holm_p(n_pairs: int, n_methods: int) -> float:
+    """The smallest Holm-adjusted p a family can reach: every difference one sign under the exact
+    two-sided Wilcoxon test (2 / 2**n), times the number of methods."""
+    return min(1.0, n_methods * 2.0 / 2**n_pairs)
+
+
+def forest_rows(tests: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """One family's rows of ``metric`` for a forest plot, best first.
+
+    Sorted by Δ in the metric's better direction (highest Δ Dice first, lowest Δ HD95
+    first), ties by method name; ``significant`` is Holm-adjusted p < :data:`SIGNIFICANCE`
+    and ``direction`` the verdict (:func:`direction`).
+    """
+    sign = VERDICT_METRICS[metric][3]
+    rows = tests[tests["metric"] == metric]
+    rows = rows.assign(
+        significant=rows["p_holm"].lt(SIGNIFICANCE),
+        direction=[direction(p, d, sign) for p, d in zip(rows["p_holm"], rows["mean_diff"])],
+        _key=-sign * rows["mean_diff"],
+    )
+    return rows.sort_values(["_key", "method"], kind="stable").drop(columns="_key").reset_index(drop=True)
+
+
+def family_answer(tests: pd.DataFrame, family: Family, variants: Mapping[str, str]) -> Answer:
+    """The answer of one family: its sentence, its best method in mean Dice and its counts.
+
+    ``tests`` holds the family's rows of :func:`family_tests`; ``variants`` maps each
+    method to its variant (``method_descriptors``), by which the sentence groups them.
+    """
+    tests = tests[tests["family"] == family.key]
+    if tests.empty:
+        raise InputError(f"no tests of the family {family.key!r}")
+    unknown = sorted(set(tests["method"]) - set(variants))
+    if unknown:
+        raise InputError(f"the variant of method(s) {', '.join(unknown)} is not known")
+    dice = forest_rows(tests, "dice_mean")
+    counts = pd.DataFrame(
+        [{"metric": name, **{VERDICT_WORDS[d]: int(forest_rows(tests, metric)["direction"].eq(d).sum())
+                             for d in (1, -1, 0)}}
+         for metric, (name, *_) in VERDICT_METRICS.items()]
+    )
+    return Answer(family, _sentence(tests, dice, family, variants), dice.iloc[0], counts)
+
+
+def _sentence(tests: pd.DataFrame, dice: pd.DataFrame, family: Family, variants: Mapping[str, str]) -> str:
+    n = int(tests["n_pairs"].min())
+    if not tests["p_holm"].lt(SIGNIFICANCE).any() and smallest_holm_p(n, len(family.pairs)) >= SIGNIFICANCE:
+        return (f"No method can be told apart from {family.reference or 'its untuned self'} here: with n = {n} "
+                f"pairs and {count_methods(len(family.pairs))}, the smallest Holm-adjusted p the exact Wilcoxon test can "
+                f"give is {smallest_holm_p(n, len(family.pairs)):.3g}.")
+    counts = dice["direction"].value_counts()
     if family.key == "tuning":
-        intro = f"Effect of tuning, each method tuned against itself untuned ({count})"
-        words = ("tuning improved", "tuning worsened", "no significant change")
-    else:
-        intro = f"{SETTINGS_PHRASES[family.key]}, against {family.reference} ({count})"
-        words = ("better", "worse", "not significantly different")
-    clauses = []
-    outcome: dict[str, dict[str, int]] = {}
-    for metric, (label, decimals, sign) in VERDICT_METRICS.items():
-        rows = tests[tests["metric"] == metric]
-        groups: dict[int, list[str]] = {1: [], -1: [], 0: []}
-        for _, row in rows.iterrows():
-            direction = _direction(row, sign)
-            outcome.setdefault(row["method"], {})[metric] = direction
-            groups[direction].append(f"{row['method']} ({_difference(row, decimals)})")
-        parts = [f"{word}: {', '.join(groups[d])}" for word, d in zip(words, (1, -1, 0)) if groups[d]]
-        clauses.append(f"In {label}, {'; '.join(parts) or 'no comparison'}.")
-    text = f"{intro}: {clauses[0][0].lower()}{clauses[0][1:]} " + " ".join(clauses[1:])
-    n = int(tests["n_pairs"].min()) if len(tests) else 0
-    smallest = min(1.0, len(family.pairs) * 2.0 / 2**n)  # exact two-sided Wilcoxon, every difference one sign
-    if smallest >= SIGNIFICANCE and not (tests["p_holm"] < SIGNIFICANCE).any():
-        text += (f" With n = {n} pairs, the exact two-sided Wilcoxon test cannot give a Holm-corrected p below "
-                 f"{smallest:.3g}, so no difference can be significant here: 'not significantly different' says "
-                 f"nothing.")
-    traders = [m for m, o in outcome.items() if o.get("dice_mean") == 1 and o.get("neg_jac_pct") == -1]
+        return (f"Tuning improves mean Dice for {counts.get(1, 0)} of {count_methods(len(dice))}, worsens it for "
+                f"{counts.get(-1, 0)} and leaves {counts.get(0, 0)} not significantly different.")
+    reference = family.reference
+    guided = dice[dice["method"].map(variants).isin(FEATURE_GUIDED)]
+    subject = "feature-guided method" if len(guided) else "method"
+    beats = int((guided if len(guided) else dice)["direction"].eq(1).sum())
+    lead = (f"No {subject} beats {reference} in mean Dice" if beats == 0
+            else f"{beats} of {len(guided) or len(dice)} {subject}s beat {reference} in mean Dice")
+    groups = dict(list(dice.groupby(dice["method"].map(variants), sort=False)))
+    rank = {variant: i for i, variant in enumerate(VARIANT_NOUNS)}
+    clauses = [_group_clause(groups[v], v, reference) for v in sorted(groups, key=lambda v: rank.get(v, len(rank)))]
+    text = f"{lead}: {_join(clauses)}."
+    folding = forest_rows(tests, "neg_jac_pct").set_index("method")["direction"]
+    traders = [m for m in dice.loc[dice["direction"].eq(1), "method"] if folding.get(m) == -1]
     if traders:
-        text += (f" {', '.join(traders)} gain{'s' if len(traders) == 1 else ''} Dice only while folding "
-                 f"significantly more (%J≤0 higher): {'it trades' if len(traders) == 1 else 'they trade'} accuracy "
-                 f"against smoothness, not a free gain.")
+        text += (f" {_join(traders)} gain{'s' if len(traders) == 1 else ''} Dice only while folding significantly "
+                 f"more (%J≤0 higher).")
     return text
 
 
-def _direction(row: pd.Series, sign: int) -> int:
-    """1 better, -1 worse, 0 not significantly different (``sign``: +1 when higher is better)."""
-    if not np.isfinite(row["p_holm"]) or row["p_holm"] >= SIGNIFICANCE or row["mean_diff"] == 0:
-        return 0
-    return 1 if np.sign(row["mean_diff"]) == sign else -1
+def _group_clause(group: pd.DataFrame, variant: str, reference: str) -> str:
+    """How the methods of one variant fare in mean Dice, e.g. ``all 4 variant-1 (...) methods are worse``."""
+    if len(group) == 1:
+        row = group.iloc[0]
+        return f"{row['method']} is {VERDICT_PHRASES[row['direction']]} (Δ {_number(row['mean_diff'], 3)})"
+    noun = f"{VARIANT_NOUNS.get(variant, f'{variant} method')}s"
+    outcomes = group["direction"].value_counts()
+    every = "both" if len(group) == 2 else f"all {len(group)}"
+    if len(outcomes) == 1 and outcomes.index[0] == 0:
+        spread = float(group["mean_diff"].abs().max())
+        return f"{every} {noun} are within ±{spread:.3f} of {reference} (none significantly different)"
+    if len(outcomes) == 1:
+        return f"{every} {noun} are {VERDICT_WORDS[outcomes.index[0]]}"
+    parts = [f"{outcomes.get(d, 0)} {VERDICT_PHRASES[d]}" for d in (1, -1, 0) if outcomes.get(d, 0)]
+    return f"of the {len(group)} {noun}, {_join(parts)}"
 
 
-def _difference(row: pd.Series, decimals: int) -> str:
-    """``Δ +0.012 [−0.004, +0.020], n = 30``; the interval is left out when it was not computed."""
-    def number(value: float) -> str:
-        if not np.isfinite(value):
-            return "–"
-        text = f"{value:+.{decimals}f}"
-        return f"{0:.{decimals}f}" if float(text) == 0 else text.replace("-", "−")
+def _join(parts: Sequence[str]) -> str:
+    return parts[0] if len(parts) == 1 else f"{', '.join(parts[:-1])} and {parts[-1]}"
 
-    interval = f" [{number(row['ci_low'])}, {number(row['ci_high'])}]" if np.isfinite(row["ci_low"]) else ""
-    return f"Δ {number(row['mean_diff'])}{interval}, n = {int(row['n_pairs'])}"
+
+def best_line(answer: Answer, n_resamples: int) -> str:
+    """The family's best method in mean Dice: its Δ, CI (unadjusted), Holm-adjusted p, n and verdict."""
+    row = answer.best
+    interval = (f"95 % CI [{_number(row['ci_low'], 3)}, {_number(row['ci_high'], 3)}], unadjusted bootstrap"
+                if n_resamples and np.isfinite(row["ci_low"]) else "no CI computed")
+    verdict = VERDICT_PHRASES[row["direction"]]
+    return (f"Highest Δ mean Dice: {row['method']} against {row['reference']}, Δ {_number(row['mean_diff'], 3)} "
+            f"({interval}), Holm-adjusted p {format_p(row['p_holm'])}, n = {int(row['n_pairs'])} pairs: {verdict}.")
+
+
+def method_table(tests: pd.DataFrame, family: Family) -> pd.DataFrame:
+    """Every method of one family, best Δ mean Dice first: per verdict metric Δ, CI, Holm p and verdict."""
+    rows = tests[tests["family"] == family.key]
+    order = forest_rows(rows, "dice_mean")[["method", "reference", "n_pairs"]]
+    table = order.rename(columns={"method": "Method", "reference": "Reference", "n_pairs": "n"})
+    for metric, (name, _, decimals, _) in VERDICT_METRICS.items():
+        values = forest_rows(rows, metric).set_index("method").reindex(order["method"])
+        table[f"{name} Δ"] = [_number(v, decimals) for v in values["mean_diff"]]
+        table[f"{name} 95 % CI"] = [f"[{_number(lo, decimals)}, {_number(hi, decimals)}]" if np.isfinite(lo) else "–"
+                                    for lo, hi in zip(values["ci_low"], values["ci_high"])]
+        table[f"{name} p (Holm)"] = [format_p(p) for p in values["p_holm"]]
+        table[f"{name} verdict"] = [VERDICT_WORDS[d] for d in values["direction"]]
+    return table.reset_index(drop=True)
+
+
+def method_table_caption(family: Family, n_resamples: int, seed: int) -> str:
+    """What :func:`method_table` shows: the test, the correction, the difference and its interval."""
+    against = (f"each method against {family.reference}" if family.reference
+               else "each method at its tuned settings against itself untuned")
+    interval = (f"unadjusted percentile-bootstrap 95 % CI ({n_resamples} resamples, seed {seed}) of the mean "
+                f"difference: not corrected for the {len(family.pairs)} comparisons, so a CI may exclude 0 while the "
+                f"Holm-adjusted p is ≥ {SIGNIFICANCE}; the verdict follows the adjusted p" if n_resamples
+                else "no CI computed")
+    return (f"{family.title.capitalize()}: {against}, n pairs with a value for both. Δ = mean paired difference (method − "
+            f"reference); Dice unitless, higher is better; HD95 in mm and %J≤0 in percentage points, lower is "
+            f"better. CI: {interval}. p (Holm): paired two-sided Wilcoxon signed-rank test, Holm-adjusted across "
+            f"the {count_methods(len(family.pairs))} of this family per metric. Verdict: better / worse when the adjusted "
+            f"p < {SIGNIFICANCE}, else not significant. Rows sorted by Δ mean Dice, highest first.")
+
+
+def _number(value: float, decimals: int) -> str:
+    """``+0.012``, ``−0.004`` (a true minus sign), ``0.000`` for a rounded zero, "–" when undefined."""
+    if not np.isfinite(value):
+        return "–"
+    text = f"{value:+.{decimals}f}"
+    return f"{0:.{decimals}f}" if float(text) == 0 else text.replace("-", "−")
 
 
 def settings_of(families: Sequence[Family]) -> dict[str, str]:

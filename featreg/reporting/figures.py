@@ -250,3 +250,71 @@ def save_figure(fig: plt.Figure, out_png: str | Path) -> Path:
         plt.close(fig)
     logger.info("wrote %s", out_png)
     return out_png
+
+
+DIRECTION_COLOURS = {1: "tab:green", -1: "tab:red", 0: "0.45"}
+"""Forest-plot colour of a better, worse and not significantly different row."""
+
+
+def forest_plot(panels: Sequence[tuple[str, pd.DataFrame]], out_png: str | Path) -> Path:
+    """One forest plot per metric, side by side: Δ against the reference with its CI, one row per method.
+
+    ``panels`` are (x label, rows) with the rows of
+    ``featreg.reporting.comparisons.forest_rows``, drawn in their order from the top
+    (best first). The bar is the CI; a filled marker is a significant row (green
+    better, red worse), an open one is not; the dashed line is Δ = 0, the reference.
+    """
+    if not panels:
+        raise ValueError("forest_plot needs at least one panel")
+    n_rows = max(len(rows) for _, rows in panels)
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.8 * len(panels), 0.9 + 0.22 * n_rows), squeeze=False)
+    for ax, (xlabel, rows) in zip(axes[0], panels):
+        y = np.arange(len(rows))[::-1]
+        for yi, (_, row) in zip(y, rows.iterrows()):
+            colour = DIRECTION_COLOURS[row["direction"]]
+            if np.isfinite(row["ci_low"]):
+                ax.plot([row["ci_low"], row["ci_high"]], [yi, yi], color=colour, lw=1.6)
+            ax.plot(row["mean_diff"], yi, "o", ms=5, color=colour,
+                    markerfacecolor=colour if row["significant"] else "white")
+        ax.axvline(0, color="black", ls="--", lw=0.8)
+        ax.set_yticks(y, rows["method"], fontsize="small")
+        ax.set_ylim(-0.7, len(rows) - 0.3)
+        ax.set_xlabel(xlabel, fontsize="small")
+        ax.tick_params(axis="x", labelsize="small")
+        ax.grid(axis="x", alpha=0.3)
+    handles = [plt.Line2D([], [], marker="o", color=DIRECTION_COLOURS[d], markerfacecolor=face, label=label)
+               for d, face, label in ((1, DIRECTION_COLOURS[1], "better (Holm p < 0.05)"),
+                                      (-1, DIRECTION_COLOURS[-1], "worse (Holm p < 0.05)"),
+                                      (0, "white", "not significant"))]
+    fig.legend(handles=handles, loc="upper center", ncol=3, fontsize="small", frameon=False)
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.3 / fig.get_figheight()))
+    return _save(fig, out_png)
+
+
+def cost_plot(points: pd.DataFrame, out_png: str | Path) -> Path:
+    """Mean Dice against mean seconds per pair (log x), one labelled point per method, Pareto front marked.
+
+    ``points`` has ``method``, ``seconds`` and ``dice`` (the means). The front (maximise
+    Dice, minimise seconds) is ringed and joined by a step line.
+    """
+    points = points.dropna(subset=["seconds", "dice"])
+    points = points[points["seconds"] > 0]
+    if points.empty:
+        raise InputError("no method has both a mean Dice and a positive mean seconds per pair")
+    front = pareto_mask(points[["dice", "seconds"]].to_numpy(float), [True, False])
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    ax.scatter(points["seconds"], points["dice"], s=22, color="tab:blue", zorder=3)
+    line = points[front].sort_values("seconds")
+    ax.step(line["seconds"], line["dice"], where="post", color="black", lw=0.8, zorder=2)
+    ax.scatter(line["seconds"], line["dice"], s=120, facecolors="none", edgecolors="black", zorder=4,
+               label="Pareto front (higher Dice, fewer seconds)")
+    for _, row in points.iterrows():
+        ax.annotate(row["method"], (row["seconds"], row["dice"]), xytext=(4, 3), textcoords="offset points",
+                    fontsize=6.5)
+    ax.set_xscale("log")
+    ax.set_xlabel("mean seconds per pair (log scale)")
+    ax.set_ylabel("mean Dice (unitless)")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize="small", loc="best")
+    fig.tight_layout()
+    return _save(fig, out_png)

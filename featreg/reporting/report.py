@@ -15,14 +15,22 @@ from featreg.io import write_text_atomic
 from featreg.errors import ConfigError, InputError
 from featreg.reporting import figures
 from featreg.reporting.comparisons import (
+    SIGNIFICANCE,
+    VERDICT_METRICS,
     Family,
+    best_line,
     comparison_families,
+    count_methods,
+    family_answer,
     family_tests,
+    forest_rows,
+    method_table,
+    method_table_caption,
     settings_of,
-    verdict,
-    verdict_reading,
 )
 from featreg.registration.run_record import devices
+from featreg.reporting.cost import SECONDS_DEFINITION, pair_seconds, read_seconds
+from featreg.evaluation.statistics import summarize
 from featreg.reporting.html import Section, write_report
 from featreg.reporting.tuning import (
     edge_warnings,
@@ -32,7 +40,20 @@ from featreg.reporting.tuning import (
     settings_labels,
     tuning_frame,
 )
-from featreg.reporting.tables import CONVENTIONS, PAPER_TABLE1, metric_definitions, read_paper_table, reproduction_caption, reproduction_frame, reproduction_table, summary_table, table1_frame, table1_header, table1_markdown
+from featreg.reporting.tables import (
+    CONVENTIONS,
+    PAPER_TABLE1,
+    method_descriptors,
+    metric_definitions,
+    read_paper_table,
+    reproduction_caption,
+    reproduction_frame,
+    reproduction_table,
+    summary_table,
+    table1_frame,
+    table1_header,
+    table1_markdown,
+)  # fmt: skip
 from featreg.evaluation.metrics_table import class_names, patient_means, read_metrics
 
 logger = logging.getLogger(__name__)
@@ -57,9 +78,13 @@ def build_report(
 ) -> dict[str, Path]:
     """Write summary.csv, statistics.csv, table1.md, reproduction.md, the figures and report.html.
 
-    The page opens with the findings: the verdict (one paragraph per comparison
-    family, ``featreg.reporting.comparisons``), Table 1 and the accuracy-against-
-    smoothness figure; the per-family test tables follow, collapsed. statistics.csv
+    The page opens with the answer: per comparison family
+    (``featreg.reporting.comparisons``) one sentence, the best method in mean Dice,
+    the counts of better, worse and not significantly different methods and a
+    forest plot, then mean Dice against seconds per pair; the per-method verdict
+    tables, Table 1 (with seconds per pair and the device, read from each pair's
+    run.json under ``results_dir``) and the accuracy-against-smoothness figure
+    follow; the per-family test tables come later, collapsed. statistics.csv
     holds every test of every family. With a tuning run (``validation_csv``, the
     grid's validation metrics, and the ``selection_jsons`` of ``featreg
     select-setting``) also tuning.csv (every grid point with its means,
@@ -95,17 +120,26 @@ def build_report(
     families = comparison_families(df, baseline, selections)
     tests = family_tests(df, families, n_resamples=n_resamples, seed=seed)
     written["statistics.csv"] = write_text_atomic(out_dir / "statistics.csv", tests.to_csv(index=False))
+    seconds = None
+    if results_dir is None:
+        logger.info("seconds per pair and the cost figure skipped: no results folder given (--results)")
+    else:
+        seconds = pair_seconds(read_seconds(results_dir), df)
+    answer = _answer_sections(df, tests, families, seconds, out_dir, n_resamples, written)
+    sections: list[Section] = [Section("Answer", "block", answer, css_class="answer")]
     grids = grid_frame(selections) if selections else None
-    findings = verdict(tests, families)
-    if grids is not None:
-        findings += [f"Caution, a selected setting on its grid's edge: {w}" for w in edge_warnings(grids)]
-    findings.append(verdict_reading(n_resamples, seed))
-    sections: list[Section] = [Section("Verdict", "text", "\n\n".join(findings), css_class="verdict")]
+    edges = edge_warnings(grids) if grids is not None else []
+    if edges:
+        sections.append(Section("Caution", "text", "\n\n".join(f"A selected setting on its grid's edge: {w}"
+                                                                for w in edges)))
+    sections += [Section(f"Verdict per method: {family.title}", "table", method_table(tests, family),
+                         method_table_caption(family, n_resamples, seed)) for family in families]
 
     summary = summary_table(df)
     written["summary.csv"] = write_text_atomic(out_dir / "summary.csv", summary.to_csv(index=False))
-    written["table1.md"] = write_text_atomic(out_dir / "table1.md", table1_markdown(df, tests, baseline))
-    sections.append(Section("Table 1", "table", table1_frame(df, tests, baseline), table1_header(df, tests)))
+    written["table1.md"] = write_text_atomic(out_dir / "table1.md", table1_markdown(df, tests, baseline, seconds))
+    sections.append(Section("Table 1", "table", table1_frame(df, tests, baseline, seconds),
+                            table1_header(df, tests, seconds)))
 
     settings = settings_of(families) if selections else {}
     labelled = df.assign(settings=df["method"].map(lambda m: settings.get(m, "")))
@@ -169,6 +203,51 @@ def build_report(
 
     written["report.html"] = write_report(out_dir / "report.html", sections)
     return written
+
+
+def _answer_sections(df: pd.DataFrame, tests: pd.DataFrame, families: Sequence[Family],
+                     seconds: pd.DataFrame | None, out_dir: Path, n_resamples: int,
+                     written: dict[str, Path]) -> list[Section]:
+    """The answer block: per family its sentence, best method, counts and forest plot; then the cost figure."""
+    variants = method_descriptors(df).set_index("method")["variant"].to_dict()
+    parts = []
+    for family in families:
+        answer = family_answer(tests, family, variants)
+        reference = family.reference or "each method untuned"
+        rows = tests[tests["family"] == family.key]
+        panels = [(f"Δ {name} ({unit}), method − {reference}", forest_rows(rows, metric))
+                  for metric, (name, unit, _, _) in VERDICT_METRICS.items()]
+        path = figures.forest_plot(panels, out_dir / f"forest_{family.key}.png")
+        written[path.name] = path
+        n = int(answer.best["n_pairs"])
+        interval = "unadjusted percentile-bootstrap 95 % CI" if n_resamples else "no CI computed"
+        parts.append(Section(f"{family.title.capitalize()}: {count_methods(len(family.pairs))} against {reference}", "block", [
+            Section("", "text", f"{answer.sentence}\n\n{best_line(answer, n_resamples)}", css_class="sentence"),
+            Section("", "table", answer.counts,
+                    f"Methods per metric (of {count_methods(len(family.pairs))}; n = {n} pairs): better / worse = Holm-adjusted "
+                    f"paired Wilcoxon p < {SIGNIFICANCE} in the better / worse direction, Holm within this family "
+                    f"and metric; Dice higher is better, HD95 (mm) and %J≤0 lower."),
+            Section("", "figure", path,
+                    f"Forest plots, one per metric: Δ = mean paired difference (method − reference) over n = {n} "
+                    f"pairs, bar: its {interval} (not corrected for multiplicity); filled: Holm-adjusted p < "
+                    f"{SIGNIFICANCE} (green better, red worse), open: not significant; rows sorted by Δ, best at the "
+                    f"top; dashed line: Δ = 0, the reference.", css_class="wide"),
+        ], css_class="family"))
+    if seconds is not None and not seconds["seconds"].gt(0).any():
+        logger.info("cost figure skipped: no run.json of the metrics table's rows records positive seconds")
+    elif seconds is not None:
+        means = summarize(df[df["variant"] != "initial"], ["dice_mean"])
+        cost = summarize(seconds, ["seconds"]).merge(means, on="method")
+        points = cost.rename(columns={"mean_seconds": "seconds", "mean_dice_mean": "dice"})
+        path = figures.cost_plot(points, out_dir / "cost.png")
+        written[path.name] = path
+        devices = ", ".join(sorted(set(seconds["device"])))
+        parts.append(Section("Accuracy against cost", "figure", path,
+                             f"Per method: mean Dice (unitless, over the {df['patient'].nunique()} patients with a "
+                             f"finite value) against mean seconds per pair (log scale; {SECONDS_DEFINITION}; mean "
+                             f"over the method's pairs with a finished run), device: {devices}; ringed and joined: "
+                             f"the Pareto front (no other method has both a higher Dice and fewer seconds)."))
+    return parts
 
 
 UNITS = {"dice_mean": "unitless", "hd95_mean": "mm", "sdlogj": "unitless", "neg_jac_pct": "percentage points"}
@@ -408,7 +487,7 @@ def _provenance(df: pd.DataFrame, config: str | Path | None, results_dir: str | 
     return (
         f"Config: {config_name}. Pairs: {df['patient'].nunique()} patients, {slices} slices (one pair per slice), "
         f"{df['method'].nunique()} methods (including the unregistered 'initial'), {len(df)} rows, {failed} failed. "
-        f"Statistics, tests and the verdict are at patient level: on each patient's mean over its slices "
+        f"Statistics, tests and the answer are at patient level: on each patient's mean over its slices "
         f"(a test over slices of one patient would be pseudo-replication), so n counts patients. "
         f"Iterations per registration: {iterations}. Device: {devices}.\n\n{CONVENTIONS}"
     )

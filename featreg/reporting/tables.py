@@ -14,6 +14,7 @@ from featreg.errors import InputError
 from featreg.evaluation.metrics import DEFINITIONS
 from featreg.evaluation.metrics_table import DESCRIPTOR_COLUMNS, normalise_metrics, numeric_columns
 from featreg.evaluation.statistics import describe, summarize
+from featreg.reporting.cost import SECONDS_DEFINITION
 
 PAPER_TABLE1 = Path(__file__).with_name("data") / "paper_table1.csv"
 """Kögl et al., MICCAI 2024, Table 1, as data (source in the file's comment lines and column)."""
@@ -118,12 +119,15 @@ def format_p(p: float) -> str:
     return "<0.001" if p < 0.001 else f"{p:.3f}"
 
 
-def table1_frame(metrics_df: pd.DataFrame, tests: pd.DataFrame, baseline: str = "ncc") -> pd.DataFrame:
+def table1_frame(metrics_df: pd.DataFrame, tests: pd.DataFrame, baseline: str = "ncc",
+                 seconds: pd.DataFrame | None = None) -> pd.DataFrame:
     """Table 1 as a frame of formatted cells (see :func:`table1_markdown`).
 
     ``tests`` is ``featreg.reporting.comparisons.family_tests``: each row shows the
     Holm-corrected p of the comparison it is the method of (never one of the tuning
     family, which compares a method with itself), and names that comparison.
+    ``seconds`` (``featreg.reporting.cost.pair_seconds``) adds the cost: seconds per
+    pair (mean ± std over the pairs with a finished run) and the device(s) it ran on.
     """
     df = normalise_metrics(metrics_df)
     _require(df, [*DESCRIPTOR_COLUMNS, "patient", *TABLE1_METRICS])
@@ -147,6 +151,10 @@ def table1_frame(metrics_df: pd.DataFrame, tests: pd.DataFrame, baseline: str = 
         for col, label in TABLE1_METRICS.items():
             row[label] = format_mean_std(values[col], n_expected=n)
         row["n"] = str(n)
+        if seconds is not None:
+            runs = seconds[seconds["method"] == method]
+            row["s / pair"] = format_mean_std(runs["seconds"], decimals=2, n_expected=n)
+            row["Device"] = ", ".join(sorted(set(runs["device"]))) or "–"
         if method in references.index:
             row["Tested against"] = f"reference ({FAMILY_TITLES[references[method]]})"
         elif method in tested.index:
@@ -167,8 +175,8 @@ FAMILY_TITLES = {"paper": "paper settings", "configured": "configured settings",
 """Family keys of ``featreg.reporting.comparisons`` as Table 1 names them."""
 
 
-def table1_header(metrics_df: pd.DataFrame, tests: pd.DataFrame) -> str:
-    """The paragraph above Table 1: definitions, units, n and the tests with their families."""
+def table1_header(metrics_df: pd.DataFrame, tests: pd.DataFrame, seconds: pd.DataFrame | None = None) -> str:
+    """The paragraph above Table 1: definitions, units, n, the cost (with ``seconds``) and the tests."""
     df = normalise_metrics(metrics_df)
     defs = metric_definitions()
     n_patients = df["patient"].nunique()
@@ -177,7 +185,10 @@ def table1_header(metrics_df: pd.DataFrame, tests: pd.DataFrame) -> str:
     return (
         f"Table 1. Registration of {n_patients} pairs (fixed ED, moving ES), one row per method. {CONVENTIONS} "
         f"{defs['dice']} {defs['hd95']} {defs['sdlogj']} {defs['neg_jac_pct']} "
-        f"p: paired two-sided Wilcoxon signed-rank test on the patients with a finite value for both methods, "
+        + (f"s / pair: {SECONDS_DEFINITION}; mean ± std over the method's pairs with a finished run (n stated "
+           f"where it differs from the row's n: one per slice, or failed runs left out); Device: the run.json "
+           f"'device' of those pairs. " if seconds is not None else "")
+        + f"p: paired two-sided Wilcoxon signed-rank test on the patients with a finite value for both methods, "
         f"against the reference named in 'Tested against', run at the same kind of settings (paper, configured "
         f"or tuned); each family is Holm-corrected on its own across its methods ({families}). 'ref.' marks a "
         f"family's reference; the unregistered initial pair is not tested ('–'). A tuned row is only ever "
@@ -186,15 +197,17 @@ def table1_header(metrics_df: pd.DataFrame, tests: pd.DataFrame) -> str:
     )
 
 
-def table1_markdown(metrics_df: pd.DataFrame, tests: pd.DataFrame, baseline: str = "ncc") -> str:
+def table1_markdown(metrics_df: pd.DataFrame, tests: pd.DataFrame, baseline: str = "ncc",
+                    seconds: pd.DataFrame | None = None) -> str:
     """Table 1 in the paper's layout as Markdown, preceded by its header paragraph.
 
     Rows: initial, baseline, then per encoder its variants; columns DSC,
     HD95 (mm), sdlogJ, %J≤0 (mean ± std), n, the comparison, and its
-    Holm-corrected Wilcoxon p for DSC and HD95 (``tests``: :func:`table1_frame`).
+    Holm-corrected Wilcoxon p for DSC and HD95, and with ``seconds`` the seconds per
+    pair and device (``tests``, ``seconds``: :func:`table1_frame`).
     """
-    frame = table1_frame(metrics_df, tests, baseline)
-    return table1_header(metrics_df, tests) + "\n\n" + to_markdown(frame) + "\n"
+    frame = table1_frame(metrics_df, tests, baseline, seconds)
+    return table1_header(metrics_df, tests, seconds) + "\n\n" + to_markdown(frame) + "\n"
 
 
 def read_paper_table(path: str | Path = PAPER_TABLE1) -> pd.DataFrame:

@@ -68,9 +68,13 @@ def write_pair(pairs: Path, patient: str, shape: tuple[int, int] = (32, 32)) -> 
     return folder
 
 
-def write_result(results: Path, method: str, patient: str, scale: float, shape: tuple[int, int] = (32, 32)) -> Path:
-    """A registration result folder with a smooth radial displacement of amplitude ``scale`` mm."""
-    folder = results / method / patient
+def write_result(results: Path, method: str, patient: str, scale: float, shape: tuple[int, int] = (32, 32), *,
+                 seconds: float = 1.0, pair: str | None = None) -> Path:
+    """A registration result folder with a smooth radial displacement of amplitude ``scale`` mm.
+
+    ``pair`` (e.g. ``slice03``) writes one slice's pair inside the patient's folder.
+    """
+    folder = results / method / patient / (pair or "")
     x, y = np.meshgrid(np.arange(shape[0]), np.arange(shape[1]), indexing="ij")
     bump = np.exp(-((x - 12) ** 2 + (y - 16) ** 2) / 30.0)
     u = np.stack([scale * bump * (x - 12) / 6, scale * bump * (y - 16) / 6], axis=-1).astype(np.float32)
@@ -79,7 +83,8 @@ def write_result(results: Path, method: str, patient: str, scale: float, shape: 
     write_nifti(folder / "warped_label.nii.gz", label, SPACING)
     write_nifti(folder / "warped_image.nii.gz", (label / 3.0).astype(np.float32), SPACING)
     (folder / "run.json").write_text(json.dumps({"patient": patient, "method": method, "status": "ok",
-                                                 "iterations": 1500, "device": "cpu"}))
+                                                 "iterations": 1500, "device": "cpu",
+                                                 "seconds": seconds}))
     return folder
 
 

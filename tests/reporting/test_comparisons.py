@@ -1,8 +1,6 @@
-"""Like-for-like comparison families and the plain verdict, on hand-made metric tables."""
+"""Like-for-like comparison families and each family's answer, on hand-made metric tables."""
 
 from __future__ import annotations
-
-import re
 
 import numpy as np
 import pandas as pd
@@ -10,7 +8,15 @@ import pytest
 from reporting_fixtures import rows, selections_and_tables
 
 from featreg.errors import InputError
-from featreg.reporting.comparisons import comparison_families, family_tests, verdict
+from featreg.reporting.comparisons import (
+    best_line,
+    comparison_families,
+    family_answer,
+    family_tests,
+    forest_rows,
+    method_table,
+)
+from featreg.reporting.tables import method_descriptors
 
 
 def families_by_key(df, selections=()):
@@ -80,30 +86,85 @@ def test_a_gain_from_tuning_alone_is_not_a_gain_of_the_method():
     assert effect["p"].tolist() == pytest.approx([2 / 2**10] * 2)
     assert effect["p_holm"].tolist() == pytest.approx([2 * 2 / 2**10] * 2)
     assert effect.loc["sam@tuned", "mean_diff"] == pytest.approx(0.05, abs=0.01)
-    paper, tuned_text, tuning = verdict(tests, families)
-    assert tuned_text.startswith("At the tuned settings (each chosen on the validation split), against ncc@tuned "
-                                 "(1 method): in mean Dice, not significantly different: sam@tuned (Δ ")
-    assert "better: sam@tuned" not in tuned_text and "better" not in paper.split("HD95")[0]
-    assert tuning.startswith("Effect of tuning, each method tuned against itself untuned (2 methods): in mean Dice, "
-                             "tuning improved: ncc@tuned (Δ +0.0")
+    variants = {"ncc": "baseline", "sam": "combined", "ncc@tuned": "baseline", "sam@tuned": "combined"}
+    answers = {f.key: family_answer(tests, f, variants) for f in families}
+    assert answers["tuned"].sentence == ("No feature-guided method beats ncc@tuned in mean Dice: sam@tuned is not "
+                                         f"significantly different (Δ {answers['tuned'].best['mean_diff']:+.3f}).")
+    assert answers["tuning"].sentence == ("Tuning improves mean Dice for 2 of 2 methods, worsens it for 0 and "
+                                          "leaves 0 not significantly different.")
+    table = method_table(tests, families[-1]).set_index("Method")
     low, high = effect.loc["ncc@tuned", ["ci_low", "ci_high"]]
-    assert f"ncc@tuned (Δ {effect.loc['ncc@tuned', 'mean_diff']:+.3f} [{low:+.3f}, {high:+.3f}], n = 10)" in tuning
-    assert "In HD95 (Δ in mm), tuning improved: ncc@tuned (Δ −0.0" in tuning
+    assert table.loc["ncc@tuned", "Dice 95 % CI"] == f"[{low:+.3f}, {high:+.3f}]"
+    assert table.loc["ncc@tuned", ["Dice p (Holm)", "Dice verdict", "HD95 verdict"]].tolist() == [
+        "0.004", "better", "better"]
 
 
-def test_a_dice_gain_that_folds_more_is_named_a_trade_off():
-    test = tuning_alone_table()
-    test = test[~test["method"].str.endswith("@tuned")].copy()
-    sam = test["method"] == "sam"
-    test.loc[sam, "dice_mean"] += 0.04
-    test.loc[sam, "neg_jac_pct"] = 0.2 + np.linspace(0, 0.1, 10)
-    families = comparison_families(test, "ncc")
-    (text,) = verdict(family_tests(test, families, n_resamples=200), families)
-    assert re.match(r"At the configured settings, against ncc \(1 method\): in mean Dice, better: "
-                    r"sam \(Δ \+0\.0[345]\d \[\+0\.0\d\d, \+0\.0\d\d\], n = 10\)\.", text)
-    assert "In %J≤0 (Δ in percentage points), worse: sam (Δ +0.250" in text
-    assert text.endswith("sam gains Dice only while folding significantly more (%J≤0 higher): it trades accuracy "
-                         "against smoothness, not a free gain.")
+def known_table() -> pd.DataFrame:
+    """ncc and six methods whose verdict on 10 patients is known by construction.
+
+    Every difference of one sign gives the exact two-sided Wilcoxon p = 2 / 2**10, Holm-adjusted at most
+    6 × that = 0.012 (significant); the variant-2 differences alternate in sign with equal ranks on both
+    sides (p ≈ 0.85). HD95 is 3 − Dice, so it follows Dice; %J≤0 is constant per method.
+    """
+    patients = range(121, 131)
+    base = 0.80 + 0.01 * np.arange(10)
+    pattern = np.array([0.01, -0.01, 0.02, -0.02, 0.03, -0.03, 0.04, -0.04, 0.05, -0.05])
+    methods = [  # method, encoder, variant, Dice difference to ncc per patient, %J≤0
+        ("ncc", "", "baseline", np.zeros(10), 0.5),
+        ("mind-l1-v1", "mind", "feature", -0.10 - 0.001 * np.arange(10), 0.0),
+        ("vit-l1-v1", "vit", "feature", -0.05 - 0.001 * np.arange(10), 0.0),
+        ("mind-l1-v2", "mind", "combined", pattern + 0.002, 0.5),
+        ("vit-l1-v2", "vit", "combined", pattern - 0.003, 0.5),
+        ("vit-cosine-v2", "vit", "combined", pattern + 0.004, 0.5),
+        ("elastix", "", "classical", 0.02 + 0.001 * np.arange(10), 1.0),
+    ]
+    table = []
+    for method, encoder, variant, diff, neg in methods:
+        table += rows(method, encoder, "l1" if encoder else "", variant, 0.3, 0.0, 0.4, neg, patients, base + diff)
+    return pd.DataFrame(table)
+
+
+def test_the_answer_and_its_counts_match_a_table_whose_truth_is_known():
+    test = known_table()
+    (family,) = comparison_families(test, "ncc")
+    tests = family_tests(test, [family], n_resamples=200)
+    answer = family_answer(tests, family, method_descriptors(test).set_index("method")["variant"].to_dict())
+    assert answer.sentence == (
+        "No feature-guided method beats ncc in mean Dice: both variant-1 (features only) methods are worse, "
+        "all 3 variant-2 (features + image term) methods are within ±0.004 of ncc (none significantly different) "
+        "and elastix is better (Δ +0.025). elastix gains Dice only while folding significantly more (%J≤0 higher).")
+    assert answer.counts.to_dict("records") == [
+        {"metric": "Dice", "better": 1, "worse": 2, "not significant": 3},
+        {"metric": "HD95", "better": 1, "worse": 2, "not significant": 3},
+        {"metric": "%J≤0", "better": 2, "worse": 1, "not significant": 3},
+    ]
+    assert answer.best["method"] == "elastix"
+    assert best_line(answer, 200).startswith(
+        "Highest Δ mean Dice: elastix against ncc, Δ +0.025 (95 % CI [+0.02")
+    assert best_line(answer, 200).endswith("unadjusted bootstrap), Holm-adjusted p 0.012, n = 10 pairs: better.")
+    table = method_table(tests, family)
+    assert table["Method"].tolist()[0] == "elastix" and table["Method"].tolist()[-2:] == ["vit-l1-v1", "mind-l1-v1"]
+    assert table.set_index("Method").loc["vit-l1-v2", ["Dice Δ", "Dice verdict"]].tolist() == ["−0.003",
+                                                                                              "not significant"]
+    with pytest.raises(InputError, match=r"the variant of method\(s\) elastix is not known"):
+        family_answer(tests, family, {m: "feature" for m in test["method"] if m != "elastix"})
+
+
+def test_forest_rows_are_sorted_best_first_and_significant_by_the_holm_p():
+    test = known_table()
+    (family,) = comparison_families(test, "ncc")
+    tests = family_tests(test, [family], n_resamples=0)
+    dice, hd95 = forest_rows(tests, "dice_mean"), forest_rows(tests, "hd95_mean")
+    assert dice["mean_diff"].is_monotonic_decreasing and hd95["mean_diff"].is_monotonic_increasing
+    assert dice["method"].tolist() == hd95["method"].tolist()  # HD95 = 3 − Dice: the same order, best first
+    assert dice["significant"].tolist() == dice["p_holm"].lt(0.05).tolist()
+    # six patients, every difference positive: p = 2 / 64 < 0.05 unadjusted, Holm over two methods 0.0625
+    few = test[test["patient"].isin([f"patient{k}" for k in range(121, 127)])
+               & test["method"].isin(["ncc", "elastix", "mind-l1-v1"])]
+    (family,) = comparison_families(few, "ncc")
+    rows_ = forest_rows(family_tests(few, [family], n_resamples=0), "dice_mean").set_index("method")
+    assert rows_.loc["elastix", "p"] == pytest.approx(2 / 64) and rows_.loc["elastix", "p_holm"] == pytest.approx(2 / 32)
+    assert not rows_.loc["elastix", "significant"] and rows_.loc["elastix", "direction"] == 0
 
 
 def test_a_family_too_small_to_reach_significance_says_so():
@@ -111,9 +172,9 @@ def test_a_family_too_small_to_reach_significance_says_so():
     test = test[test["patient"].isin(["patient121", "patient122", "patient123"])
                 & ~test["method"].str.endswith("@tuned")]
     test.loc[test["method"] == "sam", "dice_mean"] += 0.1
-    families = comparison_families(test, "ncc")
-    (text,) = verdict(family_tests(test, families, n_resamples=0), families)
-    assert "in mean Dice, not significantly different: sam (Δ +0.1" in text
-    assert text.endswith("With n = 3 pairs, the exact two-sided Wilcoxon test cannot give a Holm-corrected p below "
-                         "0.25, so no difference can be significant here: 'not significantly different' says nothing.")
-    assert "In %J≤0 (Δ in percentage points), not significantly different: sam (Δ 0.000, n = 3)." in text
+    (family,) = comparison_families(test, "ncc")
+    answer = family_answer(family_tests(test, [family], n_resamples=0), family, {"sam": "combined"})
+    assert answer.sentence == ("No method can be told apart from ncc here: with n = 3 pairs and 1 method, the "
+                               "smallest Holm-adjusted p the exact Wilcoxon test can give is 0.25.")
+    assert best_line(answer, 0).startswith("Highest Δ mean Dice: sam against ncc, Δ +0.1")
+    assert "(no CI computed), Holm-adjusted p 0.250, n = 3 pairs: not significantly different." in best_line(answer, 0)

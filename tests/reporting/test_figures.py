@@ -5,12 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import matplotlib.image as mpimg
+import pandas as pd
 import pytest
 from reporting_fixtures import write_pair, write_result
 
 from featreg.data.nifti import read_displacement
 from featreg.errors import InputError
 from featreg.reporting import figures
+from featreg.reporting.comparisons import comparison_families, family_tests, forest_rows
 
 
 def _assert_png(path: Path, min_side: int = 200) -> None:
@@ -53,3 +55,14 @@ def test_qualitative_panel(tmp_path):
     out = figures.qualitative_panel(pair, result, tmp_path / "panel.png",
                                     before={"dice": 0.62, "hd95": 7.1}, after={"dice": 0.86, "hd95": 1.3})
     _assert_png(out)
+
+
+def test_forest_and_cost_plots(metrics_df, tmp_path):
+    (family,) = comparison_families(metrics_df, "ncc")
+    tests = family_tests(metrics_df, [family], n_resamples=100)
+    panels = [(metric, forest_rows(tests, metric)) for metric in ("dice_mean", "hd95_mean", "neg_jac_pct")]
+    _assert_png(figures.forest_plot(panels, tmp_path / "forest.png"), min_side=150)  # four rows: a wide strip
+    points = pd.DataFrame({"method": ["a", "b", "c"], "seconds": [1.0, 10.0, 0.0], "dice": [0.8, 0.85, 0.9]})
+    _assert_png(figures.cost_plot(points, tmp_path / "cost.png"))
+    with pytest.raises(InputError, match="no method has both a mean Dice and a positive mean seconds per pair"):
+        figures.cost_plot(points.assign(seconds=float("nan")), tmp_path / "none.png")

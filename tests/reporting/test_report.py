@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import re
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -11,8 +13,11 @@ from reporting_fixtures import write_pair, write_result
 
 from featreg.cli import main
 from featreg.errors import InputError
+from featreg.reporting.comparisons import comparison_families, family_tests
+from featreg.reporting.cost import pair_seconds, read_seconds
 from featreg.reporting.html import Section, write_report
 from featreg.reporting.report import build_report
+from featreg.reporting.tables import table1_frame
 
 
 def test_write_report_is_self_contained(tmp_path, metrics_df):
@@ -23,6 +28,8 @@ def test_write_report_is_self_contained(tmp_path, metrics_df):
         Section("A table", "table", pd.DataFrame({"a": [1]}), "caption two"),
         Section("Text", "text", "para 1\n\npara <2>", css_class="verdict"),
         Section("Long <table>", "table", pd.DataFrame({"b": [2]}), "caption three", collapsed=True),
+        Section("Block", "block", [Section("Part", "text", "inner"), Section("", "text", "untitled")],
+                css_class="answer"),
     ])
     text = out.read_text()
     assert '<section class="verdict"><h2>Text</h2>' in text
@@ -30,6 +37,8 @@ def test_write_report_is_self_contained(tmp_path, metrics_df):
     assert "data:image/png;base64,iVBORw0KGgpmYWtl" in text
     assert "<figcaption>caption &lt;one&gt;</figcaption>" in text and "caption two" in text
     assert "<p>para &lt;2&gt;</p>" in text
+    assert ('<section class="answer"><h2>Block</h2><section><h3>Part</h3><p>inner</p></section>'
+            "<section><p>untitled</p></section></section>") in text
     with pytest.raises(ValueError, match="a figure needs a caption"):
         Section("bare", "figure", png)
 
@@ -48,7 +57,8 @@ def test_build_report_with_results(tmp_path, metrics_df):
     written = build_report(metrics_csv, out, pairs_dir=tmp_path / "pairs", results_dir=tmp_path / "results",
                            config=config, n_resamples=200)
     expected = {"summary.csv", "statistics.csv", "table1.md", "reproduction.md", "dice_boxplot.png", "pareto.png",
-                "alpha_curve.png", "jacobian_maps.png", "qualitative.png", "report.html"}
+                "alpha_curve.png", "jacobian_maps.png", "qualitative.png", "forest_configured.png", "cost.png",
+                "report.html"}
     assert expected <= set(written)
     html = (out / "report.html").read_text()
     assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", html)
@@ -56,7 +66,8 @@ def test_build_report_with_results(tmp_path, metrics_df):
     figures = re.findall(r"<figure>.*?</figure>", html, flags=re.DOTALL)
     assert len(figures) == html.count("data:image/png;base64,") == sum(n.endswith(".png") for n in written)
     assert all("<figcaption>" in f for f in figures)
-    assert html.count('class="caption"') == 3  # Table 1, the paired tests of the one family, reproduction
+    # the counts of the answer, the per-method verdict, Table 1, the paired tests of the one family, reproduction
+    assert html.count('class="caption"') == 5
     assert "<summary>Paired tests: configured settings</summary>" in html
     assert "tiny.yaml (tiny-test)" in html and "Device: cpu" in html and "Iterations per registration: 1500" in html
     # no tuning run: nothing is selected on the test metrics, and the panel shows the baseline
@@ -66,6 +77,50 @@ def test_build_report_with_results(tmp_path, metrics_df):
     assert set(stats["metric"]) == {"dice_mean", "hd95_mean", "sdlogj", "neg_jac_pct"}
     assert set(stats["method"]) == {"dinov2_cos", "dinov2_cos_a0.3", "dinov2_cos_a0.7", "sam_l1"}  # no initial
     assert set(stats["family"]) == {"configured"} and set(stats["reference"]) == {"ncc"}
+
+
+def test_the_answer_opens_the_report_before_any_table(tmp_path, metrics_df):
+    metrics_df.to_csv(tmp_path / "metrics.csv", index=False)
+    build_report(tmp_path / "metrics.csv", tmp_path / "out", n_resamples=100)
+    html = (tmp_path / "out/report.html").read_text()
+    body = html[html.index("<body>"):]
+    assert body.index("<h2>Answer</h2>") < body.index("<table")
+    assert '<section class="family"><h3>Configured settings: 4 methods against ncc</h3>' in html
+    answer = body[body.index("<h2>Answer</h2>"):body.index("<h2>Verdict per method: configured settings</h2>")]
+    assert answer.count("data:image/png;base64,") == 1  # the forest plot; no cost figure without --results
+    assert 'alt="Forest plots, one per metric: ' in answer
+    assert "feature-guided method" in answer and "Highest Δ mean Dice: " in answer
+    assert "unadjusted percentile-bootstrap 95 % CI (100 resamples, seed 0)" in html
+
+
+def test_seconds_per_pair_is_the_mean_of_the_run_json_files(tmp_path, metrics_df):
+    metrics_df.to_csv(tmp_path / "metrics.csv", index=False)
+    patients = sorted(metrics_df["patient"].unique())
+    results = tmp_path / "results"
+    ncc = {patients[0]: 1.0, patients[1]: 2.0, patients[2]: 6.0}
+    for patient, seconds in ncc.items():
+        write_result(results, "ncc", patient, 1.0, seconds=seconds)
+    for k, seconds in enumerate((0.5, 1.5)):  # one patient with a pair per slice: each slice counts
+        write_result(results, "sam_l1", patients[0], 1.0, seconds=seconds, pair=f"slice{k:02d}")
+    write_result(results, "sam_l1", patients[1], 1.0, seconds=4.0)
+    failed = json.loads((results / "sam_l1" / patients[1] / "run.json").read_text()) | {"status": "failed"}
+    (results / "sam_l1" / patients[1] / "run.json").write_text(json.dumps(failed))  # its time is left out
+    write_result(results, "ncc@lam30", patients[0], 1.0, seconds=99.0)  # a grid run, not in metrics.csv
+    read = read_seconds(results)
+    assert sorted(read["pair"]) == sorted([*ncc, f"{patients[0]}/slice00", f"{patients[0]}/slice01", patients[1],
+                                           patients[0]])
+    families = comparison_families(metrics_df, "ncc")
+    tests = family_tests(metrics_df, families, n_resamples=0)
+    table = table1_frame(metrics_df, tests, "ncc", pair_seconds(read, metrics_df)).set_index("Method")
+    ncc_cell = f"{np.mean([1, 2, 6]):.2f} ± {np.std([1, 2, 6], ddof=1):.2f} (n = 3)"
+    assert table.loc["ncc", "s / pair"] == ncc_cell
+    assert table.loc["sam_l1", "s / pair"] == f"1.00 ± {np.std([0.5, 1.5], ddof=1):.2f} (n = 2)"
+    assert table.loc["ncc", "Device"] == "cpu" and table.loc["dinov2_cos", ["s / pair", "Device"]].tolist() == [
+        "–", "–"]
+    build_report(tmp_path / "metrics.csv", tmp_path / "out", results_dir=results, n_resamples=0)
+    markdown = (tmp_path / "out/table1.md").read_text()
+    assert "| s / pair | Device |" in markdown and f"| {ncc_cell} | cpu |" in markdown
+    assert "cost.png" in {p.name for p in (tmp_path / "out").iterdir()}
 
 
 def test_report_figure_patient_and_devices_of_the_metrics_rows(tmp_path, metrics_df, caplog):

@@ -88,9 +88,15 @@ def test_report_with_tuning_writes_verdict_fronts_and_selection(tmp_path):
                            selection_jsons=paths, n_resamples=200)
     assert {"tuning.csv", "statistics.csv", "pareto_validation.png", "reproduction.md"} <= set(written)
     html = (tmp_path / "out/report.html").read_text()
-    # findings first: the verdict, Table 1, then the accuracy-against-smoothness figure
+    # the answer first, one block per family, then each family's per-method verdict and Table 1
     headings = re.findall(r"<h2>(.*?)</h2>|<summary>(.*?)</summary>", html)
-    assert [a or b for a, b in headings][:3] == ["Verdict", "Table 1", "Accuracy against smoothness"]
+    assert [a or b for a, b in headings][:7] == [
+        "Answer", "Caution", "Verdict per method: paper settings", "Verdict per method: tuned",
+        "Verdict per method: tuning effect", "Table 1", "Accuracy against smoothness"]
+    assert re.findall(r"<h3>(.*?)</h3>", html) == ["Paper settings: 1 method against ncc",
+                                                   "Tuned: 1 method against ncc@tuned",
+                                                   "Tuning effect: 2 methods against each method untuned"]
+    assert {"forest_paper.png", "forest_tuned.png", "forest_tuning.png"} <= set(written)
     assert "<summary>Paired tests: tuned</summary>" in html
     assert "sam-l1-v2: the selected lam = 30 is the smallest of {30, 120, 480}" in html
     assert "<td>lam {30, 120, 480} × lr {0.002}</td>" in html

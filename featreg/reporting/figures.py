@@ -288,7 +288,7 @@ def forest_plot(panels: Sequence[tuple[str, pd.DataFrame]], out_png: str | Path)
                                       (0, "white", "not significant"))]
     fig.legend(handles=handles, loc="upper center", ncol=3, fontsize="small", frameon=False)
     fig.tight_layout(rect=(0, 0, 1, 1 - 0.3 / fig.get_figheight()))
-    return _save(fig, out_png)
+    return save_figure(fig, out_png)
 
 
 def cost_plot(points: pd.DataFrame, out_png: str | Path) -> Path:
@@ -317,4 +317,4 @@ def cost_plot(points: pd.DataFrame, out_png: str | Path) -> Path:
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize="small", loc="best")
     fig.tight_layout()
-    return _save(fig, out_png)
+    return save_figure(fig, out_png)

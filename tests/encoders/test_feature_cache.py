@@ -9,7 +9,6 @@ from featreg.encoders.cache import (
     MissingCacheError,
     StaleCacheError,
     cache_pair_features,
-    cache_pair_features,
     compute_features,
     load_features,
     save_features,

@@ -8,7 +8,9 @@ so that a gain from tuning alone is never read as a gain of the method:
   (a family of its own only when a tuning run also has distinct ``<method>@paper`` rows;
   without a tuning run it is the only family);
 - "tuned": each ``<method>@tuned`` against ``<baseline>@tuned``;
-- "tuning": the effect of tuning itself, ``<method>@tuned`` against ``<method>``.
+- "tuning": the effect of tuning itself, ``<method>@tuned`` against ``<method>``;
+- "encode": each row that encodes the moving image once against the same method encoding it
+  every iteration (the grid's ``-once`` / ``-each`` twins), on the same pairs.
 
 Each family is Holm-corrected on its own, per metric. Its answer (:func:`family_answer`) is
 one sentence, the best method in mean Dice and the counts of better, worse and not
@@ -28,6 +30,7 @@ from featreg.errors import InputError
 from featreg.evaluation.statistics import COMPARISON_COLUMNS, compare_pairs
 from featreg.reporting.tables import FAMILY_TITLES, format_p, method_descriptors
 from featreg.evaluation.metrics_table import normalise_metrics
+from featreg.experiment.methods import ENCODE_SUFFIX
 
 STATISTICS_METRICS = ("dice_mean", "hd95_mean", "sdlogj", "neg_jac_pct")
 """Metrics every family is tested on (statistics.csv)."""
@@ -58,8 +61,22 @@ class Family:
 
     @property
     def reference(self) -> str | None:
-        """The one reference of a family that has one (None for the tuning family)."""
-        return None if self.key == "tuning" else self.pairs[0][1]
+        """The one reference of a family that has one (None for the tuning and encode families)."""
+        return None if self.key in PER_METHOD_REFERENCE else self.pairs[0][1]
+
+
+PER_METHOD_REFERENCE = ("tuning", "encode")
+"""Families whose methods each have a reference of their own (the method untuned, or encoding every iteration)."""
+
+
+def encode_twins(methods: Sequence[str]) -> tuple[tuple[str, str], ...]:
+    """(method encoding once, the same method encoding every iteration) for each pair of grid twins
+    (:data:`featreg.experiment.methods.ENCODE_SUFFIX`) among ``methods``."""
+    names = set(methods)
+    once, each = ENCODE_SUFFIX["once"], ENCODE_SUFFIX["each_iteration"]
+    twins = [(f"{m}{once}", m) for m in methods if f"{m}{once}" in names]
+    twins += [(m.removesuffix(each), m) for m in methods if m.endswith(each) and m.removesuffix(each) in names]
+    return tuple(twins)
 
 
 def comparison_families(metrics_df: pd.DataFrame, baseline: str,
@@ -75,8 +92,9 @@ def comparison_families(metrics_df: pd.DataFrame, baseline: str,
     registered = [m for m, v in zip(desc["method"], desc["variant"]) if v != "initial"]
     if baseline not in registered:
         raise InputError(f"baseline method {baseline!r} is not in the metrics table (methods: {', '.join(registered)})")
+    encode = Family("encode", encode_twins(registered))
     if not selections:
-        return _nonempty([Family("configured", tuple((m, baseline) for m in registered if m != baseline))])
+        return _nonempty([Family("configured", tuple((m, baseline) for m in registered if m != baseline)), encode])
     records = {r["base"]: r for r in selections}
     if baseline not in records:
         raise InputError(f"the baseline {baseline!r} has no selection record: it must be tuned too "
@@ -101,6 +119,7 @@ def comparison_families(metrics_df: pd.DataFrame, baseline: str,
         Family("tuned", tuple((r["tuned"], tuned_baseline) for r in records.values()
                                        if r["tuned"] != tuned_baseline)),
         Family("tuning", tuple((r["tuned"], r["base"]) for r in records.values())),
+        encode,
     ])
 
 
@@ -215,13 +234,18 @@ def family_answer(tests: pd.DataFrame, family: Family, variants: Mapping[str, st
 def _sentence(tests: pd.DataFrame, dice: pd.DataFrame, family: Family, variants: Mapping[str, str]) -> str:
     n = int(tests["n_pairs"].min())
     if not tests["p_holm"].lt(SIGNIFICANCE).any() and smallest_holm_p(n, len(family.pairs)) >= SIGNIFICANCE:
-        return (f"No method can be told apart from {family.reference or 'its untuned self'} here: with n = {n} "
+        own = "its untuned self" if family.key == "tuning" else "the same method encoding every iteration"
+        return (f"No method can be told apart from {family.reference or own} here: with n = {n} "
                 f"pairs and {count_methods(len(family.pairs))}, the smallest Holm-adjusted p the exact Wilcoxon test can "
                 f"give is {smallest_holm_p(n, len(family.pairs)):.3g}.")
     counts = dice["direction"].value_counts()
     if family.key == "tuning":
         return (f"Tuning improves mean Dice for {counts.get(1, 0)} of {count_methods(len(dice))}, worsens it for "
                 f"{counts.get(-1, 0)} and leaves {counts.get(0, 0)} not significantly different.")
+    if family.key == "encode":
+        return (f"Encoding the moving image once, instead of every iteration, improves mean Dice for "
+                f"{counts.get(1, 0)} of {count_methods(len(dice))}, worsens it for {counts.get(-1, 0)} and leaves "
+                f"{counts.get(0, 0)} not significantly different.")
     reference = family.reference
     guided = dice[dice["method"].map(variants).isin(FEATURE_GUIDED)]
     subject = "feature-guided method" if len(guided) else "method"
@@ -310,10 +334,10 @@ def _number(value: float, decimals: int) -> str:
 
 
 def settings_of(families: Sequence[Family]) -> dict[str, str]:
-    """Method -> the title of the family it is tested in or the reference of (the tuning family aside)."""
+    """Method -> the title of the family it is tested in or the reference of (the tuning and encode families aside)."""
     settings = {}
     for family in families:
-        if family.key != "tuning":
+        if family.key not in PER_METHOD_REFERENCE:
             for method, reference in family.pairs:
                 settings[method] = settings[reference] = family.title
     return settings

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import yaml
 
@@ -213,7 +214,8 @@ def _answer_sections(df: pd.DataFrame, tests: pd.DataFrame, families: Sequence[F
     parts = []
     for family in families:
         answer = family_answer(tests, family, variants)
-        reference = family.reference or "each method untuned"
+        reference = family.reference or ("each method untuned" if family.key == "tuning"
+                                         else "the same method encoding every iteration")
         rows = tests[tests["family"] == family.key]
         panels = [(f"Δ {name} ({unit}), method − {reference}", forest_rows(rows, metric))
                   for metric, (name, unit, _, _) in VERDICT_METRICS.items()]
@@ -222,7 +224,8 @@ def _answer_sections(df: pd.DataFrame, tests: pd.DataFrame, families: Sequence[F
         n = int(answer.best["n_pairs"])
         interval = "unadjusted percentile-bootstrap 95 % CI" if n_resamples else "no CI computed"
         parts.append(Section(f"{family.title.capitalize()}: {count_methods(len(family.pairs))} against {reference}", "block", [
-            Section("", "text", f"{answer.sentence}\n\n{best_line(answer, n_resamples)}", css_class="sentence"),
+            Section("", "text", f"{answer.sentence}{_cost_ratio(family, seconds)}\n\n{best_line(answer, n_resamples)}",
+                    css_class="sentence"),
             Section("", "table", answer.counts,
                     f"Methods per metric (of {count_methods(len(family.pairs))}; n = {n} pairs): better / worse = Holm-adjusted "
                     f"paired Wilcoxon p < {SIGNIFICANCE} in the better / worse direction, Holm within this family "
@@ -248,6 +251,19 @@ def _answer_sections(df: pd.DataFrame, tests: pd.DataFrame, families: Sequence[F
                              f"over the method's pairs with a finished run), device: {devices}; ringed and joined: "
                              f"the Pareto front (no other method has both a higher Dice and fewer seconds)."))
     return parts
+
+
+def _cost_ratio(family: Family, seconds: pd.DataFrame | None) -> str:
+    """For the encode family: the median over its twins of once's mean seconds per pair over every iteration's."""
+    if family.key != "encode" or seconds is None:
+        return ""
+    means = seconds.groupby("method")["seconds"].mean()
+    ratios = [means[m] / means[r] for m, r in family.pairs if m in means and r in means and means[r] > 0]
+    if not ratios:
+        return ""
+    return (f" Encoding once costs {np.median(ratios):.2g}× the seconds per pair of encoding every iteration "
+            f"(median over the {len(ratios)} method pairs, range {min(ratios):.2g}–{max(ratios):.2g}×; encoding "
+            f"the cached images included).")
 
 
 UNITS = {"dice_mean": "unitless", "hd95_mean": "mm", "sdlogj": "unitless", "neg_jac_pct": "percentage points"}

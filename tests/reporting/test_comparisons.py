@@ -16,7 +16,7 @@ from featreg.reporting.comparisons import (
     forest_rows,
     method_table,
 )
-from featreg.reporting.tables import method_descriptors
+from featreg.reporting.tables import method_descriptors, table1_frame
 
 
 def families_by_key(df, selections=()):
@@ -178,3 +178,28 @@ def test_a_family_too_small_to_reach_significance_says_so():
                                "smallest Holm-adjusted p the exact Wilcoxon test can give is 0.25.")
     assert best_line(answer, 0).startswith("Highest Δ mean Dice: sam against ncc, Δ +0.1")
     assert "(no CI computed), Holm-adjusted p 0.250, n = 3 pairs: not significantly different." in best_line(answer, 0)
+
+
+def test_encode_twins_form_a_family_of_their_own_and_table1_keeps_each_method_against_the_baseline():
+    noise = np.random.default_rng(1).normal(0, 0.01, 8)
+    patients = range(1, 9)
+    table = pd.DataFrame(
+        rows("initial", "", "", "initial", np.nan, 0.6, 0.0, 0.0, patients)
+        + rows("ncc", "", "", "baseline", 0.0, 0.85, 0.3, 0.0, patients, noise)
+        + rows("mind-cosine-v1", "mind", "cosine", "feature", 1.0, 0.80, 0.2, 0.0, patients, noise / 2)
+        + rows("mind-cosine-v1-once", "mind", "cosine", "feature", 1.0, 0.75, 0.2, 0.0, patients, noise / 3)
+        + rows("vgg16-cosine-v1-once", "vgg16", "cosine", "feature", 1.0, 0.78, 0.2, 0.0, patients, noise / 4))
+    families = families_by_key(table)
+    assert families["encode"] == (("mind-cosine-v1-once", "mind-cosine-v1"),)  # vgg16 has no twin
+    assert ("mind-cosine-v1-once", "ncc") in families["configured"]
+    # with the registration block encoding once, the plain name is the once row and -each its twin
+    renamed = table.replace({"method": {"mind-cosine-v1": "mind-cosine-v1-each", "mind-cosine-v1-once": "mind-cosine-v1"}})
+    assert families_by_key(renamed)["encode"] == (("mind-cosine-v1", "mind-cosine-v1-each"),)
+    chosen = comparison_families(table, "ncc")
+    tests = family_tests(table, chosen, n_resamples=0)
+    answer = family_answer(tests, next(f for f in chosen if f.key == "encode"),
+                           method_descriptors(table).set_index("method")["variant"].to_dict())
+    assert answer.sentence.startswith("Encoding the moving image once, instead of every iteration, improves mean Dice "
+                                      "for 0 of 1 method, worsens it for 1")
+    frame = table1_frame(table, tests, "ncc").set_index("Method")
+    assert frame.loc["mind-cosine-v1-once", "Tested against"] == "ncc (configured settings)"

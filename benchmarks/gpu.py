@@ -26,7 +26,7 @@ untimed warm-up run (2 iterations, or ``--iterations`` if fewer). Columns:
   paper's iterations, start-up and I/O excluded;
 - ``paper_registrations`` and ``paper_hours``: the registrations of
   ``config/paper.yaml`` (tuning included) that use this row's encoder, counted by
-  :func:`featreg.experiment.registrations_per_encoder` (the planning functions
+  :func:`featreg.experiment.plan.registrations_per_encoder` (the planning functions
   the workflow runs; its dry run logs the total, 3130), and their hours at this
   row's speed. ``dinov2-noup`` (126 px) is costed as DINOv2, an upper bound.
 - ``compile_s`` (``--compile``, bf16 at batch auto): the extra time of the fixed
@@ -62,14 +62,15 @@ from featreg.data.preprocess import PreprocessOptions
 from featreg.encoders.features import build_encoder
 from featreg.encoders.registry import EncoderSpec
 from featreg.evaluation.metrics import dice_per_class
-from featreg.experiment import registrations_per_encoder
+from featreg.experiment.plan import registrations_per_encoder
 from featreg.io import atomic_path
 from featreg.registration.batching import auto_batch_size
 from featreg.registration.io import warp_label_mm
-from featreg.registration.optimize import pair_objective, register_pairs, resolve_device, transform_for
-from featreg.registration.regularizers import regulariser_weights
+from featreg.registration.optimize import pair_objective, register_pairs, transform_for
+from featreg.devices import resolve_device
+from featreg.registration.regularisers import regulariser_weights
 from featreg.registration.settings import RegistrationSettings
-from featreg.shards import preprocess_shard, synthesize_shard
+from featreg.jobs.data import preprocess_shard, synthesize_shard
 
 REPO = Path(__file__).resolve().parents[1]
 PAPER_CONFIG = REPO / "config" / "paper.yaml"

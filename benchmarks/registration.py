@@ -10,7 +10,7 @@ its fused CPU kernels (``featreg``) and without them (``featreg_torch``: the
 torch ops it uses on GPU, what it ran on CPU before the kernels).
 Baselines, one pair at a time, same objective: ``conv_transpose`` (what an
 airlab-style loop does: ``conv_transpose2d`` B-spline, ``grid_sample`` warp)
-and ``matmul`` (the plain separable matmul B-spline Bx·C·Byᵀ, REFERENCE.md §4),
+and ``matmul`` (the plain separable matmul B-spline Bx·C·Byᵀ, docs/references.md, "B-spline evaluation"),
 both written below; and ``elastix`` per pair (featreg's elastix method at its
 defaults, its own iterations) where itk-elastix and featreg's elastix module are
 installed. Each figure is the fastest of ``--repeats`` runs, all engines

@@ -65,8 +65,9 @@ from pathlib import Path
 import yaml
 
 from featreg.io import atomic_path
-from featreg.experiment import Method, shard_patients
-from featreg.registration.optimize import resolve_device
+from featreg.experiment.splits import shard_patients
+from featreg.experiment.methods import Method
+from featreg.devices import resolve_device
 
 REPO = Path(__file__).resolve().parents[1]
 CSV_PATH = REPO / "reports" / "benchmarks" / "scale.csv"

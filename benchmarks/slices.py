@@ -28,7 +28,7 @@ import yaml
 
 from featreg.evaluation.statistics import bootstrap_mean_ci
 from featreg.io import atomic_path
-from featreg.reporting.tables import patient_means, read_metrics
+from featreg.evaluation.metrics_table import patient_means, read_metrics
 
 REPO = Path(__file__).resolve().parents[1]
 CSV_PATH = REPO / "reports" / "benchmarks" / "slices.csv"

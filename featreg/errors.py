@@ -27,3 +27,9 @@ class InputError(FeatregError):
 
 class ConfigError(FeatregError):
     """Bad experiment configuration."""
+
+
+def first_line(exc: Exception) -> str:
+    """The first non-empty line of an exception's message (itk's are many lines long)."""
+    return next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+

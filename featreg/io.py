@@ -1,4 +1,5 @@
-"""Atomic file writing used by every layer: a killed job never leaves a truncated file."""
+"""File I/O every layer shares: atomic writing (a killed job never leaves a truncated file) and
+reading a JSON file with an error that names it."""
 
 from __future__ import annotations
 
@@ -8,6 +9,9 @@ import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
+
+from featreg.errors import InputError
 
 
 @contextlib.contextmanager
@@ -37,6 +41,17 @@ def write_text_atomic(path: str | Path, text: str) -> Path:
 def write_json_atomic(path: str | Path, data: object) -> Path:
     """Write ``data`` as indented, key-sorted JSON, atomically."""
     return write_text_atomic(path, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def read_json(path: str | Path, what: str) -> Any:
+    """The JSON content of ``path``; InputError naming ``what`` the file should be when missing or not JSON."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{what} is missing", path=path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputError(f"not a {what}: not JSON ({exc})", path=path) from exc
 
 
 def _umask() -> int:

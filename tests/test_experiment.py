@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -12,24 +11,13 @@ import yaml
 from snakemake.utils import validate
 
 from featreg.errors import ConfigError, InputError
-from featreg.experiment import (
-    PAPER_SETTINGS,
-    Method,
-    check_methods,
-    encoder_specs,
-    expand_grid,
-    experiment_patients,
-    load_method_file,
-    method_table,
-    read_selection,
-    registrations_per_encoder,
-    shard_patients,
-    split_patients,
-    synthetic_role_number,
-    tuning_plan,
-    write_method_file,
-)
-from featreg.shards import select_tuned
+from featreg.experiment.plan import ExperimentPlan, registrations_per_encoder
+from featreg.experiment.selection_record import read_selection
+from featreg.experiment.method_file import load_method_file, write_method_file
+from featreg.experiment.tuning import PAPER_SETTINGS, expand_grid, tuning_plan
+from featreg.experiment.splits import experiment_patients, shard_patients, split_patients, synthetic_role_number
+from featreg.experiment.methods import Method, check_methods, encoder_specs, method_table
+from featreg.jobs.tuning import select_tuned
 
 REGISTRATION = {"lattice": [24, 24], "order": 3, "lam": 120.0, "lr": 0.002, "iterations": 20}
 SCHEMA = Path(__file__).resolve().parents[1] / "workflow/schemas/config.schema.yaml"
@@ -306,3 +294,31 @@ def test_manifest_splits_follow_its_split_column_and_ids_sort_naturally():
     assert shard_patients(ids, 3) == {"s000": ["case1", "case2", "case3"], "s001": ["case10"]}
     with pytest.raises(ConfigError, match="dataset.split 'test' needs the manifest's split column"):
         experiment_patients(cfg, ids, None)
+
+
+def test_experiment_plan_derives_every_table_the_workflow_reads():
+    plan = ExperimentPlan.build(config(methods=["ncc", "mind-cosine-v2"]))
+    assert plan.patients == ["patient001", "patient002"] and plan.val_patients == ["patient003", "patient004"]
+    assert plan.figure_patient == "patient001"
+    assert plan.tuned == {"ncc@tuned": "ncc", "mind-cosine-v2@tuned": "mind-cosine-v2"}
+    # paper rows join the configured methods on test; grid points run on validation only
+    assert set(plan.test_methods) == {"ncc", "mind-cosine-v1", "mind-cosine-v2", "ncc@paper", "mind-cosine-v2@paper"}
+    assert set(plan.grid_methods) == {f"{m}@lam{v}" for m in ("ncc", "mind-cosine-v2") for v in ("30", "240")}
+    assert plan.runnable == plan.test_methods | plan.grid_methods
+    assert plan.reported == ["initial", *plan.test_methods, "ncc@tuned", "mind-cosine-v2@tuned"]
+    # a tuned method takes its base method's encoder and engine
+    assert plan.encoder_of["mind-cosine-v2@tuned"] == "mind" and plan.encoder_of["ncc@tuned"] is None
+    assert set(plan.methods_of_kind("ffd")) == set(plan.runnable) | set(plan.tuned)
+    assert plan.methods_of_kind("elastix") == []
+    assert plan.shards == {"s000": ["patient001", "patient002"]} and plan.val_shards == {"v000": ["patient003", "patient004"]}
+    # the dry run's count: every test row on the test patients, every grid point on the validation ones
+    runs = (len(plan.test_methods) + len(plan.tuned)) * 2 + len(plan.grid_methods) * 2
+    assert sum(plan.registrations().values()) == runs
+    assert plan.summary().startswith(f"{runs} registrations (7 methods x 2 test patients; tuning: 2 methods x 2 grid")
+
+
+def test_experiment_plan_refuses_a_figure_patient_outside_the_test_split():
+    bad = config()
+    bad["figures"]["patient"] = "patient003"
+    with pytest.raises(ConfigError, match="figures.patient 'patient003' is not among the test patients"):
+        ExperimentPlan.build(bad)

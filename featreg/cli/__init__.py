@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
 import sys
 from collections.abc import Sequence
 
+from featreg.cli import data, encoders, reporting, workflow
 from featreg.errors import FeatregError
 
-# Each module adds its subcommands through ``add_parser(subparsers)`` and sets ``func``.
-AREAS = ("data", "encoders", "reporting", "workflow")
+AREAS = (data, encoders, reporting, workflow)
+"""Each area's module adds its subcommands through ``add_parser(subparsers)`` and sets ``func``."""
 
 
 class OneLineErrorParser(argparse.ArgumentParser):
@@ -30,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for area in AREAS:
-        importlib.import_module(f"featreg.cli.{area}").add_parser(subparsers)
+        area.add_parser(subparsers)
     return parser
 
 

@@ -11,7 +11,7 @@ from featreg.errors import ConfigError
 
 def _synth(args: argparse.Namespace) -> int:
     from featreg.data.synthetic import write_cohort
-    from featreg.shards import synthesize_shard
+    from featreg.jobs.data import synthesize_shard
 
     if args.ids:
         if args.manifest is None:
@@ -23,7 +23,9 @@ def _synth(args: argparse.Namespace) -> int:
 
 
 def _preprocess(args: argparse.Namespace) -> int:
-    from featreg.shards import evaluate_shard, preprocess_cohort, preprocess_shard, shard_pair_dirs
+    from featreg.jobs.evaluate import evaluate_shard
+    from featreg.data.pair_manifest import shard_pair_dirs
+    from featreg.jobs.data import preprocess_cohort, preprocess_shard
 
     options = PreprocessOptions(
         spacing_mm=args.spacing,

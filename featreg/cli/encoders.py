@@ -44,7 +44,7 @@ def _fetch(args: argparse.Namespace) -> int:
 
 def _features(args: argparse.Namespace) -> int:
     from featreg.encoders.registry import load_specs
-    from featreg.shards import features_shard
+    from featreg.jobs.features import features_shard
 
     spec = load_specs(args.encoders, [args.encoder])[args.encoder]
     features_shard(spec, pair_dirs(args), args.out_dir, args.manifest, args.device)

@@ -16,6 +16,6 @@ def add_pairs_arguments(parser: argparse.ArgumentParser) -> None:
 
 def pair_dirs(args: argparse.Namespace) -> list[Path]:
     """The pair folders of ``--pairs`` or of the ``--shard`` manifest."""
-    from featreg.shards import shard_pair_dirs
+    from featreg.data.pair_manifest import shard_pair_dirs
 
     return list(args.pairs) if args.pairs is not None else shard_pair_dirs(args.shard)

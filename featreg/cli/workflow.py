@@ -10,8 +10,10 @@ from featreg.errors import ConfigError
 
 
 def _register(args: argparse.Namespace) -> int:
-    from featreg.experiment import load_method_file
-    from featreg.shards import evaluate_shard, method_encoder_spec, register_shard
+    from featreg.experiment.method_file import load_method_file
+    from featreg.jobs.evaluate import evaluate_shard
+    from featreg.jobs.register import register_shard
+    from featreg.jobs.features import method_encoder_spec
 
     method = load_method_file(args.method_file)
     features = args.features
@@ -36,8 +38,8 @@ def _register(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from featreg.experiment import load_method_file
-    from featreg.shards import evaluate_shard
+    from featreg.experiment.method_file import load_method_file
+    from featreg.jobs.evaluate import evaluate_shard
 
     method = None if args.method_file is None else load_method_file(args.method_file)
     evaluate_shard(pair_dirs(args), args.out, method=method, results_dir=args.results_dir)
@@ -45,14 +47,14 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _collect(args: argparse.Namespace) -> int:
-    from featreg.shards import collect_metrics
+    from featreg.jobs.collect import collect_metrics
 
     collect_metrics(args.tables, args.out)
     return 0
 
 
 def _select(args: argparse.Namespace) -> int:
-    from featreg.shards import write_selection
+    from featreg.jobs.tuning import write_selection
 
     try:
         spec = json.loads(args.spec)

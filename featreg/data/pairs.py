@@ -21,7 +21,7 @@ import numpy as np
 
 from featreg.data import LABELS
 from featreg.data.nifti import read_nifti, write_nifti
-from featreg.io import atomic_path
+from featreg.io import atomic_path, read_json, write_json_atomic
 from featreg.errors import ConfigError, InputError
 
 PAIR_FILES = ("fixed_image", "fixed_label", "moving_image", "moving_label")
@@ -29,6 +29,9 @@ PAIR_FILES = ("fixed_image", "fixed_label", "moving_image", "moving_label")
 
 SLICE_PREFIX = "slice"
 """Slice pair folders inside a patient's folder are ``slice<NN>`` (NN the slice index)."""
+
+PAIR_FAILURE = "failed.json"
+"""The only file of a pair folder whose preprocessing failed: the patient and the reason."""
 
 
 def slice_dir(patient_dir: str | Path, index: int) -> Path:
@@ -182,3 +185,16 @@ def load_pair(directory: str | Path) -> Pair:
         spacing=(float(exact[0]), float(exact[1])),
         provenance=provenance,
     )
+
+
+def write_pair_failure(pair_dir: str | Path, patient: str, reason: str) -> Path:
+    """Leave only :data:`PAIR_FAILURE` in ``pair_dir``: the pair (patient or slice) failed preprocessing."""
+    shutil.rmtree(pair_dir, ignore_errors=True)
+    return write_json_atomic(Path(pair_dir) / PAIR_FAILURE, {"patient": patient, "reason": reason})
+
+
+def pair_failure(pair_dir: str | Path) -> str | None:
+    """Why a pair's preprocessing failed, as its :data:`PAIR_FAILURE` records (None when it holds none)."""
+    path = Path(pair_dir) / PAIR_FAILURE
+    return str(read_json(path, "pair failure record")["reason"]) if path.is_file() else None
+

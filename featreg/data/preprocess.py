@@ -1,17 +1,15 @@
 """ACDC patient -> preprocessed 2D pair: in-plane resampling, crop around the heart, middle slice, [0, 1] intensities.
 
-The choices follow the paper's pipeline (REFERENCE.md section 1) except where
+The choices follow the paper's pipeline (docs/references.md, "ACDC") except where
 noted: resampling is in-plane only (the paper's code also interpolated across
 5-10 mm slices).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Literal
 
 import numpy as np

@@ -2,7 +2,7 @@
 
 Each patient is a short-axis stack at ED and ES: LV blood pool, myocardium and
 RV whose sizes follow ACDC's per-group volumes and ejection fractions
-(REFERENCE.md section 2), an apex-base taper and mass-conserving wall
+(docs/references.md, "ACDC"), an apex-base taper and mass-conserving wall
 thickening. What makes real cine MRI hard to register is drawn too:
 
 - through-plane motion: the apex stays and the base descends 10-15 mm toward
@@ -46,7 +46,7 @@ GROUPS = ("DCM", "HCM", "MINF", "NOR", "RV")
 
 # Per group: LV end-diastolic volume (mL), LV ejection fraction, ED cavity radius
 # at the base (mm), ED wall thickness (mm), RV end-diastolic volume (mL) and RV
-# ejection fraction. Medians from ACDC (REFERENCE.md section 2); each is jittered per patient.
+# ejection fraction. Medians from ACDC (docs/references.md, "ACDC"); each is jittered per patient.
 _GROUP_PARAMS: dict[str, dict[str, float]] = {
     "NOR": {"edv": 128, "ef": 0.62, "radius": 27.0, "wall": 8.0, "rvedv": 140, "rvef": 0.55},
     "DCM": {"edv": 281, "ef": 0.17, "radius": 35.0, "wall": 6.5, "rvedv": 190, "rvef": 0.38},
@@ -58,7 +58,7 @@ _GROUP_PARAMS: dict[str, dict[str, float]] = {
 _SHAPES = ((216, 256), (256, 216), (154, 224), (224, 154), (232, 256), (256, 256), (208, 256), (192, 224))
 _SLICE_SPACINGS = (10.0, 10.0, 10.0, 10.0, 10.0, 10.0, 5.0, 6.5, 7.0)
 
-# Tissue intensities relative to ACDC's 99th percentile (REFERENCE.md section 2).
+# Tissue intensities relative to ACDC's 99th percentile (docs/references.md, "ACDC").
 _TISSUE = {
     "air": 0.01, "body": 0.24, "fat": 0.85, "muscle": 0.27, "lung": 0.05, "liver": 0.33,
     "aorta": 0.74, "spine": 0.42, "lv_blood": 0.68, "rv_blood": 0.59, "myo": 0.31,

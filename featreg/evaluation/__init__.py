@@ -1,6 +1,7 @@
 """Evaluation: per-pair metrics (metrics.py), metrics rows from files (evaluate.py), statistics."""
 
-from featreg.evaluation.evaluate import ROW_COLUMNS, evaluate_result
+from featreg.evaluation.evaluate import evaluate_result
+from featreg.evaluation.metrics_table import ROW_COLUMNS
 from featreg.evaluation.metrics import (
     DEFINITIONS,
     METRIC_COLUMNS,

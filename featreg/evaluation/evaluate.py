@@ -1,14 +1,13 @@
 """One metrics row from a preprocessed pair and a registration result on disk.
 
 Files follow docs/design.md ("A preprocessed pair on disk", "A registration
-result on disk"). A row holds :data:`ROW_COLUMNS`; the workflow adds the
-method columns (method, encoder, distance, variant, alpha) when it gathers
-rows into metrics.csv.
+result on disk"). A row holds :func:`~featreg.evaluation.metrics_table.row_columns`;
+the evaluate job adds the method's descriptor columns
+(:mod:`featreg.evaluation.metrics_table`).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Mapping
 from pathlib import Path
@@ -20,21 +19,11 @@ from featreg.data import LABELS
 from featreg.data.nifti import SPACING_DECIMALS, read_displacement, read_nifti
 from featreg.data.pairs import pair_labels, pair_patient, pair_slice
 from featreg.errors import InputError
-from featreg.evaluation.metrics import evaluate_arrays, metric_columns
+from featreg.evaluation.metrics import evaluate_arrays
+from featreg.evaluation.metrics_table import RUN_COLUMNS, row_columns
+from featreg.registration.run_record import read_run
 
 logger = logging.getLogger(__name__)
-
-RUN_COLUMNS: tuple[str, ...] = ("seconds", "peak_memory_mb", "iterations")
-
-
-def row_columns(labels: Mapping[int, str] = LABELS) -> tuple[str, ...]:
-    """Columns of one row for label classes ``labels``, in the order of metrics.csv without the method
-    columns; ``slice`` is the pair's slice index in the patient's volume (``slice_index`` of its pair.json)."""
-    return ("patient", "slice", "status", "reason", *metric_columns(labels), *RUN_COLUMNS)
-
-
-ROW_COLUMNS: tuple[str, ...] = row_columns()
-"""The row columns with ACDC's classes."""
 
 SPACING_TOLERANCE_MM = 1e-4
 
@@ -61,22 +50,6 @@ def _read_label(path: Path, patient: str, labels: Mapping[int, str]) -> tuple[np
 def _check_spacing(path: Path, patient: str, spacing: tuple[float, ...], expected: tuple[float, ...]) -> None:
     if not np.allclose(spacing, expected, rtol=0, atol=SPACING_TOLERANCE_MM):
         raise InputError(f"spacing {spacing} mm differs from the fixed label's {expected} mm", path=path, patient=patient)
-
-
-def read_run(path: str | Path, *, patient: str | None = None) -> dict[str, Any]:
-    """Read a run.json and check its status (``ok`` or ``failed``)."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError("file is missing", path=path, patient=patient)
-    try:
-        run = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise InputError(f"unreadable JSON ({exc})", path=path, patient=patient) from exc
-    if not isinstance(run, dict) or run.get("status") not in ("ok", "failed"):
-        raise InputError('expected a JSON object with "status" "ok" or "failed"', path=path, patient=patient)
-    if patient is not None and run.get("patient", patient) != patient:
-        raise InputError(f"run is for patient {run['patient']!r}, not {patient!r}", path=path, patient=patient)
-    return run
 
 
 def _run_number(run: dict[str, Any], key: str) -> float:
@@ -113,7 +86,7 @@ def evaluate_result(pair_dir: str | Path, result_dir: str | Path | None = None) 
     run: dict[str, Any] = {}
     if result_dir is not None:
         result_dir = Path(result_dir)
-        run = read_run(result_dir / "run.json", patient=patient)
+        run = read_run(result_dir, patient=patient)
         if run["status"] == "failed":
             logger.info("%s: run failed (%s), metrics are NaN", patient, run.get("reason", ""))
             row = failed_row(patient, str(run.get("reason") or ""), slice_index, labels)

@@ -5,7 +5,7 @@ in mm, labels 0 background and the configured classes (value -> name; ACDC's
 1 RV / 2 Myo / 3 LV by default, :data:`featreg.data.LABELS`), a displacement ``(2, X, Y)``
 in mm mapping a fixed point x to x + u(x) in the moving image.
 
-Definitions differ between libraries (REFERENCE.md §5); the ones used here
+Definitions differ between libraries (docs/references.md, "Metrics"); the ones used here
 are spelled out in each docstring and in :data:`DEFINITIONS`, which the
 report quotes.
 """

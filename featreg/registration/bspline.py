@@ -6,7 +6,7 @@ array axis c (component 0 along X, component 1 along Y).
 
 The dense field is ``Bx · C · Byᵀ`` per component, with basis matrices
 ``Bx (X, Kx)`` and ``By (Y, Ky)`` built once per shape: the fastest form on CPU
-and the one that batches (REFERENCE.md §4). Warping lives in
+and the one that batches (docs/references.md, "B-spline evaluation"). Warping lives in
 :mod:`featreg.registration.sampling`.
 
 Inside the transform, fields are kept with their components in

@@ -1,7 +1,8 @@
 """Per-pair registration outputs on disk (docs/design.md, "A registration result on disk").
 
 Every file is written atomically and ``run.json`` last, so its presence means
-the folder is complete. A failed pair writes only ``run.json``.
+the folder is complete (written by :mod:`featreg.registration.run_record`). A failed pair
+writes only ``run.json``.
 """
 
 from __future__ import annotations
@@ -16,11 +17,12 @@ import numpy as np
 import torch
 
 from featreg.data.nifti import write_displacement, write_nifti
-from featreg.io import atomic_path, write_json_atomic
+from featreg.io import atomic_path
 from featreg.registration.elastix import ElastixResult, ElastixSettings
 from featreg.registration.sampling import warp_labels
 from featreg.registration.units import displacement_from_mm
 from featreg.registration.optimize import LOSS_COLUMNS, RegistrationResult
+from featreg.registration.run_record import write_run
 
 logger = logging.getLogger(__name__)
 
@@ -95,7 +97,7 @@ def write_pair_result(
         run["fingerprint"] = fingerprint
     if batch_sizing is not None:
         run["batch_sizing"] = batch_sizing
-    path = write_json_atomic(out_dir / "run.json", run)
+    path = write_run(out_dir, run)
     logger.info("wrote %s (%s)", out_dir, status)
     return path
 
@@ -131,7 +133,7 @@ def write_elastix_result(out_dir: str | Path, result: ElastixResult, settings: E
     }
     if fingerprint is not None:
         run["fingerprint"] = fingerprint
-    path = write_json_atomic(out_dir / "run.json", run)
+    path = write_run(out_dir, run)
     logger.info("wrote %s (ok)", out_dir)
     return path
 
@@ -143,6 +145,6 @@ def write_failed_result(out_dir: str | Path, *, patient: str, method: str, reaso
            "seconds": 0.0, "peak_memory_mb": 0.0, "device": "", "settings": {}}
     if fingerprint is not None:
         run["fingerprint"] = fingerprint
-    path = write_json_atomic(Path(out_dir) / "run.json", run)
+    path = write_run(out_dir, run)
     logger.info("wrote %s (failed: %s)", path.parent, reason)
     return path

@@ -1,6 +1,6 @@
 """Image and feature dissimilarities, one value per pair: inputs ``(B, C, X, Y)``, output ``(B,)``.
 
-Conventions follow the paper's code (REFERENCE.md §1): global NCC over the
+Conventions follow the paper's code (docs/references.md, "airlab" and "The paper"): global NCC over the
 pixels whose sample point lies inside the image, cosine dissimilarity as minus
 the mean per-pixel cosine across channels, L1 as the mean absolute difference.
 """

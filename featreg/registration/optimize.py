@@ -24,9 +24,10 @@ from featreg.registration import kernels
 from featreg.registration.bspline import BSplineTransform
 from featreg.registration.sampling import warp_grid_inside, warp_image
 from featreg.registration.units import displacement_to_mm
+from featreg.devices import resolve_device
 from featreg.registration.losses import FEATURE_DISTANCES, IMAGE_DISTANCES
 from featreg.registration.progress import PROGRESS_EVERY_S, ProgressLog
-from featreg.registration.regularizers import diffusion, regulariser_weights
+from featreg.registration.regularisers import diffusion, regulariser_weights
 from featreg.registration.settings import EARLY_STOP_WINDOW, RegistrationSettings
 
 logger = logging.getLogger(__name__)
@@ -61,18 +62,6 @@ class RegistrationResult:
     @property
     def batch(self) -> int:
         return len(self.status)
-
-
-def resolve_device(device: str | torch.device) -> torch.device:
-    """``"auto"`` is CUDA when available, else CPU; ``"cuda"`` without a GPU is an error."""
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' requested but no CUDA device is available")
-    if device.type not in ("cpu", "cuda"):
-        raise ValueError(f"device must be 'cpu', 'cuda' or 'auto', got {str(device)!r}")
-    return device
 
 
 def _as_batch(name: str, value: np.ndarray | torch.Tensor) -> torch.Tensor:
@@ -113,7 +102,7 @@ def pair_objective(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Per pair ``(J, D_I, D_F, R)``, each ``(B,)``: J = (1-α)·D_I + α·D_F + λ·R.
 
-    ``reg_weights`` are the regulariser's :func:`~featreg.registration.regularizers.regulariser_weights`
+    ``reg_weights`` are the regulariser's :func:`~featreg.registration.regularisers.regulariser_weights`
     (dtype and device of ``params``). The moving image is warped with
     ``grid_sample``; R is evaluated on the lattice when the field is linear in
     the parameters (non-diffeomorphic), on the dense field otherwise.

@@ -20,7 +20,6 @@ has its components in ``grid_sample``'s order (component 0 along Y, the last axi
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
 
 import torch
 
@@ -32,11 +31,6 @@ def _identity_grid(X: int, Y: int, dtype: torch.dtype, device: torch.device) -> 
     gx = torch.linspace(-1, 1, X, dtype=dtype, device=device)
     gy = torch.linspace(-1, 1, Y, dtype=dtype, device=device)
     return torch.stack(torch.meshgrid(gy, gx, indexing="xy"), dim=-1)[None]
-
-
-def identity_grid(shape: Sequence[int], *, dtype=torch.float32, device=None) -> torch.Tensor:
-    """``(1, X, Y, 2)`` ``grid_sample`` grid of the pixel centres: ``[..., 0]`` along Y, ``[..., 1]`` along X (cached; do not modify)."""
-    return _identity_grid(int(shape[0]), int(shape[1]), dtype, torch.device(device) if device is not None else torch.device("cpu"))
 
 
 @functools.lru_cache(maxsize=32)

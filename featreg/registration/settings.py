@@ -9,7 +9,7 @@ from typing import Any
 from featreg.errors import ConfigError
 
 # The choices a config may name. Plain names, so that checking a config (at DAG build)
-# never imports torch; the engine's tables (losses, regularizers, bspline) use the same names.
+# never imports torch; the engine's tables (losses, regularisers, bspline) use the same names.
 ORDERS = (1, 3)
 """Supported kernel orders: 1 (tent, as the paper's airlab runs) and 3 (cubic, a standard FFD)."""
 PLACEMENTS = ("centred", "airlab")
@@ -123,7 +123,7 @@ class RegistrationSettings:
 
     @classmethod
     def paper(cls, **overrides: Any) -> "RegistrationSettings":
-        """The paper's airlab setup (REFERENCE.md §1, docs/design.md lists what still differs).
+        """The paper's airlab setup (docs/references.md, "airlab"; docs/design.md lists what still differs).
 
         airlab's ``BsplineTransformation(sigma=[6, 6], order=1, diffeomorphic=True)``:
         tent kernel, airlab's placement at a 6 px stride (24×24 points on 128×128),

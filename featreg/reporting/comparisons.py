@@ -26,7 +26,8 @@ import pandas as pd
 
 from featreg.errors import InputError
 from featreg.evaluation.statistics import COMPARISON_COLUMNS, compare_pairs
-from featreg.reporting.tables import FAMILY_TITLES, format_p, method_descriptors, normalise_metrics
+from featreg.evaluation.metrics_table import normalise_metrics
+from featreg.reporting.tables import FAMILY_TITLES, format_p, method_descriptors
 
 STATISTICS_METRICS = ("dice_mean", "hd95_mean", "sdlogj", "neg_jac_pct")
 """Metrics every family is tested on (statistics.csv)."""

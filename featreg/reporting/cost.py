@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
@@ -10,6 +9,7 @@ import pandas as pd
 
 from featreg.data.pairs import patient_pair_dirs
 from featreg.errors import InputError
+from featreg.registration.run_record import RUN_FILE, read_run
 
 logger = logging.getLogger(__name__)
 
@@ -28,8 +28,9 @@ def read_seconds(results_dir: str | Path) -> pd.DataFrame:
     """Every ``run.json`` of a registration results folder, one row per pair (:data:`SECONDS_COLUMNS`).
 
     Pairs are ``<method>/<patient>/run.json``, or ``<method>/<patient>/slice<NN>/run.json``
-    when a patient has one pair per slice. A run.json that cannot be read is skipped with
-    a warning; a missing "seconds" or "device" is NaN or "".
+    when a patient has one pair per slice; each is read by
+    :func:`featreg.registration.run_record.read_run`. One that cannot be read is skipped
+    with a warning; a missing "seconds" or "device" is NaN or "".
     """
     results_dir = Path(results_dir)
     if not results_dir.is_dir():
@@ -38,17 +39,17 @@ def read_seconds(results_dir: str | Path) -> pd.DataFrame:
     for method_dir in sorted(d for d in results_dir.iterdir() if d.is_dir()):
         for patient_dir in sorted(d for d in method_dir.iterdir() if d.is_dir()):
             for pair_dir in patient_pair_dirs(patient_dir):
-                path = pair_dir / "run.json"
-                if not path.is_file():
+                if not (pair_dir / RUN_FILE).is_file():
                     continue
                 try:
-                    run = json.loads(path.read_text(encoding="utf-8"))
-                    rows.append({"method": method_dir.name, "patient": patient_dir.name,
-                                 "pair": str(pair_dir.relative_to(method_dir)), "status": str(run.get("status", "")),
-                                 "seconds": float(run.get("seconds", "nan")), "device": str(run.get("device", ""))})
-                except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError, TypeError,
-                        ValueError) as exc:
-                    logger.warning("seconds of %s unknown: %s is unreadable (%s)", pair_dir, path, exc)
+                    run = read_run(pair_dir)
+                except InputError as exc:
+                    logger.warning("seconds of %s unknown: %s", pair_dir.relative_to(results_dir).as_posix(), exc)
+                    continue
+                rows.append({"method": method_dir.name, "patient": patient_dir.name,
+                             "pair": pair_dir.relative_to(method_dir).as_posix(), "status": run["status"],
+                             "seconds": pd.to_numeric(run.get("seconds"), errors="coerce"),
+                             "device": str(run.get("device", ""))})
     return pd.DataFrame(rows, columns=list(SECONDS_COLUMNS))
 
 

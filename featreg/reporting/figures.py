@@ -24,7 +24,8 @@ from featreg.io import atomic_path
 from featreg.errors import InputError
 from featreg.evaluation.metrics import jacobian_determinant
 from featreg.evaluation.statistics import pareto_mask, summarize
-from featreg.reporting.tables import class_names, normalise_metrics, ordered_methods
+from featreg.reporting.tables import ordered_methods
+from featreg.evaluation.metrics_table import class_names, normalise_metrics
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +66,7 @@ def dice_boxplot(metrics_df: pd.DataFrame, out_png: str | Path, *, baseline: str
     handles = [plt.Rectangle((0, 0), 1, 1, color=colours[m]) for m in order]
     fig.legend(handles, order, loc="lower center", ncol=min(len(order), 4), fontsize="small", frameon=False)
     fig.tight_layout(rect=(0, 0.06 * (1 + (len(order) - 1) // 4), 1, 1))
-    return _save(fig, out_png)
+    return save_figure(fig, out_png)
 
 
 def alpha_curve(metrics_df: pd.DataFrame, out_png: str | Path, *, encoder: str, distance: str,
@@ -88,7 +89,7 @@ def alpha_curve(metrics_df: pd.DataFrame, out_png: str | Path, *, encoder: str, 
     n = int(curve["n_dice_mean"].min())
     fig.suptitle(f"{encoder}, {distance}: mean ± std over n ≥ {n} pairs")
     fig.tight_layout()
-    return _save(fig, out_png)
+    return save_figure(fig, out_png)
 
 
 def alpha_family(df: pd.DataFrame, *, encoder: str, distance: str, baseline: str = "ncc") -> pd.DataFrame:
@@ -130,7 +131,7 @@ def jacobian_maps(results_dir: str | Path, methods: Sequence[str], patient: str,
         ax.set_title(f"{method}\nJ in [{jac.min():.2f}, {jac.max():.2f}]", fontsize="small")
     fig.colorbar(image, ax=axes[0].tolist(), label="Jacobian determinant J (unitless)", shrink=0.85)
     fig.suptitle(f"{patient}")
-    return _save(fig, out_png)
+    return save_figure(fig, out_png)
 
 
 def qualitative_panel(pair_dir: str | Path, result_dir: str | Path, out_png: str | Path, *,
@@ -174,7 +175,7 @@ def qualitative_panel(pair_dir: str | Path, result_dir: str | Path, out_png: str
                  f"HD95 {before['hd95']:.2f} → {after['hd95']:.2f} mm")
     fig.suptitle(text + "\n(solid: the image's labels; dotted: fixed labels)", fontsize="small")
     fig.tight_layout()
-    return _save(fig, out_png)
+    return save_figure(fig, out_png)
 
 
 def pareto_plot(metrics_df: pd.DataFrame, out_png: str | Path, *,
@@ -206,7 +207,7 @@ def pareto_plot(metrics_df: pd.DataFrame, out_png: str | Path, *,
         ax.grid(alpha=0.3)
     axes[1].legend(fontsize="small", loc="best")
     fig.tight_layout()
-    return _save(fig, out_png)
+    return save_figure(fig, out_png)
 
 
 def _method_colours(df: pd.DataFrame, order: Sequence[str]) -> dict[str, tuple]:
@@ -239,7 +240,8 @@ def _contours(ax: plt.Axes, label: np.ndarray, colours: Mapping[int, str], *, li
             ax.contour(mask, levels=[0.5], colors=[colour], linewidths=0.8, linestyles=linestyles, origin="lower")
 
 
-def _save(fig: plt.Figure, out_png: str | Path) -> Path:
+def save_figure(fig: plt.Figure, out_png: str | Path) -> Path:
+    """Write ``fig`` as a PNG atomically and close it."""
     out_png = Path(out_png)
     try:
         with atomic_path(out_png) as tmp:
@@ -286,7 +288,7 @@ def forest_plot(panels: Sequence[tuple[str, pd.DataFrame]], out_png: str | Path)
                                       (0, "white", "not significant"))]
     fig.legend(handles=handles, loc="upper center", ncol=3, fontsize="small", frameon=False)
     fig.tight_layout(rect=(0, 0, 1, 1 - 0.3 / fig.get_figheight()))
-    return _save(fig, out_png)
+    return save_figure(fig, out_png)
 
 
 def cost_plot(points: pd.DataFrame, out_png: str | Path) -> Path:
@@ -315,4 +317,4 @@ def cost_plot(points: pd.DataFrame, out_png: str | Path) -> Path:
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize="small", loc="best")
     fig.tight_layout()
-    return _save(fig, out_png)
+    return save_figure(fig, out_png)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -29,8 +28,9 @@ from featreg.reporting.comparisons import (
     method_table_caption,
     settings_of,
 )
-from featreg.reporting.cost import SECONDS_DEFINITION, pair_seconds, read_seconds
 from featreg.evaluation.statistics import summarize
+from featreg.registration.run_record import devices
+from featreg.reporting.cost import SECONDS_DEFINITION, pair_seconds, read_seconds
 from featreg.reporting.html import Section, write_report
 from featreg.reporting.tuning import (
     edge_warnings,
@@ -43,11 +43,8 @@ from featreg.reporting.tuning import (
 from featreg.reporting.tables import (
     CONVENTIONS,
     PAPER_TABLE1,
-    class_names,
     method_descriptors,
     metric_definitions,
-    patient_means,
-    read_metrics,
     read_paper_table,
     reproduction_caption,
     reproduction_frame,
@@ -57,6 +54,7 @@ from featreg.reporting.tables import (
     table1_header,
     table1_markdown,
 )  # fmt: skip
+from featreg.evaluation.metrics_table import class_names, patient_means, read_metrics
 
 logger = logging.getLogger(__name__)
 
@@ -243,11 +241,11 @@ def _answer_sections(df: pd.DataFrame, tests: pd.DataFrame, families: Sequence[F
         points = cost.rename(columns={"mean_seconds": "seconds", "mean_dice_mean": "dice"})
         path = figures.cost_plot(points, out_dir / "cost.png")
         written[path.name] = path
-        devices = ", ".join(sorted(set(seconds["device"])))
+        device_names = ", ".join(sorted(set(seconds["device"])))
         parts.append(Section("Accuracy against cost", "figure", path,
                              f"Per method: mean Dice (unitless, over the {df['patient'].nunique()} patients with a "
                              f"finite value) against mean seconds per pair (log scale; {SECONDS_DEFINITION}; mean "
-                             f"over the method's pairs with a finished run), device: {devices}; ringed and joined: "
+                             f"over the method's pairs with a finished run), device: {device_names}; ringed and joined: "
                              f"the Pareto front (no other method has both a higher Dice and fewer seconds)."))
     return parts
 
@@ -496,19 +494,8 @@ def _provenance(df: pd.DataFrame, config: str | Path | None, results_dir: str | 
 
 
 def _devices(df: pd.DataFrame, results_dir: Path) -> list[str]:
-    """The devices in the run.json of the registered (method, patient) rows of ``df``, sorted.
-
-    A run.json that cannot be read counts as "unknown", with a warning; a missing one is skipped.
-    """
-    found = set()
-    for method, patient in df.loc[df["variant"] != "initial", ["method", "patient"]].drop_duplicates().itertuples(
-            index=False):
-        path = results_dir / method / patient / "run.json"
-        if not path.is_file():
-            continue
-        try:
-            found.add(str(json.loads(path.read_text(encoding="utf-8")).get("device", "unknown")))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError) as exc:
-            logger.warning("device of %s/%s unknown: %s is unreadable (%s)", method, patient, path, exc)
-            found.add("unknown")
-    return sorted(found)
+    """The devices in the run.json of the registered rows of ``df`` (per slice where a patient has several), sorted."""
+    registered = df.loc[df["variant"] != "initial"]
+    slices = registered["slice"] if "slice" in registered.columns else pd.Series(None, index=registered.index)
+    rows = [(m, p, None if pd.isna(s) else int(s)) for m, p, s in zip(registered["method"], registered["patient"], slices)]
+    return devices(results_dir, list(dict.fromkeys(rows)))

@@ -11,29 +11,13 @@ import numpy as np
 import pandas as pd
 
 from featreg.errors import InputError
-from featreg.evaluation.evaluate import RUN_COLUMNS
 from featreg.evaluation.metrics import DEFINITIONS
-from featreg.evaluation.metrics import metric_columns
+from featreg.evaluation.metrics_table import DESCRIPTOR_COLUMNS, normalise_metrics, numeric_columns
 from featreg.evaluation.statistics import describe, summarize
 from featreg.reporting.cost import SECONDS_DEFINITION
 
 PAPER_TABLE1 = Path(__file__).with_name("data") / "paper_table1.csv"
 """Kögl et al., MICCAI 2024, Table 1, as data (source in the file's comment lines and column)."""
-
-DESCRIPTOR_COLUMNS = ("method", "encoder", "distance", "variant", "alpha")
-TEXT_COLUMNS = ("method", "encoder", "distance", "variant", "patient", "status", "reason", "hd95_empty")
-
-
-def class_names(df: pd.DataFrame) -> list[str]:
-    """The label classes of a metrics table (its ``dice_<class>`` columns), in column order."""
-    return [c.removeprefix("dice_") for c in df.columns if c.startswith("dice_") and c != "dice_mean"]
-
-
-def numeric_columns(df: pd.DataFrame) -> list[str]:
-    """Numeric columns of a metrics table that summary.csv describes (docs/design.md, "The metrics table"),
-    for whatever label classes it holds."""
-    labels = dict(enumerate(class_names(df), start=1))
-    return [c for c in (*metric_columns(labels), *RUN_COLUMNS) if c != "hd95_empty" and c in df.columns]
 
 TABLE1_METRICS = {"dice_mean": "DSC", "hd95_mean": "HD95 (mm)", "sdlogj": "sdlogJ", "neg_jac_pct": "%J≤0"}
 TESTED_METRICS = {"dice_mean": "p DSC (Holm)", "hd95_mean": "p HD95 (Holm)"}
@@ -55,57 +39,6 @@ def metric_definitions() -> dict[str, str]:
     exactly what the metrics code computes.
     """
     return {k: f"{label}: {DEFINITIONS[k]}" for k, label in METRIC_LABELS.items()}
-
-
-def read_metrics(path: str | Path) -> pd.DataFrame:
-    """Read metrics.csv; empty text cells become "" and the required columns are checked."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError("metrics table is missing", path=path)
-    df = pd.read_csv(path)
-    missing = [c for c in (*DESCRIPTOR_COLUMNS, "patient", "dice_mean") if c not in df.columns]
-    if missing:
-        raise InputError(f"metrics table lacks columns: {', '.join(missing)}", path=path)
-    return normalise_metrics(df)
-
-
-def patient_means(df: pd.DataFrame) -> pd.DataFrame:
-    """One row per (method, patient): each patient's mean over its slices, the unit of every statistic.
-
-    Slices of one patient are not independent samples (a paired test over them would be
-    pseudo-replication), so tests, summaries and the verdict run on these rows. A patient
-    with one pair per method is returned as it is. Otherwise its row holds the mean of
-    each numeric column over its slices (NaN values excluded), ``n_slices``, and status
-    ``failed`` with NaN metrics when any of its slices failed (the reasons joined).
-    """
-    if "slice" not in df.columns or not df.duplicated(["method", "patient"]).any():
-        return df.assign(n_slices=1) if "n_slices" not in df.columns else df
-    keys = ["method", "patient"]
-    numeric = numeric_columns(df)
-    grouped = df.groupby(keys, sort=False)
-    rows = grouped[[c for c in DESCRIPTOR_COLUMNS if c != "method"]].first()
-    rows[numeric] = grouped[numeric].mean()
-    rows["n_slices"] = grouped.size()
-    failed = grouped["status"].agg(lambda s: s.eq("failed").any())
-    rows["status"] = np.where(failed, "failed", "ok")
-    rows["reason"] = grouped["reason"].agg(lambda s: "; ".join(dict.fromkeys(r for r in s if r)))
-    rows.loc[failed, [c for c in numeric if c not in RUN_COLUMNS]] = np.nan
-    if "hd95_empty" in df.columns:
-        rows["hd95_empty"] = grouped["hd95_empty"].agg(
-            lambda s: ";".join(dict.fromkeys(c for cell in s for c in str(cell).split(";") if c)))
-    return rows.reset_index()[[c for c in df.columns if c != "slice"] + ["n_slices"]]
-
-
-def normalise_metrics(df: pd.DataFrame) -> pd.DataFrame:
-    """Text columns as str with "" for missing, metric columns as float."""
-    df = df.copy()
-    for col in TEXT_COLUMNS:
-        if col in df.columns:
-            df[col] = df[col].astype(object).where(df[col].notna(), "").astype(str)
-    for col in (*numeric_columns(df), "alpha"):
-        if col in df.columns:
-            df[col] = pd.to_numeric(df[col], errors="coerce")
-    return df
 
 
 def method_descriptors(df: pd.DataFrame) -> pd.DataFrame:

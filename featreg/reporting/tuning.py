@@ -1,7 +1,7 @@
 """The fair-comparison protocol in the report: grids, selections, validation Pareto fronts.
 
 Inputs are the selection records written by ``featreg select-setting`` (one per
-tuned method, see ``featreg.shards.select_tuned``), the validation metrics
+tuned method, see ``featreg.jobs.tuning.select_tuned``), the validation metrics
 table (grid points × validation patients) and the test metrics table.
 """
 
@@ -16,8 +16,9 @@ import pandas as pd
 
 from featreg.errors import InputError
 from featreg.evaluation.statistics import eligible_settings, pareto_mask, summarize
-from featreg.experiment import read_selection, value_label
-from featreg.reporting.tables import normalise_metrics
+from featreg.experiment.selection_record import read_selection
+from featreg.experiment.methods import value_label
+from featreg.evaluation.metrics_table import normalise_metrics
 
 def read_selections(paths: Sequence[str | Path]) -> list[dict[str, Any]]:
     """The selection records, checked for their entries, in the order given."""

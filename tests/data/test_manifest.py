@@ -12,7 +12,8 @@ from featreg.data.nifti import write_nifti
 from featreg.data.pairs import load_pair
 from featreg.data.preprocess import PreprocessOptions
 from featreg.errors import InputError
-from featreg.shards import PAIR_FAILURE, preprocess_shard
+from featreg.data.pairs import PAIR_FAILURE
+from featreg.jobs.data import preprocess_shard
 
 HEADER = "patient,fixed_image,fixed_label,moving_image,moving_label,split,group"
 

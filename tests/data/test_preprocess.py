@@ -21,7 +21,8 @@ from featreg.data.preprocess import (
     sample_grid,
 )
 from featreg.errors import ConfigError, InputError
-from featreg.shards import COHORT_MANIFEST, PAIR_FAILURE, preprocess_cohort, preprocess_shard
+from featreg.data.pairs import PAIR_FAILURE
+from featreg.jobs.data import COHORT_MANIFEST, preprocess_cohort, preprocess_shard
 
 SPACING = (0.9, 1.2, 10.0)
 # Label box: LV x 80..119, y 60..89 = 36 x 36 mm; with Myo ring and RV the bounding box is x 74..121, y 58..91.

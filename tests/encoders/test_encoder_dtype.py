@@ -10,7 +10,7 @@ from featreg.encoders.features import build_encoder
 from featreg.encoders.registry import EncoderSpec
 from featreg.registration.bspline import BSplineTransform
 from featreg.registration.optimize import pair_objective
-from featreg.registration.regularizers import regulariser_weights
+from featreg.registration.regularisers import regulariser_weights
 from featreg.registration.settings import RegistrationSettings
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "registration"))

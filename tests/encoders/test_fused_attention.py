@@ -72,15 +72,19 @@ def test_sam_fused_attention_equals_segment_anything(arch, size):
 
 
 def test_sam_fused_attention_gradient_equals_segment_anything():
+    """In float64, where both paths are exact to rounding: the input gradients (of order 1e-9 here)
+    agree relative to their own scale (in float32 each is ~3 % from the float64 gradient)."""
     encoder = build_encoder(spec("sam", TINY_SAM))
     randomise_rel_pos(encoder)
     reference = sam_reference(encoder)
     grads = []
-    for model in (encoder, reference):
-        x = image().requires_grad_(True)
-        model(x).square().mean().backward()
+    for model in (encoder, reference):  # the backbones: FeatureEncoder computes in float32
+        x = encoder.preprocess(image()).double().requires_grad_(True)
+        model.backbone.double()(x).square().mean().backward()
         grads.append(x.grad)
-    torch.testing.assert_close(grads[0], grads[1], **TOLERANCE)
+    scale = grads[1].abs().max()
+    assert scale > 0
+    assert (grads[0] - grads[1]).abs().max() <= 1e-8 * scale
 
 
 @pytest.mark.parametrize(("arch", "size"), [(TINY_DINOV2, 224), ({}, 112)], ids=["tiny", "vit_b"])

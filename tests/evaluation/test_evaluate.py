@@ -11,7 +11,8 @@ import pytest
 
 from featreg.data.nifti import write_nifti
 from featreg.errors import InputError
-from featreg.evaluation.evaluate import ROW_COLUMNS, evaluate_result
+from featreg.evaluation.evaluate import evaluate_result
+from featreg.evaluation.metrics_table import ROW_COLUMNS
 
 SPACING = (1.8, 1.8)
 

@@ -13,7 +13,7 @@ from registration_helpers import jacobian_det_px, known_pair, textured
 from featreg.registration.bspline import BSplineTransform, scaling_and_squaring
 from featreg.registration.optimize import pair_objective, register_pairs
 from featreg.registration.progress import ProgressLog
-from featreg.registration.regularizers import diffusion, regulariser_weights
+from featreg.registration.regularisers import diffusion, regulariser_weights
 from featreg.registration.settings import RegistrationSettings
 
 

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from featreg.errors import ConfigError
-from featreg.experiment import PAPER_SETTINGS
+from featreg.experiment.tuning import PAPER_SETTINGS
 from featreg.registration.settings import RegistrationSettings
 
 

@@ -11,17 +11,8 @@ import pytest
 from featreg.errors import InputError
 from featreg.evaluation.metrics import DEFINITIONS
 from featreg.reporting.comparisons import comparison_families, family_tests
-from featreg.reporting.tables import (
-    PAPER_TABLE1,
-    format_mean_std,
-    metric_definitions,
-    numeric_columns,
-    patient_means,
-    read_paper_table,
-    reproduction_table,
-    summary_table,
-    table1_markdown,
-)  # fmt: skip
+from featreg.reporting.tables import PAPER_TABLE1, format_mean_std, metric_definitions, read_paper_table, reproduction_table, summary_table, table1_markdown
+from featreg.evaluation.metrics_table import numeric_columns, patient_means
 
 
 def test_summary_table_per_method(metrics_df):

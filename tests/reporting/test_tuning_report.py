@@ -17,7 +17,6 @@ from featreg.reporting.tuning import (
     grid_axes,
     grid_frame,
     pareto_metrics,
-    read_selections,
     settings_labels,
     tuning_frame,
 )  # fmt: skip

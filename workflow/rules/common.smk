@@ -1,4 +1,4 @@
-# Config validation, the experiment's expansion (patients, shards, methods, tuning) and input functions.
+# Config validation and the experiment's plan at parse time; then paths and input functions.
 import json
 import re
 import sys
@@ -10,22 +10,12 @@ from snakemake.utils import validate
 
 import yaml
 
-from featreg.data.acdc import list_patients, patient_dir
-from featreg.data.manifest import is_manifest, manifest_roles, read_manifest
+from featreg.data.acdc import patient_dir
 from featreg.io import write_text_atomic
 from featreg.errors import FeatregError
 from featreg.encoders.checkpoints import CHECKPOINTS
-from featreg.experiment import (
-    TUNED_SUFFIX,
-    check_labels,
-    check_methods,
-    count_registrations,
-    encoder_specs,
-    experiment_patients,
-    method_table,
-    shard_patients,
-    tuning_plan,
-)
+from featreg.experiment.plan import ExperimentPlan
+from featreg.experiment.tuning import TUNED_SUFFIX
 
 
 def stop(problem):
@@ -67,35 +57,11 @@ REGISTER_OPTIONS = f"--device {DEVICE} --batch-size {COMPUTE['batch_size']}" + (
 )
 GPU = 1 if COMPUTE["gpu_jobs"] else 0
 
-# Methods on the test split: the configured ones, and with a tuning block each tuned
-# method at the paper's settings (when those differ from its own) and at its tuned
-# settings (<base>@tuned, whose method file its selection job writes). Grid points run
-# on the validation split only.
-METHODS = checked(method_table, config)
-TUNING = checked(tuning_plan, config, METHODS)
-TUNED = TUNING.tuned if TUNING else {}
-GRID_METHODS = TUNING.grid_methods if TUNING else {}
-TEST_METHODS = dict(METHODS)
-if TUNING:
-    TEST_METHODS |= {m.name: m for m in TUNING.paper.values()}
-# Methods whose settings are known when the DAG is built (tuned ones read theirs at run time).
-RUNNABLE = TEST_METHODS | GRID_METHODS
-ENCODER_OF = {name: m.encoder for name, m in RUNNABLE.items()} | {
-    tuned: METHODS[base].encoder for tuned, base in TUNED.items()
-}
-# Every method and encoder parsed now, as their jobs will parse them: a typo stops the dry run.
-checked(check_methods, config, RUNNABLE)
-checked(encoder_specs, config)
-checked(check_labels, config)
-# Methods by engine; rule register runs the FFD ones, register_elastix the elastix ones.
-KIND_OF = {name: m.kind for name, m in RUNNABLE.items()} | {
-    tuned: METHODS[base].kind for tuned, base in TUNED.items()
-}
-# Wildcard constraints matching exactly the methods of each kind.
-METHOD_PATTERN = {
-    kind: "|".join(re.escape(name) for name, k in KIND_OF.items() if k == kind)
-    for kind in ("ffd", "elastix")
-}
+# The experiment: methods per split, patients and shards, built and checked once
+# (featreg.experiment.plan); a config mistake stops the run here, before any job.
+PLAN = checked(ExperimentPlan.build, config)
+logger.info(PLAN.summary())
+FEATURE_FIGURES = bool(config["figures"]["feature_encoders"])
 
 # Every path more than one rule names, as a template of its wildcards.
 PATHS = {
@@ -121,66 +87,13 @@ def names_pattern(names):
 
 
 wildcard_constraints:
-    method=names_pattern(RUNNABLE | TUNED),
+    method=names_pattern(PLAN.runnable | PLAN.tuned),
     shard=r"[sv]\d\d\d+",
-
-
-def read_cohort_manifest():
-    """The rows of a manifest dataset by patient (None for the other kinds)."""
-    if DATASET["kind"] != "manifest":
-        return None
-    if not is_manifest(ROOT):
-        stop(f"dataset.root {ROOT!r}: kind manifest needs a .csv or .tsv file")
-    return read_manifest(ROOT)
-
-
-MANIFEST = checked(read_cohort_manifest)
-
-
-def cohort_patients():
-    """Patient ids of the dataset before the split is applied."""
-    if DATASET["kind"] == "synthetic":
-        count = DATASET["synthetic"]["patients"]
-        return [f"patient{k:03d}" for k in range(1, count + 1)]
-    if MANIFEST is not None:
-        return list(MANIFEST)
-    return list_patients(ROOT)
-
-
-COHORT = checked(cohort_patients)
-ROLES = manifest_roles(MANIFEST) if MANIFEST else None
-PATIENTS, VAL_PATIENTS = checked(experiment_patients, config, COHORT, ROLES)
-SHARDS = shard_patients(PATIENTS, COMPUTE["shard_size"])
-VAL_SHARDS = shard_patients(VAL_PATIENTS, COMPUTE["shard_size"], prefix="v")
-ALL_SHARDS = SHARDS | VAL_SHARDS
-
-_val_runs = len(GRID_METHODS) * len(VAL_PATIENTS)
-logger.info(
-    f"{sum(count_registrations(METHODS, TUNING, PATIENTS, VAL_PATIENTS).values())} registrations "
-    f"({len(TEST_METHODS) + len(TUNED)} methods "
-    f"x {len(PATIENTS)} test patients"
-    + (
-        f"; tuning: {len(TUNED)} methods x {TUNING.budget} grid points "
-        f"x {len(VAL_PATIENTS)} validation patients = {_val_runs}"
-        if TUNING
-        else ""
-    )
-    + ")"
-)
-
-
-FIGURE_PATIENT = config["figures"]["patient"] or PATIENTS[0]
-if FIGURE_PATIENT not in PATIENTS:
-    stop(
-        f"figures.patient {FIGURE_PATIENT!r} is not among the test patients "
-        f"({', '.join(PATIENTS[:5])}{', ...' if len(PATIENTS) > 5 else ''})"
-    )
-FEATURE_FIGURES = bool(config["figures"]["feature_encoders"])
 
 
 def shard_of(patient):
     """The shard holding a patient."""
-    return next(shard for shard, members in SHARDS.items() if patient in members)
+    return next(shard for shard, members in PLAN.shards.items() if patient in members)
 
 
 def source_dir(patient):
@@ -200,7 +113,7 @@ def pair_manifest(shard):
 # Per shard, its patients as command-line words, joined once here (params run per job).
 # Later jobs read the shard's pair folders from its manifest (`--shard`), not the command line.
 SHARD_PATIENT_WORDS = {
-    shard: " ".join(members) for shard, members in ALL_SHARDS.items()
+    shard: " ".join(members) for shard, members in PLAN.all_shards.items()
 }
 
 
@@ -223,7 +136,7 @@ def registration_inputs(wildcards):
     encoder's spec and the cached features; it is newer than both), else its pairs' manifest.
     One edge each: every input of every register job costs the plan time at cohort scale.
     """
-    encoder = ENCODER_OF[wildcards.method]
+    encoder = PLAN.encoder_of[wildcards.method]
     if encoder is None:
         shard = pair_manifest(wildcards.shard)
     else:
@@ -233,29 +146,28 @@ def registration_inputs(wildcards):
 
 def all_metric_shards():
     """Metric tables of the test split: before registration and per test method."""
-    methods = ["initial", *TEST_METHODS, *TUNED]
-    return [PATHS["metrics"].format(method=m, shard=s) for m in methods for s in SHARDS]
+    return [PATHS["metrics"].format(method=m, shard=s) for m in PLAN.reported for s in PLAN.shards]
 
 
 def validation_metric_shards(methods):
     """Metric tables of ``methods`` on the validation split."""
     return [
-        PATHS["metrics"].format(method=m, shard=s) for m in methods for s in VAL_SHARDS
+        PATHS["metrics"].format(method=m, shard=s) for m in methods for s in PLAN.val_shards
     ]
 
 
 def tuning_report_inputs(wildcards):
     """The validation metrics and every selection record, when the config tunes."""
-    if not TUNING:
+    if not PLAN.tuning:
         return {}
     return {
         "validation": f"{REPORTS}/tuning/metrics.csv",
-        "selections": [selection_file(base) for base in TUNING.grids],
+        "selections": [selection_file(base) for base in PLAN.tuning.grids],
     }
 
 
 def tuning_report_options(wildcards, input):
-    if not TUNING:
+    if not PLAN.tuning:
         return ""
     return f"--validation-metrics {input.validation} --selections {' '.join(input.selections)}"
 
@@ -280,9 +192,9 @@ def preprocess_sources(wildcards):
     """The shard's synthetic manifest, its patients' ACDC folders, or the cohort manifest and its patients' files."""
     if DATASET["kind"] == "synthetic":
         return PATHS["synthetic"].format(shard=wildcards.shard)
-    patients = ALL_SHARDS[wildcards.shard]
-    if MANIFEST is not None:
-        return [ROOT, *(str(f) for p in patients for f in MANIFEST[p].files.values())]
+    patients = PLAN.all_shards[wildcards.shard]
+    if PLAN.manifest is not None:
+        return [ROOT, *(str(f) for p in patients for f in PLAN.manifest[p].files.values())]
     return [source_dir(p) for p in patients]
 
 

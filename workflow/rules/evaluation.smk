@@ -16,11 +16,11 @@ rule collect_metrics:
         "featreg collect-metrics --out {output} {input} > {log} 2>&1"
 
 
-if TUNING:
+if PLAN.tuning:
 
     rule collect_validation_metrics:
         input:
-            validation_metric_shards(["initial", *GRID_METHODS]),
+            validation_metric_shards(["initial", *PLAN.grid_methods]),
         output:
             f"{REPORTS}/tuning/metrics.csv",
         log:
@@ -32,18 +32,18 @@ if TUNING:
 
     rule select_setting:
         input:
-            lambda wildcards: validation_metric_shards(TUNING.grids[wildcards.base]),
+            lambda wildcards: validation_metric_shards(PLAN.tuning.grids[wildcards.base]),
         output:
             selection=PATHS["selection"],
             method=PATHS["tuned_method"],
         log:
             f"logs/{NAME}/tuning/select/{{base}}.log",
         wildcard_constraints:
-            base=names_pattern(TUNING.grids),
+            base=names_pattern(PLAN.tuning.grids),
         conda:
             "../../envs/featreg.yaml"
         params:
-            spec=lambda wildcards: canonical_json(TUNING.selection_spec(wildcards.base)),
+            spec=lambda wildcards: canonical_json(PLAN.tuning.selection_spec(wildcards.base)),
         shell:
             "featreg select-setting --spec {params.spec:q} --metrics {input} "
             "--out {output.selection} --method-out {output.method} > {log} 2>&1"

@@ -18,7 +18,7 @@ rule register:
     log:
         f"logs/{NAME}/registration/{{method}}/{{shard}}.log",
     wildcard_constraints:
-        method=METHOD_PATTERN["ffd"],
+        method=names_pattern(PLAN.methods_of_kind("ffd")),
     conda:
         "../../envs/featreg.yaml"
     threads: COMPUTE["threads"]
@@ -34,7 +34,7 @@ rule register:
         f"{REGISTER_OPTIONS} > {{log}} 2>&1"
 
 
-if METHOD_PATTERN["elastix"]:
+if PLAN.methods_of_kind("elastix"):
 
     rule register_elastix:
         input:
@@ -46,7 +46,7 @@ if METHOD_PATTERN["elastix"]:
         log:
             f"logs/{NAME}/registration/{{method}}/{{shard}}.log",
         wildcard_constraints:
-            method=METHOD_PATTERN["elastix"],
+            method=names_pattern(PLAN.methods_of_kind("elastix")),
         conda:
             "../../envs/featreg.yaml"
         threads: COMPUTE["threads"]
@@ -67,8 +67,8 @@ rule method_file:
     log:
         f"logs/{NAME}/methods/{{method}}.log",
     wildcard_constraints:
-        method=names_pattern(RUNNABLE),
+        method=names_pattern(PLAN.runnable),
     params:
-        method=lambda wildcards: RUNNABLE[wildcards.method].to_json(),
+        method=lambda wildcards: PLAN.runnable[wildcards.method].to_json(),
     run:
         save_text(params.method, output[0], log[0])

@@ -19,9 +19,9 @@ rule feature_figures:
             PATHS["encoder_spec"],
             encoder=config["figures"]["feature_encoders"],
         ),
-        pair=pair_manifest(shard_of(FIGURE_PATIENT)),
+        pair=pair_manifest(shard_of(PLAN.figure_patient)),
         baseline=PATHS["registered"].format(
-            method=config["baseline"], shard=shard_of(FIGURE_PATIENT)
+            method=config["baseline"], shard=shard_of(PLAN.figure_patient)
         ),
     output:
         multiext(
@@ -39,9 +39,9 @@ rule feature_figures:
         mem_mb=COMPUTE["mem_mb"],
         runtime=COMPUTE["runtime_min"],
     params:
-        pair=pair_dir(FIGURE_PATIENT),
+        pair=pair_dir(PLAN.figure_patient),
         field=PATHS["displacement"].format(
-            method=config["baseline"], patient=FIGURE_PATIENT
+            method=config["baseline"], patient=PLAN.figure_patient
         ),
         out=lambda wildcards, output: Path(output[0]).parent,
         device=DEVICE,

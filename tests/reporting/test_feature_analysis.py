@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from featreg.encoders import analysis as an
+from featreg.reporting import feature_analysis as an
+from featreg.reporting import feature_figures as ff
 from featreg.encoders.features import build_encoder
 from featreg.encoders.registry import EncoderSpec
 
@@ -73,10 +74,10 @@ def _is_png(path, min_width):
 def test_figures_are_written(mind, tmp_path):
     img = disc()
     f = mind(torch.from_numpy(img)[None, None])
-    _is_png(an.plot_pca(img, {"mind": f, "mind again": f}, tmp_path / "pca.png"), 500)
+    _is_png(ff.plot_pca(img, {"mind": f, "mind again": f}, tmp_path / "pca.png"), 500)
     df = an.distance_curves(mind, img, (1.8, 1.8), rotation_step=math.pi / 4, translation_step_mm=14.4, translation_max_mm=28.8)
-    _is_png(an.plot_distance_curves({"mind": df}, tmp_path / "curves.png"), 500)
+    _is_png(ff.plot_distance_curves({"mind": df}, tmp_path / "curves.png"), 500)
     field = an.rotation_field((32, 32), (1.8, 1.8), 0.2)[0].numpy()
     result = an.commutativity(mind, img, field, (1.8, 1.8))
     assert result["difference"].shape == (16, 16) and result["difference"].max() > 0
-    _is_png(an.plot_commutativity({"mind": result}, tmp_path / "comm.png"), 500)
+    _is_png(ff.plot_commutativity({"mind": result}, tmp_path / "comm.png"), 500)

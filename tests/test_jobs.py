@@ -14,15 +14,13 @@ from featreg.cli import main
 from featreg.data.nifti import read_displacement
 from featreg.data.preprocess import PreprocessOptions
 from featreg.errors import ConfigError
-from featreg.experiment import Method, shard_patients
-from featreg.shards import (
-    PAIR_FAILURE,
-    evaluate_shard,
-    method_encoder_spec,
-    preprocess_shard,
-    register_shard,
-    synthesize_shard,
-)
+from featreg.experiment.splits import shard_patients
+from featreg.experiment.methods import Method
+from featreg.jobs.evaluate import evaluate_shard
+from featreg.jobs.register import register_shard
+from featreg.jobs.features import method_encoder_spec
+from featreg.data.pairs import PAIR_FAILURE
+from featreg.jobs.data import preprocess_shard, synthesize_shard
 
 PATIENTS = ["patient001", "patient002", "patient003"]
 METHOD = Method("ncc", settings={"lattice": [8, 8], "iterations": 6, "lr": 0.01})

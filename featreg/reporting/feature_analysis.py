@@ -1,24 +1,18 @@
 """Feature analyses of the paper: principal components (Fig. 2), distance against rigid motion (Fig. 3),
-and encode-then-warp against warp-then-encode (Fig. 6). Library functions; PNGs via matplotlib (Agg)."""
+and encode-then-warp against warp-then-encode (Fig. 6), computed; :mod:`featreg.reporting.feature_figures` draws them."""
 
 from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Mapping, Sequence
-from pathlib import Path
+from collections.abc import Sequence
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from featreg.io import atomic_path
 from featreg.encoders.features import FeatureEncoder
 from featreg.registration.sampling import warp_image
 from featreg.registration.units import displacement_from_mm
@@ -64,25 +58,6 @@ def _pixels(features: torch.Tensor) -> torch.Tensor:
     if f.ndim != 3:
         raise ValueError(f"expected features of shape (C, g, g) or (1, C, g, g), got {tuple(features.shape)}")
     return f.reshape(f.shape[0], -1).T
-
-
-def plot_pca(image: np.ndarray, features: Mapping[str, torch.Tensor], out: str | Path, n_components: int = 5) -> Path:
-    """Fig. 2: per encoder (row), the image, the first 3 components as RGB, then each of ``n_components``."""
-    rows = len(features)
-    fig, axes = plt.subplots(rows, 2 + n_components, figsize=(2 * (2 + n_components), 2 * rows), squeeze=False)
-    for row, (name, f) in enumerate(features.items()):
-        scores = to_unit(pca_project(f, pca_basis(f, max(3, n_components))))
-        axes[row, 0].imshow(np.asarray(image).T, cmap="gray", origin="lower")
-        axes[row, 0].set_ylabel(name)
-        axes[row, 1].imshow(np.moveaxis(scores[:3], 0, -1).transpose(1, 0, 2), origin="lower")
-        axes[row, 1].set_title("PC 1–3 (RGB)" if row == 0 else "")
-        for c in range(n_components):
-            axes[row, 2 + c].imshow(scores[c].T, cmap="viridis", origin="lower")
-            axes[row, 2 + c].set_title(f"PC {c + 1}" if row == 0 else "")
-    for ax in axes.flat:
-        ax.set_xticks([])
-        ax.set_yticks([])
-    return _save(fig, out)
 
 
 # --- warping (array axes as in docs/design.md: (B, C, X, Y), displacements (B, 2, X, Y) in mm) ---
@@ -186,22 +161,6 @@ def distance_curves(
     )
 
 
-def plot_distance_curves(curves: Mapping[str, pd.DataFrame], out: str | Path) -> Path:
-    """Fig. 3: rows rotation / translation, columns cosine / L1, one line per encoder."""
-    fig, axes = plt.subplots(2, 2, figsize=(10, 7), squeeze=False)
-    for r, (motion, unit) in enumerate((("rotation", "degrees"), ("translation", "mm"))):
-        for c, measure in enumerate(("cosine", "l1")):
-            ax = axes[r, c]
-            for name, df in curves.items():
-                part = df[df["motion"] == motion]
-                ax.plot(part["amount"], part[measure], marker=".", label=name)
-            ax.set_xlabel(f"{motion} ({unit})")
-            ax.set_ylabel("cosine dissimilarity" if measure == "cosine" else "L1 distance")
-            ax.grid(alpha=0.3)
-    axes[0, 0].legend()
-    return _save(fig, out)
-
-
 # --- encode-then-warp vs warp-then-encode ---------------------------------------------------------
 
 @torch.no_grad()
@@ -229,35 +188,5 @@ def commutativity(
     }
 
 
-def plot_commutativity(results: Mapping[str, Mapping[str, torch.Tensor]], out: str | Path) -> Path:
-    """Fig. 6, one row per encoder: image, encoded, warped features, encoded warped image, difference.
-    Feature maps share the PCA basis and colour range of the encoded image."""
-    fig, axes = plt.subplots(len(results), 5, figsize=(15, 3 * len(results)), squeeze=False)
-    titles = ("image", "encoded image", "warped features", "encoded warped image", "difference (1 − cos)")
-    for row, (name, r) in enumerate(results.items()):
-        basis = pca_basis(r["encoded"], 3)
-        ref = pca_project(r["encoded"], basis)
-        lo, hi = ref.min(axis=(1, 2), keepdims=True), ref.max(axis=(1, 2), keepdims=True)
-        panels = [r["image"].numpy().T]
-        for key in ("encoded", "warped_features", "encoded_warped"):
-            panels.append(to_unit(pca_project(r[key], basis), lo, hi).transpose(2, 1, 0))
-        for col, panel in enumerate(panels):
-            axes[row, col].imshow(panel, cmap="gray" if col == 0 else None, origin="lower")
-        im = axes[row, 4].imshow(r["difference"].numpy().T, cmap="magma", origin="lower")
-        fig.colorbar(im, ax=axes[row, 4], fraction=0.046)
-        axes[row, 0].set_ylabel(name)
-        for col, title in enumerate(titles):
-            axes[row, col].set_title(title if row == 0 else "")
-            axes[row, col].set_xticks([])
-            axes[row, col].set_yticks([])
-    return _save(fig, out)
 
 
-def _save(fig: plt.Figure, out: str | Path) -> Path:
-    out = Path(out)
-    fig.tight_layout()
-    with atomic_path(out) as tmp:
-        fig.savefig(tmp, dpi=100, format="png")
-    plt.close(fig)
-    log.info("wrote %s", out)
-    return out

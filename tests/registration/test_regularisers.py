@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from featreg.registration.bspline import BSplineTransform
-from featreg.registration.regularizers import diffusion, diffusion_weights, regulariser_weights
+from featreg.registration.regularisers import diffusion, diffusion_weights, regulariser_weights
 
 
 def ramp(X: int, Y: int, a: float, component: int = 0, axis: int = 0) -> torch.Tensor:

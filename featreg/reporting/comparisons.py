@@ -255,7 +255,7 @@ def _sentence(tests: pd.DataFrame, dice: pd.DataFrame, family: Family, variants:
     groups = dict(list(dice.groupby(dice["method"].map(variants), sort=False)))
     rank = {variant: i for i, variant in enumerate(VARIANT_NOUNS)}
     clauses = [_group_clause(groups[v], v, reference) for v in sorted(groups, key=lambda v: rank.get(v, len(rank)))]
-    text = f"{lead}: {_join(clauses)}."
+    text = f"{lead}: {'; '.join(clauses)}."
     folding = forest_rows(tests, "neg_jac_pct").set_index("method")["direction"]
     traders = [m for m in dice.loc[dice["direction"].eq(1), "method"] if folding.get(m) == -1]
     if traders:

@@ -45,10 +45,10 @@ def read_seconds(results_dir: str | Path) -> pd.DataFrame:
                 try:
                     run = read_run(pair_dir)
                 except InputError as exc:
-                    logger.warning("seconds of %s unknown: %s", pair_dir, exc)
+                    logger.warning("seconds of %s unknown: %s", pair_dir.relative_to(results_dir).as_posix(), exc)
                     continue
                 rows.append({"method": method_dir.name, "patient": patient_dir.name,
-                             "pair": str(pair_dir.relative_to(method_dir)), "status": run["status"],
+                             "pair": pair_dir.relative_to(method_dir).as_posix(), "status": run["status"],
                              "seconds": _number(run, "seconds") + np.nan_to_num(_number(run, "encode_seconds")),
                              "device": str(run.get("device", ""))})
     return pd.DataFrame(rows, columns=list(SECONDS_COLUMNS))

@@ -17,6 +17,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from matplotlib.colors import TwoSlopeNorm
+from matplotlib.ticker import MaxNLocator
 
 from featreg.data.pairs import pair_labels
 from featreg.data.nifti import read_displacement, read_nifti
@@ -280,6 +281,7 @@ def forest_plot(panels: Sequence[tuple[str, pd.DataFrame]], out_png: str | Path)
         ax.set_yticks(y, rows["method"], fontsize="small")
         ax.set_ylim(-0.7, len(rows) - 0.3)
         ax.set_xlabel(xlabel, fontsize="small")
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=5))
         ax.tick_params(axis="x", labelsize="small")
         ax.grid(axis="x", alpha=0.3)
     handles = [plt.Line2D([], [], marker="o", color=DIRECTION_COLOURS[d], markerfacecolor=face, label=label)

@@ -244,11 +244,11 @@ def _answer_sections(df: pd.DataFrame, tests: pd.DataFrame, families: Sequence[F
         points = cost.rename(columns={"mean_seconds": "seconds", "mean_dice_mean": "dice"})
         path = figures.cost_plot(points, out_dir / "cost.png")
         written[path.name] = path
-        devices = ", ".join(sorted(set(seconds["device"])))
+        device_names = ", ".join(sorted(set(seconds["device"])))
         parts.append(Section("Accuracy against cost", "figure", path,
                              f"Per method: mean Dice (unitless, over the {df['patient'].nunique()} patients with a "
                              f"finite value) against mean seconds per pair (log scale; {SECONDS_DEFINITION}; mean "
-                             f"over the method's pairs with a finished run), device: {devices}; ringed and joined: "
+                             f"over the method's pairs with a finished run), device: {device_names}; ringed and joined: "
                              f"the Pareto front (no other method has both a higher Dice and fewer seconds)."))
     return parts
 

@@ -130,9 +130,9 @@ def test_the_answer_and_its_counts_match_a_table_whose_truth_is_known():
     tests = family_tests(test, [family], n_resamples=200)
     answer = family_answer(tests, family, method_descriptors(test).set_index("method")["variant"].to_dict())
     assert answer.sentence == (
-        "No feature-guided method beats ncc in mean Dice: both variant-1 (features only) methods are worse, "
-        "all 3 variant-2 (features + image term) methods are within ±0.004 of ncc (none significantly different) "
-        "and elastix is better (Δ +0.025). elastix gains Dice only while folding significantly more (%J≤0 higher).")
+        "No feature-guided method beats ncc in mean Dice: both variant-1 (features only) methods are worse; "
+        "all 3 variant-2 (features + image term) methods are within ±0.004 of ncc (none significantly different); "
+        "elastix is better (Δ +0.025). elastix gains Dice only while folding significantly more (%J≤0 higher).")
     assert answer.counts.to_dict("records") == [
         {"metric": "Dice", "better": 1, "worse": 2, "not significant": 3},
         {"metric": "HD95", "better": 1, "worse": 2, "not significant": 3},

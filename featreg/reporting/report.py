@@ -130,9 +130,12 @@ def build_report(
     sections: list[Section] = [Section("Answer", "block", answer, css_class="answer")]
     grids = grid_frame(selections) if selections else None
     edges = edge_warnings(grids) if grids is not None else []
-    if edges:
-        sections.append(Section("Caution", "text", "\n\n".join(f"A selected setting on its grid's edge: {w}"
-                                                                for w in edges)))
+    fallbacks = [f"{r['tuned']} runs {r['selected']}, a fallback: {r['fallback']}" for r in selections
+                 if r.get("fallback")]
+    cautions = [f"A selected setting on its grid's edge: {w}" for w in edges] + [
+        f"No grid point met the folding rule: {f}" for f in fallbacks]
+    if cautions:
+        sections.append(Section("Caution", "text", "\n\n".join(cautions)))
     sections += [Section(f"Verdict per method: {family.title}", "table", method_table(tests, family),
                          method_table_caption(family, n_resamples, seed)) for family in families]
 

@@ -44,14 +44,19 @@ def run(workdir: Path, config: dict) -> Path:
 def test_default_config_runs_end_to_end(workdir: Path):
     reports = run(workdir, cut_down(load_config("config.yaml"), patients=3))
     metrics = pd.read_csv(reports / "metrics.csv")
-    # ncc, elastix, 2 encoders x 2 distances x 2 variants, the alpha sweep's 3 points, and the unregistered row
-    grid = [f"{e}-{d}-{v}" for e in ("mind", "tinyvit") for d in ("cosine", "l1") for v in ("v1", "v2")]
+    # ncc, elastix, 2 encoders x 2 distances x 2 variants in both encode modes, the alpha sweep's 3 points,
+    # the real-weight encoders' once rows, and the unregistered row
+    grid = [f"{e}-{d}-{v}{m}" for e in ("mind", "tinyvit") for d in ("cosine", "l1") for v in ("v1", "v2")
+            for m in ("", "-once")]
     sweep = [f"mind-cosine-a{a}" for a in ("0.1", "0.5", "0.7")]
-    assert set(metrics["method"]) == {"initial", "ncc", "elastix", *grid, *sweep}
+    real = [f"{e}-cosine-{v}-once" for e in ("litemedsam", "vgg16") for v in ("v1", "v2")]
+    assert set(metrics["method"]) == {"initial", "ncc", "elastix", *grid, *sweep, *real}
     assert (metrics.groupby("method")["patient"].nunique() == 3).all()
     assert (metrics["status"] == "ok").all() and metrics["dice_mean"].notna().all()
     assert (metrics.loc[metrics["method"] == "ncc", "iterations"] == ITERATIONS).all()
-    assert "Verdict" in (reports / "report.html").read_text()
+    html = (reports / "report.html").read_text()
+    assert "Verdict" in html and "Encode once vs every iteration" in html
+    assert {"pca.png", "distance_curves.png"} <= {p.name for p in (reports / "features").iterdir()}
 
 
 def test_tuning_config_completes_when_a_grid_never_meets_its_folding_rule(workdir: Path):
@@ -66,8 +71,11 @@ def test_tuning_config_completes_when_a_grid_never_meets_its_folding_rule(workdi
     limit = config["tuning"]["select"]["max_neg_jac_pct"]
     ncc_points = [f"ncc@lam{value:g}" for value in config["tuning"]["grid"]["lam"]]
     assert (means[ncc_points] > limit).all()
-    selected = {base: json.loads((workdir / f"results/tuning/tuning/selected/{base}.json").read_text())["selected"]
-                for base in ("ncc", "elastix", "mind-cosine-v1", "mind-cosine-v2")}
+    records = {base: json.loads((workdir / f"results/tuning/tuning/selected/{base}.json").read_text())
+               for base in ("ncc", "elastix", "mind-cosine-v1", "mind-cosine-v2")}
+    selected = {base: record["selected"] for base, record in records.items()}
+    assert "fold" in records["ncc"]["fallback"] and records["elastix"]["fallback"] is None
+    assert "No grid point met the folding rule: ncc@tuned runs" in (reports / "report.html").read_text()
     assert selected["ncc"] == means[ncc_points].idxmin()
     for base in ("elastix", "mind-cosine-v1", "mind-cosine-v2"):
         assert means[selected[base]] <= limit

@@ -26,6 +26,7 @@ from featreg.errors import InputError
 from featreg.evaluation.metrics import jacobian_determinant
 from featreg.evaluation.statistics import pareto_mask, summarize
 from featreg.reporting.tables import ordered_methods
+from featreg.experiment.methods import ENCODE_SUFFIX
 from featreg.evaluation.metrics_table import class_names, normalise_metrics
 
 logger = logging.getLogger(__name__)
@@ -94,13 +95,16 @@ def alpha_curve(metrics_df: pd.DataFrame, out_png: str | Path, *, encoder: str, 
 
 
 def alpha_family(df: pd.DataFrame, *, encoder: str, distance: str, baseline: str = "ncc") -> pd.DataFrame:
-    """Methods (method, alpha) on one α curve: the baseline at α = 0 and the encoder+distance runs."""
+    """Methods (method, alpha) on one α curve: the baseline at α = 0 and the encoder+distance runs at the
+    configured settings (a tuned or paper row, ``<method>@...``, and a grid row in the other encode mode,
+    ``-once`` or ``-each``, share an α with the row they were made from and stay off the curve)."""
     df = normalise_metrics(df)
     desc = df.drop_duplicates("method")
     if baseline not in set(desc["method"]):
         raise InputError(f"baseline method {baseline!r} is not in the metrics table")
     runs = desc[(desc["encoder"] == encoder) & (desc["distance"] == distance)
-                & desc["variant"].isin(["feature", "combined"])]
+                & desc["variant"].isin(["feature", "combined"]) & ~desc["method"].str.contains("@", regex=False)
+                & ~desc["method"].str.endswith(tuple(ENCODE_SUFFIX.values()))]
     if runs.empty:
         raise InputError(f"no feature or combined methods with encoder {encoder!r} and distance {distance!r}")
     curve = pd.concat([desc[desc["method"] == baseline].assign(alpha=0.0), runs])[["method", "alpha"]]

@@ -37,6 +37,10 @@ def test_alpha_curve(metrics_df, tmp_path):
     dup.loc[dup["method"] == "dinov2_cos_a0.7", "alpha"] = 0.3
     with pytest.raises(InputError, match="several methods share an α"):
         figures.alpha_family(dup, encoder="dinov2", distance="cosine")
+    # a tuned row and an encode-once twin share their method's α and stay off the curve
+    twins = pd.concat([metrics_df, *(metrics_df[metrics_df["method"] == "dinov2_cos"].assign(method=name)
+                                     for name in ("dinov2_cos@tuned", "dinov2_cos-once"))])
+    assert figures.alpha_family(twins, encoder="dinov2", distance="cosine").equals(curve)
 
 
 def test_jacobian_maps_and_displacement_layout(tmp_path):

@@ -24,10 +24,12 @@ ITERATIONS = 5
 
 
 def cut_down(config: dict, patients: int) -> dict:
-    """``config`` on ``patients`` synthetic patients, every registration at :data:`ITERATIONS` iterations, on the CPU."""
+    """``config`` on ``patients`` synthetic patients, every registration at :data:`ITERATIONS` iterations, on the CPU,
+    with the feature figures of its first encoder only."""
     config["dataset"]["synthetic"]["patients"] = patients
     config["compute"] |= {"device": "cpu", "threads": 1, "mem_mb": 2000, "runtime_min": 10}
     config["registration"]["iterations"] = ITERATIONS
+    config["figures"]["feature_encoders"] = config["figures"]["feature_encoders"][:1]  # Fig. 3 encodes ~60 images each
     for method in config["methods"].values():
         if method.get("kind") == "elastix":
             method["settings"]["iterations"] = ITERATIONS
@@ -100,3 +102,26 @@ def test_paper_config_plans_on_the_synthetic_cohort_with_random_weight_encoders(
     # test patients 001, 011, 013; validation patients 005, 016, 022 (roles by seed)
     assert ("615 registrations (37 methods x 3 test patients; tuning: 14 methods x 12 grid points "
             "x 3 validation patients = 504)") in text
+
+
+def test_real_weights_config_runs_end_to_end_on_the_synthetic_cohort(workdir: Path):
+    """config/real_weights.yaml with its dataset switched to the synthetic cohort, cut down: 5 iterations,
+    its tuning protocol on three of its methods with two grid points each, and two points of its α sweep."""
+    config = cut_down(load_config("real_weights.yaml") | {"dataset": load_config("tuning.yaml")["dataset"]},
+                      patients=16)
+    config["compute"]["batch_size"] = 4
+    config["alpha_sweep"]["alphas"] = [0.5, 1.0]
+    tuned = ["ncc", "litemedsam-cosine-v1", "vgg16-cosine-v2"]
+    config["tuning"] |= {"methods": tuned, "grid": {"lam": [60.0, 480.0]}, "paper_settings": {"iterations": ITERATIONS},
+                         "grids": {"vgg16-cosine-v2": {"lam": [60.0, 480.0]}}}
+    reports = run(workdir, config)
+
+    metrics = pd.read_csv(reports / "metrics.csv")
+    grid = {f"{e}-{d}-{v}" for e in ("litemedsam", "vgg16") for d in ("cosine", "l1") for v in ("v1", "v2")}
+    assert grid | {"ncc", "litemedsam-cosine-a0.5"} | {f"{m}@tuned" for m in tuned} <= set(metrics["method"])
+    assert (metrics["status"] == "ok").all() and set(metrics["patient"]) == {"patient001", "patient011", "patient013"}
+    # encoded once: the moving images' features come from the features job, with their encoding seconds
+    run_json = json.loads((workdir / "results/real_weights/registration/vgg16-l1-v1/patient001/run.json").read_text())
+    assert run_json["settings"]["encode"] == "once" and run_json["encode_seconds"] > 0
+    features = json.loads((workdir / "results/real_weights/features/litemedsam/s000.json").read_text())
+    assert features["layer_splits"] == [320, 256] and features["moving"]

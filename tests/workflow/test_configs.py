@@ -3,7 +3,7 @@
 - config/config.yaml and config/tuning.yaml run end to end (5 iterations per registration).
 - config/test.yaml runs as shipped in test_workflow.py (its ``finished_run`` fixture).
 - config/paper.yaml is planned only (a dry run), on the synthetic cohort with its encoders as
-  random-weight controls: even there its 615 registrations, most through ViT-B features at
+  random-weight controls: even there its 651 registrations, most through ViT-B features at
   896 or 1024 px, are far beyond a CI budget on a CPU, so CI checks that the config, switched
   so, builds its whole DAG without a checkpoint, and not that its jobs run.
 """
@@ -100,7 +100,7 @@ def test_paper_config_plans_on_the_synthetic_cohort_with_random_weight_encoders(
     text = proc.stdout + proc.stderr
     assert "fetch_checkpoint" not in text
     # test patients 001, 011, 013; validation patients 005, 016, 022 (roles by seed)
-    assert ("615 registrations (37 methods x 3 test patients; tuning: 14 methods x 12 grid points "
+    assert ("651 registrations (49 methods x 3 test patients; tuning: 14 methods x 12 grid points "
             "x 3 validation patients = 504)") in text
 
 

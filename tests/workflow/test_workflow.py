@@ -114,10 +114,10 @@ def test_adding_an_encoder_reruns_only_its_jobs(finished_run: Path):
     shards = 2  # 3 patients, shard_size 2
     assert jobs == {
         "encoder_spec": 1,  # the new encoder's spec file
-        "method_file": 2,  # mind2-cosine-v1 and -v2
+        "method_file": 4,  # mind2-cosine-v1 and -v2, each encoding every iteration and once (-once)
         "save_config": 1,  # the report's copy of the config
-        "cache_features": shards,
-        "register": 2 * shards,  # mind2-cosine-v1 and -v2, each evaluated in its job
+        "cache_features": shards,  # its fixed and moving images
+        "register": 4 * shards,  # the four mind2 methods, each evaluated in its job
         "collect_metrics": 1,
         "report": 1,
         "all": 1,
@@ -153,22 +153,24 @@ def test_paper_config_plans_its_grid_in_seconds(workdir: Path):
     proc_text = proc.stdout + proc.stderr
     # One test shard (121-150) and one validation shard (101-120). Test: ncc, the no-upsampling
     # ablation, 3 encoders x 2 distances x 2 variants and the alpha sweep (0.1..1.0 minus 0.3 and
-    # 1.0, already in the grid) = 22 methods, plus one tuned method per tuned method (13); tuning:
-    # 13 methods x 12 grid points on the validation shard. elastix has its own rule: itself, its
-    # tuned row and its 12 grid points. Features: 4 encoders on test, 3 on val.
+    # 1.0, already in the grid) = 22 methods, the grid's 12 -once rows, plus one tuned method per tuned
+    # method (13); tuning: 13 methods x 12 grid points on the validation shard. elastix has its own
+    # rule: itself, its tuned row and its 12 grid points. Features: 4 encoders on test, 3 on val.
     assert jobs["preprocess"] == 2
-    assert jobs["register"] == 22 + 13 + 13 * 12
+    assert jobs["register"] == 22 + 12 + 13 + 13 * 12
     assert jobs["register_elastix"] == 1 + 1 + 12
     assert jobs["cache_features"] == 4 + 3
     assert jobs["fetch_checkpoint"] == 2  # DINOv2 (shared by two encoders) and SAM
-    assert "4470 registrations" in proc_text  # 37 x 30 test + 14 x 12 x 20 validation
+    assert "4830 registrations" in proc_text  # 49 x 30 test + 14 x 12 x 20 validation
+    assert "projected encoder passes: dinov2 " in proc_text
     assert elapsed < 60
 
 
 def test_default_config_plans_an_elastix_row_without_a_gpu(workdir: Path):
     proc = snakemake(workdir, "-n")  # config/config.yaml
     jobs = planned_jobs(proc)
-    assert jobs["register_elastix"] == 1 and jobs["register"] == 12
+    # ncc, 2 encoders x 2 distances x 2 variants in both encode modes, 3 sweep points, 4 real-weight once rows
+    assert jobs["register_elastix"] == 1 and jobs["register"] == 1 + 16 + 3 + 4
     text = proc.stdout + proc.stderr
     block = re.split(r"\n\[|\nrule ", text[text.index("rule register_elastix:"):])[0]
     assert "results/default/registration/elastix/shards/s000.json" in block and "gpu" not in block

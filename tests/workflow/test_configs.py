@@ -58,6 +58,17 @@ def test_default_config_runs_end_to_end(workdir: Path):
     assert (metrics.loc[metrics["method"] == "ncc", "iterations"] == ITERATIONS).all()
     html = (reports / "report.html").read_text()
     assert "Verdict" in html and "Encode once vs every iteration" in html
+    # a once row and an each_iteration row of one encoder side by side; only once rows read moving features
+    results = workdir / "results/default"
+    mind = json.loads((results / "features/mind/s000.json").read_text())
+    assert set(mind["moving"]) == set(mind["features"]) and len(mind["moving"]) == 3
+    assert all(Path(f).name.endswith(".moving.pt") and (workdir / f).is_file() for f in mind["moving"].values())
+    once = json.loads((results / "registration/mind-cosine-v1-once/patient001/run.json").read_text())
+    each = json.loads((results / "registration/mind-cosine-v1/patient001/run.json").read_text())
+    assert (once["settings"]["encode"], each["settings"]["encode"]) == ("once", "each_iteration")
+    assert once["encode_seconds"] > 0 and each["encode_seconds"] > 0
+    vgg = json.loads((results / "features/vgg16/s000.json").read_text())
+    assert vgg["layer_splits"] == [256, 512] and vgg["identity"]["layers"] == [2, 3]
     assert {"pca.png", "distance_curves.png"} <= {p.name for p in (reports / "features").iterdir()}
 
 

@@ -146,13 +146,19 @@ def registration_inputs(wildcards):
 
 def all_metric_shards():
     """Metric tables of the test split: before registration and per test method."""
-    return [PATHS["metrics"].format(method=m, shard=s) for m in PLAN.reported for s in PLAN.shards]
+    return [
+        PATHS["metrics"].format(method=m, shard=s)
+        for m in PLAN.reported
+        for s in PLAN.shards
+    ]
 
 
 def validation_metric_shards(methods):
     """Metric tables of ``methods`` on the validation split."""
     return [
-        PATHS["metrics"].format(method=m, shard=s) for m in methods for s in PLAN.val_shards
+        PATHS["metrics"].format(method=m, shard=s)
+        for m in methods
+        for s in PLAN.val_shards
     ]
 
 
@@ -194,7 +200,10 @@ def preprocess_sources(wildcards):
         return PATHS["synthetic"].format(shard=wildcards.shard)
     patients = PLAN.all_shards[wildcards.shard]
     if PLAN.manifest is not None:
-        return [ROOT, *(str(f) for p in patients for f in PLAN.manifest[p].files.values())]
+        return [
+            ROOT,
+            *(str(f) for p in patients for f in PLAN.manifest[p].files.values()),
+        ]
     return [source_dir(p) for p in patients]
 
 

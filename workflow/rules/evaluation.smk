@@ -32,7 +32,9 @@ if PLAN.tuning:
 
     rule select_setting:
         input:
-            lambda wildcards: validation_metric_shards(PLAN.tuning.grids[wildcards.base]),
+            lambda wildcards: validation_metric_shards(
+                PLAN.tuning.grids[wildcards.base]
+            ),
         output:
             selection=PATHS["selection"],
             method=PATHS["tuned_method"],
@@ -43,7 +45,9 @@ if PLAN.tuning:
         conda:
             "../../envs/featreg.yaml"
         params:
-            spec=lambda wildcards: canonical_json(PLAN.tuning.selection_spec(wildcards.base)),
+            spec=lambda wildcards: canonical_json(
+                PLAN.tuning.selection_spec(wildcards.base)
+            ),
         shell:
             "featreg select-setting --spec {params.spec:q} --metrics {input} "
             "--out {output.selection} --method-out {output.method} > {log} 2>&1"

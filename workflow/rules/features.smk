@@ -50,7 +50,9 @@ rule cache_features:
         runtime=COMPUTE["runtime_min"],
     params:
         out_dir=lambda wildcards, output: Path(output[0]).parent,
-        moving=lambda wildcards: "--moving" if PLAN.encodes_once(wildcards.encoder) else "",
+        moving=lambda wildcards: (
+            "--moving" if PLAN.encodes_once(wildcards.encoder) else ""
+        ),
     shell:
         "featreg features --encoders {input.spec} --encoder {wildcards.encoder} "
         "--shard {input.pairs} --out-dir {params.out_dir} --manifest {output} {params.moving} "

@@ -143,7 +143,8 @@ def test_paper_config_plans_its_grid_in_seconds(workdir: Path):
     assert jobs["cache_features"] == 4 + 3
     assert jobs["fetch_checkpoint"] == 2  # DINOv2 (shared by two encoders) and SAM
     assert "4830 registrations" in proc_text  # 49 x 30 test + 14 x 12 x 20 validation
-    assert "projected encoder passes: dinov2 " in proc_text
+    passes = proc_text.split("projected encoder passes: ", 1)[1].splitlines()[0]
+    assert "dinov2 " in passes and "sam " in passes and "(once)" in passes
     assert elapsed < 60
 
 

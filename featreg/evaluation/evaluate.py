@@ -21,7 +21,7 @@ from featreg.data.pairs import pair_labels, pair_patient, pair_slice
 from featreg.errors import InputError
 from featreg.evaluation.metrics import evaluate_arrays
 from featreg.evaluation.metrics_table import RUN_COLUMNS, row_columns
-from featreg.registration.run_record import read_run
+from featreg.registration.run_record import read_run, run_number
 
 logger = logging.getLogger(__name__)
 
@@ -50,11 +50,6 @@ def _read_label(path: Path, patient: str, labels: Mapping[int, str]) -> tuple[np
 def _check_spacing(path: Path, patient: str, spacing: tuple[float, ...], expected: tuple[float, ...]) -> None:
     if not np.allclose(spacing, expected, rtol=0, atol=SPACING_TOLERANCE_MM):
         raise InputError(f"spacing {spacing} mm differs from the fixed label's {expected} mm", path=path, patient=patient)
-
-
-def _run_number(run: dict[str, Any], key: str) -> float:
-    value = run.get(key)
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else float("nan")
 
 
 def failed_row(
@@ -90,7 +85,7 @@ def evaluate_result(pair_dir: str | Path, result_dir: str | Path | None = None) 
         if run["status"] == "failed":
             logger.info("%s: run failed (%s), metrics are NaN", patient, run.get("reason", ""))
             row = failed_row(patient, str(run.get("reason") or ""), slice_index, labels)
-            row.update({key: _run_number(run, key) for key in RUN_COLUMNS})
+            row.update({key: run_number(run, key) for key in RUN_COLUMNS})
             return row
 
     fixed_path = pair_dir / "fixed_label.nii.gz"
@@ -112,6 +107,6 @@ def evaluate_result(pair_dir: str | Path, result_dir: str | Path | None = None) 
 
     row: dict[str, Any] = {"patient": patient, "slice": slice_index, "status": "ok", "reason": ""}
     row.update(evaluate_arrays(fixed_label, warped_label, displacement, spacing, labels))
-    row.update({key: _run_number(run, key) for key in RUN_COLUMNS})
+    row.update({key: run_number(run, key) for key in RUN_COLUMNS})
     logger.info("%s: dice_mean %.3f, hd95_mean %.2f mm", patient, row["dice_mean"], row["hd95_mean"])
     return row

@@ -52,6 +52,12 @@ def read_run(result_dir: str | Path, *, patient: str | None = None) -> dict[str,
     return run
 
 
+def run_number(run: Mapping[str, Any], key: str) -> float:
+    """A numeric entry of a read run record as a float; NaN when it is absent or not a number."""
+    value = run.get(key)
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else float("nan")
+
+
 def is_current(result_dir: str | Path, fingerprint: str | None) -> bool:
     """Whether a result folder holds a finished ``ok`` run with this fingerprint (so it need not be redone)."""
     try:

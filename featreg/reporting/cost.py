@@ -10,7 +10,7 @@ import pandas as pd
 
 from featreg.data.pairs import patient_pair_dirs
 from featreg.errors import InputError
-from featreg.registration.run_record import RUN_FILE, read_run
+from featreg.registration.run_record import RUN_FILE, read_run, run_number
 
 logger = logging.getLogger(__name__)
 
@@ -49,14 +49,9 @@ def read_seconds(results_dir: str | Path) -> pd.DataFrame:
                     continue
                 rows.append({"method": method_dir.name, "patient": patient_dir.name,
                              "pair": pair_dir.relative_to(method_dir).as_posix(), "status": run["status"],
-                             "seconds": _number(run, "seconds") + np.nan_to_num(_number(run, "encode_seconds")),
+                             "seconds": run_number(run, "seconds") + np.nan_to_num(run_number(run, "encode_seconds")),
                              "device": str(run.get("device", ""))})
     return pd.DataFrame(rows, columns=list(SECONDS_COLUMNS))
-
-
-def _number(run: dict, key: str) -> float:
-    value = run.get(key)
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else float("nan")
 
 
 def pair_seconds(seconds: pd.DataFrame, metrics_df: pd.DataFrame) -> pd.DataFrame:

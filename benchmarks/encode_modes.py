@@ -26,7 +26,7 @@ Projections (seconds, at the fastest measured batch, 1500 iterations):
 ``row_30_minutes``: a 30-pair paper-settings row, encoding included (``once``: 60 images
 plus the loop; ``each_iteration``: the 30 fixed images plus the loop).
 ``paper_grid_hours``: every registration of config/paper.yaml (test rows, tuning grids,
-tuned rows; :func:`featreg.experiment.count_registrations`), each encoder's rows at this
+tuned rows; :meth:`featreg.experiment.plan.ExperimentPlan.registrations`), each encoder's rows at this
 encoder's cost (dinov2 → dinov2-b, dinov2-noup → dinov2-b-126, sam and medsam → sam-b),
 intensity-only rows (NCC and elastix) at the NCC baseline's. Writes
 benchmarks/results/encode_modes.csv and prints a table.

@@ -27,7 +27,7 @@ untimed warm-up run (2 iterations, or ``--iterations`` if fewer). Columns:
 - ``paper_registrations`` and ``paper_hours``: the registrations of
   ``config/paper.yaml`` (tuning included) that use this row's encoder, counted by
   :func:`featreg.experiment.plan.registrations_per_encoder` (the planning functions
-  the workflow runs; its dry run logs the total, 3130), and their hours at this
+  the workflow runs; its dry run logs the total, 4830, the `-once` rows costed as every-iteration ones), and their hours at this
   row's speed. ``dinov2-noup`` (126 px) is costed as DINOv2, an upper bound.
 - ``compile_s`` (``--compile``, bf16 at batch auto): the extra time of the fixed
   features and the warm-up when the backbone is ``torch.compile``-d; the row's

@@ -161,7 +161,10 @@ class ExperimentPlan:
 
     def registrations(self) -> dict[str | None, int]:
         """Registrations per encoder (key None: intensity-only methods)."""
-        return count_registrations(self.methods, self.tuning, self.patients, self.val_patients)
+        counts: dict[str | None, int] = {}
+        for method, patients in self._registrations():
+            counts[method.encoder] = counts.get(method.encoder, 0) + len(patients)
+        return counts
 
     def summary(self) -> str:
         """One line for the dry run: registrations, methods and patients, and the tuning budget."""
@@ -179,26 +182,6 @@ class ExperimentPlan:
         return line
 
 
-def count_registrations(
-    methods: Mapping[str, Method], tuning: TuningPlan | None, test: Sequence[str], val: Sequence[str]
-) -> dict[str | None, int]:
-    """Registrations per encoder of an expanded config (key None: intensity-only methods).
-
-    Test methods (and, with a tuning block, each tuned method's paper and tuned rows) run
-    on the test patients, grid points on the validation patients.
-    """
-    on_test = list({**methods, **({m.name: m for m in tuning.paper.values()} if tuning else {})}.values())
-    on_val: list[Method] = []
-    if tuning:
-        on_test += [methods[base] for base in tuning.tuned.values()]
-        on_val = list(tuning.grid_methods.values())
-    counts: dict[str | None, int] = {}
-    for group, patients in ((on_test, test), (on_val, val)):
-        for method in group:
-            counts[method.encoder] = counts.get(method.encoder, 0) + len(patients)
-    return counts
-
-
 def registrations_per_encoder(
     config: Mapping[str, Any], cohort: Sequence[str], roles: Mapping[str, str | None] | None = None
 ) -> dict[str | None, int]:
@@ -206,5 +189,5 @@ def registrations_per_encoder(
     cost on a cohort other than its dataset's (``benchmarks/``)."""
     methods = method_table(config)
     test, val = experiment_patients(config, cohort, roles)
-    return count_registrations(methods, tuning_plan(config, methods), test, val)
+    return ExperimentPlan(methods, tuning_plan(config, methods), test, val, shard_size=1, figure_patient="").registrations()
 

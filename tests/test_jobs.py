@@ -12,15 +12,18 @@ import pytest
 
 from featreg.cli import main
 from featreg.data.nifti import read_displacement
-from featreg.data.preprocess import PreprocessOptions
-from featreg.errors import ConfigError
-from featreg.experiment.splits import shard_patients
-from featreg.experiment.methods import Method
-from featreg.jobs.evaluate import evaluate_shard
-from featreg.jobs.register import register_shard
-from featreg.jobs.features import method_encoder_spec
 from featreg.data.pairs import PAIR_FAILURE
+from featreg.data.preprocess import PreprocessOptions
+from featreg.encoders.feature_manifest import write_feature_manifest
+from featreg.encoders.features import build_encoder
+from featreg.encoders.registry import EncoderSpec
+from featreg.errors import ConfigError
+from featreg.experiment.methods import Method
+from featreg.experiment.splits import shard_patients
 from featreg.jobs.data import preprocess_shard, synthesize_shard
+from featreg.jobs.evaluate import evaluate_shard
+from featreg.jobs.features import method_encoder_spec
+from featreg.jobs.register import register_shard
 
 PATIENTS = ["patient001", "patient002", "patient003"]
 METHOD = Method("ncc", settings={"lattice": [8, 8], "iterations": 6, "lr": 0.01})
@@ -167,8 +170,8 @@ def test_jobs_read_their_pairs_from_the_shard_manifests(cohort: Path, tmp_path: 
 
 
 def test_a_feature_manifest_of_another_encoder_is_refused(tmp_path: Path):
-    manifest = tmp_path / "features.json"
-    manifest.write_text(json.dumps({"encoder": "mind", "spec": {"kind": "mind", "grid": 16}, "pairs": [], "features": {}}))
+    spec = EncoderSpec.from_dict("mind", {"kind": "mind", "grid": 16})
+    manifest = write_feature_manifest(tmp_path / "features.json", spec, build_encoder(spec), pairs=[], features={})
     mind = Method("mind-l1-v1", encoder="mind", distance="l1", alpha=1.0, settings=METHOD.settings)
     assert method_encoder_spec(mind, None, manifest).grid == 16
     dino = Method("dinov2-l1-v1", encoder="dinov2", distance="l1", alpha=1.0, settings=METHOD.settings)

@@ -27,6 +27,9 @@ RUN_COLUMNS: tuple[str, ...] = ("seconds", "encode_seconds", "peak_memory_mb", "
 loop included), the seconds encoding the pair's cached images took (NaN without an encoder), peak memory and
 iterations."""
 
+MEASURED_COLUMNS = ("seconds", "encode_seconds", "peak_memory_mb")
+"""The run columns that measure the machine, not the result: they differ between any two runs of the same config."""
+
 TEXT_COLUMNS = ("method", "encoder", "distance", "variant", "patient", "status", "reason", "hd95_empty")
 
 INITIAL = {"method": "initial", "encoder": "", "distance": "", "variant": "initial", "alpha": np.nan}

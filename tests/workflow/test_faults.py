@@ -15,14 +15,13 @@ import pytest
 
 from workflow_helpers import REPO, load_config, snakemake, write_config
 
-pytestmark = pytest.mark.slow
+from featreg.evaluation.metrics_table import MEASURED_COLUMNS
 
-# Columns that measure the machine, not the result.
-TIMING = ["seconds", "encode_seconds", "peak_memory_mb"]
+pytestmark = pytest.mark.slow
 
 
 def metrics_without_timing(workdir: Path, name: str) -> pd.DataFrame:
-    return pd.read_csv(workdir / f"reports/{name}/metrics.csv").drop(columns=TIMING)
+    return pd.read_csv(workdir / f"reports/{name}/metrics.csv").drop(columns=list(MEASURED_COLUMNS))
 
 
 def slow_config(workdir: Path) -> Path:

@@ -14,6 +14,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from featreg.evaluation.metrics_table import MEASURED_COLUMNS
+
 REPO = Path(__file__).resolve().parents[2]
 SLURM_PROFILE = REPO / "profiles" / "slurm"
 LOCAL_PROFILE = REPO / "profiles" / "local"
@@ -73,7 +75,7 @@ def workflow_metrics(
     )
     assert result.returncode == 0, result.stdout[-5000:]
     metrics = pd.read_csv(workdir / "reports" / "test" / "metrics.csv")
-    return metrics.drop(columns=["seconds", "peak_memory_mb"])  # the machine, not the result
+    return metrics.drop(columns=list(MEASURED_COLUMNS))
 
 
 def test_workflow_on_slurm_matches_local_run(tmp_path):

@@ -7,6 +7,7 @@ the bottom left, for every panel alike.
 from __future__ import annotations
 
 import logging
+import textwrap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -17,7 +18,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from matplotlib.colors import TwoSlopeNorm
-from matplotlib.ticker import MaxNLocator
+from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
 from featreg.data.pairs import pair_labels
 from featreg.data.nifti import read_displacement, read_nifti
@@ -284,7 +285,7 @@ def forest_plot(panels: Sequence[tuple[str, pd.DataFrame]], out_png: str | Path)
         ax.axvline(0, color="black", ls="--", lw=0.8)
         ax.set_yticks(y, rows["method"], fontsize="small")
         ax.set_ylim(-0.7, len(rows) - 0.3)
-        ax.set_xlabel(xlabel, fontsize="small")
+        ax.set_xlabel(textwrap.fill(xlabel, 40), fontsize="small")  # labels against a named reference are long
         ax.xaxis.set_major_locator(MaxNLocator(nbins=5))
         ax.tick_params(axis="x", labelsize="small")
         ax.grid(axis="x", alpha=0.3)
@@ -308,7 +309,7 @@ def cost_plot(points: pd.DataFrame, out_png: str | Path) -> Path:
     if points.empty:
         raise InputError("no method has both a mean Dice and a positive mean seconds per pair")
     front = pareto_mask(points[["dice", "seconds"]].to_numpy(float), [True, False])
-    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    fig, ax = plt.subplots(figsize=(8.0, 5.0))
     ax.scatter(points["seconds"], points["dice"], s=22, color="tab:blue", zorder=3)
     line = points[front].sort_values("seconds")
     ax.step(line["seconds"], line["dice"], where="post", color="black", lw=0.8, zorder=2)
@@ -318,6 +319,10 @@ def cost_plot(points: pd.DataFrame, out_png: str | Path) -> Path:
         ax.annotate(row["method"], (row["seconds"], row["dice"]), xytext=(4, 3), textcoords="offset points",
                     fontsize=6.5)
     ax.set_xscale("log")
+    narrow = points["seconds"].max() <= 100 * points["seconds"].min()
+    ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0) if narrow else (1.0,)))  # 1-2-5 steps within two decades
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:g}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel("mean seconds per pair (log scale)")
     ax.set_ylabel("mean Dice (unitless)")
     ax.grid(alpha=0.3, which="both")

@@ -51,7 +51,7 @@ from snakemake.utils import validate
 from featreg.encoders.cache import compute_features
 from featreg.encoders.features import build_encoder
 from featreg.encoders.registry import EncoderSpec
-from featreg.experiment import registrations_per_encoder
+from featreg.experiment.plan import registrations_per_encoder
 from featreg.io import atomic_path
 from featreg.registration import RegistrationSettings, pca, register_pairs
 

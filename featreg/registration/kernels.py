@@ -394,6 +394,15 @@ COSINE, L1 = 0, 1
 
 
 @numba.njit(inline="always")
+def _bilinear_channel(v00, v01, v10, v11, c, wx, wy):
+    """Channel ``c`` of the bilinear sample of four corners at (wx, wy), and its derivatives along x and y."""
+    a, b = v01[c] - v00[c], v11[c] - v10[c]
+    top = v00[c] + a * wy
+    d_x = v10[c] + b * wy - top
+    return top + d_x * wx, d_x, a + (b - a) * wx
+
+
+@numba.njit(inline="always")
 def _cosine_cell(f, v00, v01, v10, v11, wx, wy, eps):
     """Cosine of ``f`` and the bilinear sample of the corners at (wx, wy), and its derivatives along x and y.
 
@@ -401,12 +410,7 @@ def _cosine_cell(f, v00, v01, v10, v11, wx, wy, eps):
     """
     fw = ww = ff = f_dx = f_dy = w_dx = w_dy = np.float32(0)
     for c in range(f.shape[0]):
-        a, b = v01[c] - v00[c], v11[c] - v10[c]
-        top = v00[c] + a * wy
-        bottom = v10[c] + b * wy
-        d_x = bottom - top
-        d_y = a + (b - a) * wx
-        w = top + d_x * wx
+        w, d_x, d_y = _bilinear_channel(v00, v01, v10, v11, c, wx, wy)
         fw += f[c] * w
         ww += w * w
         ff += f[c] * f[c]
@@ -425,12 +429,8 @@ def _l1_cell(f, v00, v01, v10, v11, wx, wy):
     """Mean |f - w| over channels, w the bilinear sample at (wx, wy), and its derivatives (sign(0) = 0, as torch's abs)."""
     total = g_x = g_y = np.float32(0)
     for c in range(f.shape[0]):
-        a, b = v01[c] - v00[c], v11[c] - v10[c]
-        top = v00[c] + a * wy
-        bottom = v10[c] + b * wy
-        d_x = bottom - top
-        d_y = a + (b - a) * wx
-        diff = f[c] - (top + d_x * wx)
+        w, d_x, d_y = _bilinear_channel(v00, v01, v10, v11, c, wx, wy)
+        diff = f[c] - w
         total += abs(diff)
         sign = np.float32((diff > 0) - (diff < 0))
         g_x -= sign * d_x

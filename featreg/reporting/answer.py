@@ -36,16 +36,14 @@ def answer_sections(df: pd.DataFrame, tests: pd.DataFrame, families: Sequence[Fa
     parts = []
     for family in families:
         answer = family_answer(tests, family, variants)
-        reference = family.reference or ("each method untuned" if family.key == "tuning"
-                                         else "the same method encoding every iteration")
         rows = tests[tests["family"] == family.key]
-        panels = [(f"Δ {name} ({unit}), method − {reference}", forest_rows(rows, metric))
+        panels = [(f"Δ {name} ({unit}), method − {family.against}", forest_rows(rows, metric))
                   for metric, (name, unit, _, _) in VERDICT_METRICS.items()]
         path = figures.forest_plot(panels, out_dir / f"forest_{family.key}.png")
         written[path.name] = path
         n = int(answer.best["n_pairs"])
         interval = "unadjusted percentile-bootstrap 95 % CI" if n_resamples else "no CI computed"
-        parts.append(Section(f"{family.title.capitalize()}: {count_methods(len(family.pairs))} against {reference}", "block", [
+        parts.append(Section(f"{family.title.capitalize()}: {count_methods(len(family.pairs))} against {family.against}", "block", [
             Section("", "text", f"{answer.sentence}{_cost_ratio(family, seconds)}\n\n{best_line(answer, n_resamples)}",
                     css_class="sentence"),
             Section("", "table", answer.counts,

@@ -28,7 +28,7 @@ import pandas as pd
 
 from featreg.errors import InputError
 from featreg.evaluation.statistics import COMPARISON_COLUMNS, compare_pairs
-from featreg.reporting.tables import FAMILY_TITLES, format_p, method_descriptors
+from featreg.reporting.tables import FAMILY_TITLES, OWN_REFERENCES, format_p, method_descriptors
 from featreg.evaluation.metrics_table import normalise_metrics
 from featreg.experiment.methods import ENCODE_SUFFIX
 
@@ -62,11 +62,21 @@ class Family:
     @property
     def reference(self) -> str | None:
         """The one reference of a family that has one (None for the tuning and encode families)."""
-        return None if self.key in PER_METHOD_REFERENCE else self.pairs[0][1]
+        return None if self.key in OWN_REFERENCES else self.pairs[0][1]
 
+    @property
+    def against(self) -> str:
+        """What each method is compared with, as the report names it: the one reference, or each method's own."""
+        return self.reference or OWN_REFERENCES[self.key]
 
-PER_METHOD_REFERENCE = ("tuning", "encode")
-"""Families whose methods each have a reference of their own (the method untuned, or encoding every iteration)."""
+    @property
+    def comparison(self) -> str:
+        """The family's comparison in a caption's words."""
+        if self.reference:
+            return f"each method against {self.reference}"
+        own = {"tuning": "at its tuned settings against itself untuned",
+               "encode": "encoding once against itself encoding every iteration"}
+        return f"each method {own[self.key]}"
 
 
 def encode_twins(methods: Sequence[str]) -> tuple[tuple[str, str], ...]:
@@ -312,13 +322,11 @@ def method_table(tests: pd.DataFrame, family: Family) -> pd.DataFrame:
 
 def method_table_caption(family: Family, n_resamples: int, seed: int) -> str:
     """What :func:`method_table` shows: the test, the correction, the difference and its interval."""
-    against = (f"each method against {family.reference}" if family.reference
-               else "each method at its tuned settings against itself untuned")
     interval = (f"unadjusted percentile-bootstrap 95 % CI ({n_resamples} resamples, seed {seed}) of the mean "
                 f"difference: not corrected for the {len(family.pairs)} comparisons, so a CI may exclude 0 while the "
                 f"Holm-adjusted p is ≥ {SIGNIFICANCE}; the verdict follows the adjusted p" if n_resamples
                 else "no CI computed")
-    return (f"{family.title.capitalize()}: {against}, n pairs with a value for both. Δ = mean paired difference (method − "
+    return (f"{family.title.capitalize()}: {family.comparison}, n pairs with a value for both. Δ = mean paired difference (method − "
             f"reference); Dice unitless, higher is better; HD95 in mm and %J≤0 in percentage points, lower is "
             f"better. CI: {interval}. p (Holm): paired two-sided Wilcoxon signed-rank test, Holm-adjusted across "
             f"the {count_methods(len(family.pairs))} of this family per metric. Verdict: better / worse when the adjusted "
@@ -337,7 +345,7 @@ def settings_of(families: Sequence[Family]) -> dict[str, str]:
     """Method -> the title of the family it is tested in or the reference of (the tuning and encode families aside)."""
     settings = {}
     for family in families:
-        if family.key not in PER_METHOD_REFERENCE:
+        if family.key not in OWN_REFERENCES:
             for method, reference in family.pairs:
                 settings[method] = settings[reference] = family.title
     return settings

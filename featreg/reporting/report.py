@@ -211,11 +211,9 @@ def _test_sections(tests: pd.DataFrame, families: Sequence[Family], n_resamples:
     for family in families:
         rows = tests[tests["family"] == family.key].drop(columns="family")
         rows = rows.assign(unit=rows["metric"].map(UNITS)).round(4)
-        against = (f"each method against {family.reference!r}" if family.reference
-                   else "each method at its tuned settings against itself untuned")
         sections.append(Section(
             f"Paired tests: {family.title}", "table", rows,
-            f"{against}, per metric: n_pairs patients with a finite value for both; paired two-sided Wilcoxon "
+            f"{family.comparison}, per metric: n_pairs patients with a finite value for both; paired two-sided Wilcoxon "
             f"signed-rank test (scipy.stats.wilcoxon, zero differences dropped, p = 1 for identical samples), "
             f"p_holm Holm-corrected across the {len(family.pairs)} comparison(s) of this family per metric; "
             f"mean_diff = mean of (method − reference) in the unit given, with a percentile-bootstrap 95 % CI "

@@ -133,7 +133,7 @@ def table1_frame(metrics_df: pd.DataFrame, tests: pd.DataFrame, baseline: str = 
     _require(df, [*DESCRIPTOR_COLUMNS, "patient", *TABLE1_METRICS])
     _require(tests, ["family", "metric", "method", "reference", "p_holm"])
     order = ordered_methods(df, baseline)
-    compared = tests[~tests["family"].isin(("tuning", "encode"))]  # each method against its own reference
+    compared = tests[~tests["family"].isin(OWN_REFERENCES)]  # each method against its own reference
     tested = compared.drop_duplicates("method").set_index("method")
     references = compared.drop_duplicates("reference").set_index("reference")["family"]
     p_holm = compared.set_index(["method", "metric"])["p_holm"]
@@ -172,6 +172,9 @@ def table1_frame(metrics_df: pd.DataFrame, tests: pd.DataFrame, baseline: str = 
 
 FAMILY_TITLES = {"paper": "paper settings", "configured": "configured settings", "tuned": "tuned",
                  "tuning": "tuning effect", "encode": "encode once vs every iteration"}
+
+OWN_REFERENCES = {"tuning": "each method untuned", "encode": "the same method encoding every iteration"}
+"""The families whose methods each have a reference of their own, and how the report names that reference."""
 """Family keys of ``featreg.reporting.comparisons`` as Table 1 names them."""
 
 
@@ -180,7 +183,7 @@ def table1_header(metrics_df: pd.DataFrame, tests: pd.DataFrame, seconds: pd.Dat
     df = normalise_metrics(metrics_df)
     defs = metric_definitions()
     n_patients = df["patient"].nunique()
-    sizes = tests[~tests["family"].isin(("tuning", "encode"))].groupby("family", sort=False)["method"].nunique()
+    sizes = tests[~tests["family"].isin(OWN_REFERENCES)].groupby("family", sort=False)["method"].nunique()
     families = "; ".join(f"{FAMILY_TITLES[k]}: {n} method(s)" for k, n in sizes.items()) or "none"
     return (
         f"Table 1. Registration of {n_patients} pairs (fixed ED, moving ES), one row per method. {CONVENTIONS} "

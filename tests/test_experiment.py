@@ -12,6 +12,7 @@ from snakemake.utils import validate
 
 from featreg.errors import ConfigError, InputError
 from featreg.experiment.plan import ExperimentPlan, registrations_per_encoder
+from featreg.registration.settings import RegistrationSettings
 from featreg.experiment.selection_record import read_selection
 from featreg.experiment.method_file import load_method_file, write_method_file
 from featreg.experiment.tuning import PAPER_SETTINGS, expand_grid, tuning_plan
@@ -338,6 +339,8 @@ def test_grid_encode_modes_name_rows_by_their_mode_and_plan_their_encoder_passes
     # each_iteration: a pass per registration and iteration; once: one pass per moving image (2 test patients)
     assert plan.encoder_passes() == {"mind": {"each_iteration": 2 * 2 * 20, "once": 2}}
     assert "projected encoder passes: mind 80 forward+backward (each_iteration), 2 forward (once)" in plan.summary()
+    del cfg["registration"]["iterations"]  # unset: the registration's own default, 1500
+    assert ExperimentPlan.build(cfg).encoder_passes()["mind"]["each_iteration"] == 2 * 2 * RegistrationSettings().iterations == 6000
     # with the registration block encoding once, the plain names are the once rows
     cfg = config(tuned=False)
     cfg["registration"]["encode"] = "once"

@@ -15,9 +15,10 @@ from typing import Any
 from featreg.data.acdc import list_patients
 from featreg.data.manifest import ManifestRow, is_manifest, manifest_roles, read_manifest
 from featreg.errors import ConfigError
-from featreg.experiment.methods import ONCE, Method, check_labels, check_methods, encoder_specs, method_table
+from featreg.experiment.methods import ONCE, Method, check_labels, check_methods, method_table
 from featreg.experiment.splits import experiment_patients, shard_patients
 from featreg.experiment.tuning import TuningPlan, tuning_plan
+from featreg.registration.settings import RegistrationSettings
 
 
 def cohort_of(dataset: Mapping[str, Any]) -> tuple[list[str], dict[str, ManifestRow] | None]:
@@ -60,8 +61,7 @@ class ExperimentPlan:
         methods = method_table(config)
         tuning = tuning_plan(config, methods)
         unchecked = cls(methods, tuning, (), (), config["compute"]["shard_size"], "")
-        check_methods(config, unchecked.runnable)
-        encoder_specs(config)
+        check_methods(config, unchecked.runnable)  # parses the encoders too
         check_labels(config)
         cohort, manifest = cohort_of(config["dataset"])
         roles = manifest_roles(manifest) if manifest else None
@@ -150,7 +150,8 @@ class ExperimentPlan:
             if method.encode == ONCE:
                 once.setdefault(method.encoder, set()).update(patients)
             elif method.encoder is not None:
-                each[method.encoder] = each.get(method.encoder, 0) + len(patients) * int(method.settings.get("iterations", 0))
+                iterations = RegistrationSettings.from_dict(method.registration_settings()).iterations  # its default too
+                each[method.encoder] = each.get(method.encoder, 0) + len(patients) * iterations
         return {encoder: {"each_iteration": each.get(encoder, 0), "once": len(once.get(encoder, ()))}
                 for encoder in dict.fromkeys([*each, *once])}
 

@@ -22,8 +22,9 @@ from featreg.experiment.methods import Method
 from featreg.experiment.splits import shard_patients
 from featreg.jobs.data import preprocess_shard, synthesize_shard
 from featreg.jobs.evaluate import evaluate_shard
-from featreg.jobs.features import method_encoder_spec
+from featreg.jobs.features import features_shard, method_encoder_spec
 from featreg.jobs.register import register_shard
+from featreg.registration import register_pairs
 
 PATIENTS = ["patient001", "patient002", "patient003"]
 METHOD = Method("ncc", settings={"lattice": [8, 8], "iterations": 6, "lr": 0.01})
@@ -202,6 +203,30 @@ def test_auto_batch_size_is_logged_in_run_json_and_a_bad_one_is_one_line(cohort:
     assert main(["register", "--method-file", str(method_file), "--pairs", str(pair_dirs[0]), "--out-dir", str(tmp_path),
                  "--manifest", str(tmp_path / "m.json"), "--batch-size", "many"]) == 2  # fmt: skip
     assert "--batch-size: must be a positive integer or 'auto', got 'many'" in capsys.readouterr().err
+
+
+def test_auto_batch_size_probes_a_method_that_encodes_once_with_the_cached_maps(cohort: Path, tmp_path: Path, monkeypatch):
+    """The CUDA probe registers the sample pair as the loop will: encoding once, with both cached maps and no encoder."""
+    import featreg.jobs.register as register_job
+
+    spec = EncoderSpec.from_dict("mind", {"kind": "mind", "grid": 32})
+    pair_dirs = [cohort / "pairs" / p for p in ("patient001", "patient003")]
+    features_shard(spec, pair_dirs, tmp_path / "features", tmp_path / "features.json", device="cpu", moving=True)
+    probed = {}
+
+    def probe_on_cpu(fixed, moving, settings, *, spacing, encoder, device, limit, fixed_features=None, moving_features=None):
+        # what batching.pair_footprint_bytes runs on a CUDA device, here on the CPU
+        register_pairs(fixed, moving, settings, spacing=spacing, encoder=encoder, fixed_features=fixed_features,
+                       moving_features=moving_features, device=device, progress_every_s=None)
+        probed.update(encoder=encoder, fixed=tuple(fixed_features.shape), moving=tuple(moving_features.shape))
+        return 2, {"requested": "auto", "batch_size": 2, "rule": "probed"}
+
+    monkeypatch.setattr(register_job, "auto_batch_size", probe_on_cpu)
+    once = Method("mind-l1-v1-once", encoder="mind", distance="l1", alpha=1.0, settings={**METHOD.settings, "encode": "once"})
+    register_shard(once, pair_dirs, tmp_path / "out", tmp_path / "m.json", encoder_spec=spec,
+                   features_manifest=tmp_path / "features.json", device="cpu", batch_size="auto")
+    assert probed == {"encoder": None, "fixed": (1, 12, 32, 32), "moving": (1, 12, 32, 32)}
+    assert json.loads((tmp_path / "out" / "patient001" / "run.json").read_text())["batch_size"] == 2
 
 
 def test_a_pair_with_another_spacing_fails_alone(cohort: Path, tmp_path: Path):

@@ -139,15 +139,20 @@ def load_batch(pending: Sequence[tuple[Path, str | None]], features: ShardFeatur
     return batch
 
 
-def _auto_batch_size(pending: Sequence[tuple[Path, str | None]], settings, encoder, device) -> tuple[int, dict[str, Any]]:
-    """``batch_size: auto`` measured on the first readable pending pair."""
+def _auto_batch_size(pending: Sequence[tuple[Path, str | None]], settings, features: ShardFeatures | None,
+                     device) -> tuple[int, dict[str, Any]]:
+    """``batch_size: auto`` measured on the first readable pending pair, with its cached features as the loop gets them."""
     for pair_dir, _ in pending:
         try:
             pair = load_pair(pair_dir)
         except InputError:
             continue  # reported as failed by the registration loop
+        loaded = {image: features.load(pair_dir, image) for image in features.images} if features else {}
+        if any(isinstance(reason, str) for reason in loaded.values()):
+            continue  # its features are missing: failed by the registration loop
         return auto_batch_size(pair.fixed[None, None], pair.moving[None, None], settings, spacing=pair.spacing,
-                               encoder=encoder, device=device, limit=len(pending))  # fmt: skip
+                               encoder=features and features.loop_encoder, device=device, limit=len(pending),
+                               fixed_features=loaded.get("fixed"), moving_features=loaded.get("moving"))  # fmt: skip
     return 1, {"requested": "auto", "batch_size": 1, "rule": "no readable pair to measure"}
 
 
@@ -192,7 +197,7 @@ def register_shard(
              len(statuses), len(pending), torch_device)
     batch_sizing = None
     if batch_size == "auto" and pending:
-        batch_size, batch_sizing = _auto_batch_size(pending, settings, features and features.loop_encoder, torch_device)
+        batch_size, batch_sizing = _auto_batch_size(pending, settings, features, torch_device)
     progress = tqdm(total=len(pending), desc=f"register {method.name}", unit="pair")
 
     def fail(pair_dir: Path, reason: str, key: str | None) -> None:

@@ -151,15 +151,15 @@ def pair_objective(
         total = total + (1 - settings.alpha) * image
     if settings.alpha > 0:
         distance = FEATURE_DISTANCES[settings.feature_distance]
-        if once and layers is not None:  # per layer, on the torch path (the fused node takes one map)
-            feature = _once_layered(distance, fixed_features, moving_features, field, layers)
-        elif once and kernels.fused_available(params, moving_features):
+        if once and layers is None and kernels.fused_available(params, moving_features):
             points, _ = feature_points(field, moving_features.shape[2:])
             feature = kernels.warped_feature_distance(
                 fixed_features, moving_features, points, transform.shape, settings.feature_distance, workspace
             )
-        elif once:
-            feature = distance(fixed_features, *warp_features(moving_features, field))
+        elif once:  # the torch path; an encoder's layers share one grid, so the whole map is warped once
+            warped_features, inside = warp_features(moving_features, field)
+            feature = layered_distance(lambda f, w: distance(f, w, inside), fixed_features, warped_features,
+                                       *(layers or (None, None)))
         else:
             warped_features = encoder(warped)
             if projection is not None:
@@ -171,14 +171,6 @@ def pair_objective(
             feature = layered_distance(distance, fixed_features, warped_features, *(layers or (None, None)))
         total = total + settings.alpha * feature
     return total, image, feature, reg
-
-
-def _once_layered(distance, fixed: torch.Tensor, moving: torch.Tensor, field: torch.Tensor,
-                  layers: tuple[Sequence[int], Sequence[float]]) -> torch.Tensor:
-    """D_F of ``encode: once`` over an encoder's layers: each layer's map warped and compared alone."""
-    splits, weights = layers
-    pieces = zip(weights, fixed.split(list(splits), dim=1), moving.split(list(splits), dim=1))
-    return sum(w * distance(f, *warp_features(m, field)) for w, f, m in pieces if w) / sum(weights)
 
 
 def _as_features(name: str, value: np.ndarray | torch.Tensor, batch: int, device: torch.device) -> torch.Tensor:

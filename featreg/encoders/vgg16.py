@@ -47,7 +47,12 @@ class LPIPSStages(nn.Module):
         self.indices = tuple(indices)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        stages = self.net(self.scaling_layer(2 * x - 1))
+        # the trunk's own forward, stopped after the last selected stage (its forward always runs all five)
+        trunk = (self.net.slice1, self.net.slice2, self.net.slice3, self.net.slice4, self.net.slice5)
+        h, stages = self.scaling_layer(2 * x - 1), []
+        for stage in trunk[: max(self.indices) + 1]:
+            h = stage(h)
+            stages.append(h)
         return [stages[i] for i in self.indices]
 
 
